@@ -1,0 +1,23 @@
+# Two entry points on a fresh machine (see README): `make run` and `make test`.
+PY ?= python3
+PIP = $(PY) -m pip
+export DAGSTER_HOME ?= $(CURDIR)
+
+.PHONY: install run test bench
+
+install:
+	# torch first, from the CPU wheel on local disk (never torchvision)
+	$(PIP) install -q torch==2.13.0
+	$(PIP) install -q --no-build-isolation ./shims/en_core_web_sm
+	$(PIP) install -q --no-build-isolation -e '.[test]'
+	# imported by unstructured's PDF partitioner; its declared deps would pull torchvision
+	$(PIP) install -q --no-deps unstructured-inference==1.6.14
+
+run: install
+	$(PY) -m pipelines.run_main
+
+test: install
+	$(PY) -m pytest -p no:cacheprovider $(PYTEST_ARGS)
+
+bench: install
+	$(PY) -m bench.ingest

@@ -1,0 +1,1 @@
+"""Software-defined assets, one module per stage; each stage's checks live beside its assets."""

@@ -1,0 +1,24 @@
+"""Dagster Definitions for the whole platform, merged from one Definitions object per stage."""
+
+from dagster import Definitions
+
+from assets import ingestion
+from pipelines.jobs import ingest_job, purge_documents_job
+from pipelines.schedules import nightly_reindex_schedule
+from pipelines.sensors import documents_folder_sensor
+from resources import DocumentSource, Embedder, MilvusStore
+
+
+def default_resources() -> dict:
+    """Embedded defaults: bundled sample corpus (or $DOCPLATFORM_DOCUMENTS_DIR), packaged MiniLM, milvus-lite file."""
+    return {"documents": DocumentSource(), "embedder": Embedder(), "milvus": MilvusStore()}
+
+
+ingestion_defs = Definitions(
+    assets=ingestion.ingestion_assets,
+    jobs=[ingest_job, purge_documents_job],
+    schedules=[nightly_reindex_schedule],
+    sensors=[documents_folder_sensor],
+)
+
+defs = Definitions.merge(ingestion_defs, Definitions(resources=default_resources()))

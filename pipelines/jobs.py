@@ -1,0 +1,25 @@
+"""Jobs: the main per-document ingestion job and the purge job for deleted documents."""
+
+from dagster import AssetSelection, define_asset_job, in_process_executor, job
+
+from assets.ingestion import purge_document_vectors
+from assets.partitions import documents_partitions
+
+# Embedded stores (milvus-lite, the embedded graph) take one writer process at a time:
+# dagster.yaml's run queue limits runs carrying this tag to one at a time.
+EMBEDDED_STORE_TAG = {"docplatform/embedded-store": "writer"}
+
+ingest_job = define_asset_job(
+    "ingest_job",
+    selection=AssetSelection.groups("ingestion"),
+    partitions_def=documents_partitions,
+    executor_def=in_process_executor,
+    tags=EMBEDDED_STORE_TAG,
+    description="Main job: one document (partition) from file to chunks and vectors in Milvus.",
+)
+
+
+@job(tags=EMBEDDED_STORE_TAG, executor_def=in_process_executor,
+     description="Removes deleted documents' vectors (the sensor requests it with their ids).")
+def purge_documents_job():
+    purge_document_vectors()

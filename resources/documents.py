@@ -1,0 +1,75 @@
+"""Where the company's documents live, and how a file maps to a partition key."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from dagster import ConfigurableResource
+from pydantic import Field
+
+SUPPORTED_SUFFIXES = {".md", ".markdown", ".txt", ".text", ".html", ".htm", ".docx", ".pdf"}
+
+# The bundled sample corpus: the embedded default when no folder is configured.
+SAMPLE_CORPUS = Path(__file__).resolve().parent.parent / "sample_corpus"
+# Characters Dagster does not accept in a partition key.
+_FORBIDDEN_KEY_CHARS = set(",[]*\n\r\t")
+
+
+def default_documents_dir() -> str:
+    return os.environ.get("DOCPLATFORM_DOCUMENTS_DIR", str(SAMPLE_CORPUS))
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class DocumentFile:
+    key: str  # partition key: the POSIX path relative to the documents folder
+    path: Path
+    sha256: str
+    size: int
+
+
+class DocumentSource(ConfigurableResource):
+    """A folder of documents; each file (recursively) is one partition keyed by its relative path."""
+
+    root: str = Field(default_factory=default_documents_dir, description="Folder holding the documents.")
+
+    @property
+    def root_path(self) -> Path:
+        return Path(self.root).expanduser().resolve()
+
+    def path_for(self, key: str) -> Path:
+        path = (self.root_path / key).resolve()
+        if self.root_path not in path.parents:
+            raise ValueError(f"partition key {key!r} points outside the documents folder {self.root_path}")
+        return path
+
+    def scan(self) -> dict[str, DocumentFile]:
+        """Every regular, non-hidden file below the root, keyed by partition key."""
+        root = self.root_path
+        if not root.is_dir():
+            raise FileNotFoundError(f"documents folder {root} does not exist")
+        found: dict[str, DocumentFile] = {}
+        for dirpath, dirnames, filenames in os.walk(root):
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+            for name in sorted(filenames):
+                if name.startswith(".") or name.startswith("~$"):
+                    continue
+                path = Path(dirpath) / name
+                if not path.is_file():
+                    continue
+                key = path.relative_to(root).as_posix()
+                if _FORBIDDEN_KEY_CHARS & set(key):
+                    continue
+                stat = path.stat()
+                found[key] = DocumentFile(key=key, path=path, sha256=file_sha256(path), size=stat.st_size)
+        return found
