@@ -21,4 +21,13 @@ ingestion_defs = Definitions(
     sensors=[documents_folder_sensor],
 )
 
-defs = Definitions.merge(ingestion_defs, Definitions(resources=default_resources()))
+# One Definitions per stage; resources are bound once, in build_defs.
+STAGE_DEFS = [ingestion_defs]
+
+
+def build_defs(**resource_overrides) -> Definitions:
+    """The platform's Definitions with the embedded-default resources, any of them replaced by keyword."""
+    return Definitions.merge(*STAGE_DEFS, Definitions(resources=default_resources() | resource_overrides))
+
+
+defs = build_defs()
