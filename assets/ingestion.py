@@ -101,6 +101,15 @@ def raw_documents(context: AssetExecutionContext, documents: DocumentSource):
     yield AssetCheckResult(check_name="content_not_empty", passed=len(data) > 0, metadata={"size_bytes": len(data)})
 
 
+def pdf_page_count(data: bytes) -> int:
+    from pdfminer.pdfdocument import PDFDocument
+    from pdfminer.pdfpage import PDFPage
+    from pdfminer.pdfparser import PDFParser
+
+    document = PDFDocument(PDFParser(io.BytesIO(data)))
+    return sum(1 for _ in PDFPage.create_pages(document))
+
+
 def partition_document(doc_id: str, suffix: str, data: bytes) -> list:
     """unstructured elements for one document, strategy fast, no network."""
     filename = PurePosixPath(doc_id).name
@@ -124,6 +133,11 @@ def partition_document(doc_id: str, suffix: str, data: bytes) -> list:
             return partition_docx(file=io.BytesIO(data), **kwargs)
         if suffix == ".pdf":
             from unstructured.partition.pdf import partition_pdf
+
+            # unstructured logs and swallows pdfminer errors; check the structure first to say why.
+            pages = pdf_page_count(data)
+            if pages == 0:
+                raise ValueError("the PDF has no readable pages")
 
             return partition_pdf(file=io.BytesIO(data), strategy="fast", **kwargs)
     except DocumentError:

@@ -1,0 +1,32 @@
+"""Shared fixtures: real milvus-lite files, the packaged MiniLM model, temporary document folders."""
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("DAGSTER_DISABLE_TELEMETRY", "1")
+
+import assets._offline  # noqa: E402,F401
+
+REPO = Path(__file__).resolve().parent.parent
+SAMPLE = REPO / "sample_corpus"
+QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+
+
+@pytest.fixture
+def docs_dir(tmp_path) -> Path:
+    target = tmp_path / "docs"
+    shutil.copytree(SAMPLE, target)
+    return target
+
+
+@pytest.fixture
+def platform(tmp_path, docs_dir):
+    """A Platform over a temporary documents folder, milvus-lite file and Dagster instance."""
+    from tests.platform_harness import Platform
+
+    with Platform.create(tmp_path, docs_dir) as harness:
+        yield harness

@@ -1,0 +1,183 @@
+"""Ingestion on real components: unstructured, the packaged MiniLM model, milvus-lite."""
+
+import numpy as np
+import pytest
+
+from assets.ingestion import chunk_id_for
+from resources import Embedder
+from tests.docfactory import write_pdf
+from tests.platform_harness import failure_message
+
+SAMPLE_KEYS = {
+    "deployment-runbook.pdf",
+    "infrastructure-overview.md",
+    "oncall-handbook.txt",
+    "security-policy.html",
+    "team-charter.docx",
+}
+
+
+def check_results(result) -> dict[str, bool]:
+    return {e.asset_check_evaluation_data.check_name: e.asset_check_evaluation_data.passed
+            for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"}
+
+
+def test_sample_corpus_every_type_indexed_with_passing_checks(platform):
+    results = platform.ingest_all()
+    assert set(results) == SAMPLE_KEYS
+    total = 0
+    for key, result in results.items():
+        assert result.success, f"{key}: {failure_message(result)}"
+        checks = check_results(result)
+        assert checks == {
+            "content_not_empty": True,
+            "has_text": True,
+            "chunk_table_valid": True,
+            "embedding_dimension_and_norm": True,
+            "milvus_count_matches_chunks": True,
+        }, key
+        chunks = result.output_for_node("document_chunks")
+        assert all(c["text"].strip() for c in chunks)
+        assert platform.count(key) == len(chunks)
+        total += len(chunks)
+    assert platform.count() == total
+
+    embedder = Embedder()
+    with platform.milvus.client() as client:
+        hits = platform.milvus.search(client, embedder.encode(["Who writes the blameless incident review?"])[0].tolist(), 2)
+    assert hits[0]["doc_id"] == "oncall-handbook.txt"
+
+
+def test_rerun_is_idempotent_and_reuses_vectors(platform):
+    platform.add("infrastructure-overview.md")
+    first = platform.ingest("infrastructure-overview.md")
+    assert first.success
+    ids = {r["chunk_id"] for r in platform.vectors("infrastructure-overview.md")}
+    second = platform.ingest("infrastructure-overview.md")
+    assert second.success
+    assert second.output_for_node("chunk_vectors")["embedded"] == 0
+    assert {r["chunk_id"] for r in platform.vectors("infrastructure-overview.md")} == ids
+    assert platform.count() == len(ids)
+
+
+def test_chunk_ids_are_deterministic():
+    assert chunk_id_for("a.md", 0, "text") == chunk_id_for("a.md", 0, "text")
+    assert chunk_id_for("a.md", 0, "text") != chunk_id_for("b.md", 0, "text")
+    assert len(chunk_id_for("a.md", 3, "x" * 5000)) == 40
+
+
+def test_changed_document_replaces_its_vectors(platform):
+    key = "oncall-handbook.txt"
+    platform.add(key)
+    assert platform.ingest(key).success
+    before = {r["chunk_id"]: r["text"] for r in platform.vectors(key)}
+    path = platform.docs / key
+    path.write_text("On-call Handbook\n\nPages are now answered by the Night Shift Team within two minutes.\n")
+    result = platform.ingest(key)
+    assert result.success, failure_message(result)
+    after = {r["chunk_id"]: r["text"] for r in platform.vectors(key)}
+    assert set(after).isdisjoint(before)
+    assert any("Night Shift Team" in t for t in after.values())
+    assert not any("blameless" in t for t in after.values())
+    assert platform.count(key) == len(result.output_for_node("document_chunks"))
+
+
+BAD_INPUTS = {
+    "broken.pdf": (b"%PDF-1.4\n1 0 obj << /Type /Catalog /Pages 2 0 R >>\nthis is not a pdf body\x00\xff", "could not be parsed"),
+    "empty.md": (b"", "the file is empty"),
+    "junk.txt": (bytes(range(256)) * 40, "binary data"),
+    "notes.xyz": (b"some text in an unknown format", "unsupported file type '.xyz'"),
+    "fake.docx": (b"plain text pretending to be docx", "not a valid .docx"),
+    "header-only.pdf": (b"just text, no pdf header", "missing %PDF- header"),
+}
+
+
+def test_bad_inputs_fail_clearly_and_others_proceed(platform):
+    for name, (content, _) in BAD_INPUTS.items():
+        (platform.docs / name).write_bytes(content)
+    results = platform.ingest_all()
+    for name, (_, expected) in BAD_INPUTS.items():
+        assert not results[name].success, name
+        message = failure_message(results[name])
+        assert f"document '{name}'" in message and expected in message, message
+        assert platform.count(name) == 0
+    for key in SAMPLE_KEYS:
+        assert results[key].success, failure_message(results[key])
+        assert platform.count(key) > 0
+
+
+def test_document_turned_corrupt_keeps_its_indexed_vectors(platform):
+    key = "deployment-runbook.pdf"
+    platform.add(key)
+    assert platform.ingest(key).success
+    before = platform.vectors(key)
+    assert before
+    (platform.docs / key).write_bytes(b"%PDF-1.7\n%garbage\x00\x01\x02 trailer")
+    result = platform.ingest(key)
+    assert not result.success
+    assert "could not be parsed" in failure_message(result) or "no text" in failure_message(result)
+    assert platform.vectors(key) == before
+    # a good version afterwards replaces the old vectors
+    write_pdf(platform.docs / key, ["Deployment Runbook", "Deployments now happen on Thursdays."])
+    assert platform.ingest(key).success
+    texts = [r["text"] for r in platform.vectors(key)]
+    assert any("Thursdays" in t for t in texts) and not any("Tuesday" in t for t in texts)
+
+
+def test_sensor_adds_changes_and_deletes_documents(platform):
+    result, runs = platform.tick()
+    assert platform.partitions == SAMPLE_KEYS
+    assert sorted(r.partition_key for r, _ in runs) == sorted(SAMPLE_KEYS)
+    assert all(run.success for _, run in runs)
+    total = platform.count()
+    assert total > 0
+
+    # nothing changed: the sensor skips
+    result, runs = platform.tick()
+    assert runs == [] and result.skip_reason is not None
+
+    # add one, change one, delete one
+    (platform.docs / "new-policy.md").write_text("# Backup Policy\n\nThe Data Team tests restores of billing-db monthly.\n")
+    (platform.docs / "security-policy.html").write_text(
+        "<html><body><h1>Security Policy</h1><p>Hardware keys are mandatory for every engineer.</p></body></html>")
+    removed_count = platform.count("team-charter.docx")
+    (platform.docs / "team-charter.docx").unlink()
+    result, runs = platform.tick()
+    kinds = sorted((r.job_name, r.partition_key or "") for r, _ in runs)
+    assert kinds == [("ingest_job", "new-policy.md"), ("ingest_job", "security-policy.html"), ("purge_documents_job", "")]
+    assert all(run.success for _, run in runs), [failure_message(run) for _, run in runs]
+    assert platform.partitions == (SAMPLE_KEYS - {"team-charter.docx"}) | {"new-policy.md"}
+    assert platform.count("team-charter.docx") == 0
+    assert platform.count("new-policy.md") > 0
+    assert any("Hardware keys" in r["text"] for r in platform.vectors("security-policy.html"))
+    assert platform.count() == total - removed_count - 2 + platform.count("new-policy.md") + platform.count("security-policy.html")
+
+
+def test_nightly_schedule_requests_every_partition(platform):
+    from dagster import build_schedule_context
+
+    from pipelines.schedules import nightly_reindex_schedule
+
+    platform.add(*sorted(SAMPLE_KEYS))
+    import datetime
+
+    context = build_schedule_context(instance=platform.instance,
+                                     scheduled_execution_time=datetime.datetime(2026, 11, 25, 2, tzinfo=datetime.timezone.utc))
+    requests = list(nightly_reindex_schedule(context))
+    assert sorted(r.partition_key for r in requests) == sorted(SAMPLE_KEYS)
+    assert {r.run_key for r in requests} == {f"nightly-2026-11-25-{k}" for k in SAMPLE_KEYS}
+    assert nightly_reindex_schedule.cron_schedule == "0 2 * * *"
+
+
+def test_embeddings_are_normalised_minilm():
+    embedder = Embedder()
+    vectors = embedder.encode(["hello world", "another sentence"])
+    assert vectors.shape == (2, 384)
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-4)
+
+
+def test_document_key_outside_folder_is_refused(docs_dir):
+    from resources import DocumentSource
+
+    with pytest.raises(ValueError, match="outside the documents folder"):
+        DocumentSource(root=str(docs_dir)).path_for("../etc/passwd")
