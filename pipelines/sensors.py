@@ -4,7 +4,7 @@
 import hashlib
 import json
 
-from dagster import RunRequest, SensorEvaluationContext, SensorResult, SkipReason, sensor
+from dagster import DefaultSensorStatus, RunRequest, SensorEvaluationContext, SensorResult, SkipReason, sensor
 
 from assets.partitions import DOCUMENTS_PARTITIONS_NAME, documents_partitions
 from pipelines.jobs import ingest_job, purge_documents_job
@@ -21,17 +21,21 @@ def plan_changes(previous: dict[str, str], current: dict[str, str], partitions: 
 @sensor(
     jobs=[ingest_job, purge_documents_job],
     minimum_interval_seconds=30,
+    default_status=DefaultSensorStatus.RUNNING,
     description="Adds/removes document partitions and requests runs when files are added, changed or deleted.",
 )
 def documents_folder_sensor(context: SensorEvaluationContext, documents: DocumentSource):
-    previous = json.loads(context.cursor) if context.cursor else {}
-    current = {key: doc.sha256 for key, doc in documents.scan().items()}
+    seen = json.loads(context.cursor) if context.cursor else {}
+    scanned = documents.scan(known=seen)
+    previous = {key: state["sha256"] for key, state in seen.items()}
+    current = {key: doc.sha256 for key, doc in scanned.items()}
+    cursor = json.dumps({key: {"sha256": d.sha256, "size": d.size, "mtime_ns": d.mtime_ns} for key, d in scanned.items()})
     partitions = set(context.instance.get_dynamic_partitions(DOCUMENTS_PARTITIONS_NAME))
     to_ingest, to_delete = plan_changes(previous, current, partitions)
     if not to_ingest and not to_delete:
-        return SensorResult(skip_reason=SkipReason("no document added, changed or deleted"), cursor=json.dumps(current))
+        return SensorResult(skip_reason=SkipReason("no document added, changed or deleted"), cursor=cursor)
     run_requests = [
-        RunRequest(job_name=ingest_job.name, partition_key=key, run_key=f"{key}@{current[key]}", tags={"doc_sha256": current[key]})
+        RunRequest(job_name=ingest_job.name, partition_key=key, run_key=f"{key}@{current[key]}@{scanned[key].mtime_ns}", tags={"doc_sha256": current[key]})
         for key in to_ingest
     ]
     dynamic_requests = []
@@ -49,7 +53,7 @@ def documents_folder_sensor(context: SensorEvaluationContext, documents: Documen
                 run_config=purge_run_config(to_delete),
             )
         )
-    return SensorResult(run_requests=run_requests, dynamic_partitions_requests=dynamic_requests, cursor=json.dumps(current))
+    return SensorResult(run_requests=run_requests, dynamic_partitions_requests=dynamic_requests, cursor=cursor)
 
 
 def purge_run_config(doc_ids: list[str]) -> dict:

@@ -36,6 +36,7 @@ class DocumentFile:
     path: Path
     sha256: str
     size: int
+    mtime_ns: int = 0
 
 
 class DocumentSource(ConfigurableResource):
@@ -53,8 +54,13 @@ class DocumentSource(ConfigurableResource):
             raise ValueError(f"partition key {key!r} points outside the documents folder {self.root_path}")
         return path
 
-    def scan(self) -> dict[str, DocumentFile]:
-        """Every regular, non-hidden file below the root, keyed by partition key."""
+    def scan(self, known: dict[str, dict] | None = None) -> dict[str, DocumentFile]:
+        """Every regular, non-hidden file below the root, keyed by partition key.
+
+        known: {key: {"sha256", "size", "mtime_ns"}} from an earlier scan; a file whose size and
+        modification time are unchanged keeps its hash instead of being read again.
+        """
+        known = known or {}
         root = self.root_path
         if not root.is_dir():
             raise FileNotFoundError(f"documents folder {root} does not exist")
@@ -71,5 +77,10 @@ class DocumentSource(ConfigurableResource):
                 if _FORBIDDEN_KEY_CHARS & set(key):
                     continue
                 stat = path.stat()
-                found[key] = DocumentFile(key=key, path=path, sha256=file_sha256(path), size=stat.st_size)
+                seen = known.get(key) or {}
+                if seen.get("size") == stat.st_size and seen.get("mtime_ns") == stat.st_mtime_ns and seen.get("sha256"):
+                    sha256 = seen["sha256"]
+                else:
+                    sha256 = file_sha256(path)
+                found[key] = DocumentFile(key=key, path=path, sha256=sha256, size=stat.st_size, mtime_ns=stat.st_mtime_ns)
         return found
