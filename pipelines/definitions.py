@@ -2,16 +2,22 @@
 
 from dagster import Definitions
 
-from assets import ingestion
+from assets import ingestion, knowledge_graph
 from pipelines.jobs import ingest_job, purge_documents_job
 from pipelines.schedules import nightly_reindex_schedule
 from pipelines.sensors import documents_folder_sensor
 from resources import DocumentSource, Embedder, MilvusStore
+from resources.graph_store import GraphStore
 
 
 def default_resources() -> dict:
     """Embedded defaults: bundled sample corpus (or $DOCPLATFORM_DOCUMENTS_DIR), packaged MiniLM, milvus-lite file."""
-    return {"documents": DocumentSource(), "embedder": Embedder(), "milvus": MilvusStore()}
+    return {"documents": DocumentSource(), "embedder": Embedder(), "milvus": MilvusStore()} | knowledge_graph_default_resources()
+
+
+def knowledge_graph_default_resources() -> dict:
+    """The knowledge graph's store: embedded ladybug file under the data dir ($DOCPLATFORM_GRAPH_BACKEND=neo4j for Neo4j)."""
+    return {"graph_store": GraphStore()}
 
 
 ingestion_defs = Definitions(
@@ -21,8 +27,11 @@ ingestion_defs = Definitions(
     sensors=[documents_folder_sensor],
 )
 
+# Knowledge graph: ontology-guided extraction per document (graph_facts) written to the graph store (knowledge_graph).
+knowledge_graph_defs = Definitions(assets=knowledge_graph.knowledge_graph_assets)
+
 # One Definitions per stage; resources are bound once, in build_defs.
-STAGE_DEFS = [ingestion_defs]
+STAGE_DEFS = [ingestion_defs, knowledge_graph_defs]
 
 
 def build_defs(**resource_overrides) -> Definitions:

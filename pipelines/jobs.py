@@ -3,6 +3,7 @@
 from dagster import AssetSelection, define_asset_job, in_process_executor, job
 
 from assets.ingestion import purge_document_vectors
+from assets.knowledge_graph import purge_document_graph
 from assets.partitions import documents_partitions
 
 # Embedded stores (milvus-lite, the embedded graph) take one writer process at a time:
@@ -11,15 +12,16 @@ EMBEDDED_STORE_TAG = {"docplatform/embedded-store": "writer"}
 
 ingest_job = define_asset_job(
     "ingest_job",
-    selection=AssetSelection.groups("ingestion"),
+    selection=AssetSelection.groups("ingestion", "knowledge_graph"),
     partitions_def=documents_partitions,
     executor_def=in_process_executor,
     tags=EMBEDDED_STORE_TAG,
-    description="Main job: one document (partition) from file to chunks and vectors in Milvus.",
+    description="Main job: one document (partition) from file to chunks, vectors in Milvus and facts in the knowledge graph.",
 )
 
 
 @job(tags=EMBEDDED_STORE_TAG, executor_def=in_process_executor,
-     description="Removes deleted documents' vectors (the sensor requests it with their ids).")
+     description="Removes deleted documents' vectors and graph facts (the sensor requests it with their ids).")
 def purge_documents_job():
     purge_document_vectors()
+    purge_document_graph()

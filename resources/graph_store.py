@@ -1,0 +1,444 @@
+"""Graph store: the knowledge graph in Neo4j (official driver) or, by default, an embedded ladybug database.
+
+Both backends sit behind one interface (GraphBackend): per-document replacement of facts, purge,
+integrity queries for the asset checks, and multi-hop queries. Graph model, identical in both:
+
+    (:Entity {id, label, classes, name, aliases})   one node per resolved entity; in Neo4j it also
+                                                    carries its ontology class and superclasses as labels
+    (:Chunk {id, doc_id, doc_sha256, seq})          provenance: a chunk some fact was extracted from
+    (Entity)-[:MENTIONED_IN {doc_id, aliases}]->(Chunk)
+    (Entity)-[:<RELATION> {chunk_id, doc_id, sentence}]->(Entity)   one edge per supporting chunk
+
+Cypher cannot take labels or relationship types as parameters, so they are spliced into the query
+text; the only strings ever spliced are class and relation names that the ontology declares
+(Ontology.require_class / require_relation, identifiers only). Every value travels as a parameter.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import defaultdict
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator, Literal
+
+from dagster import ConfigurableResource
+from pydantic import Field
+
+from resources.milvus import default_data_dir
+from resources.ontology import Ontology, OntologyError, default_ontology_dir, load_ontology, normalize_name
+
+FACT_PROPS = ("chunk_id", "doc_id", "sentence")
+
+
+def default_graph_path() -> str:
+    return os.environ.get("DOCPLATFORM_GRAPH_PATH", str(default_data_dir() / "graph.lbug"))
+
+
+def _backtick(identifier: str) -> str:
+    # Defence in depth: identifiers are already checked against the ontology and ^[A-Z][A-Za-z0-9_]*$.
+    return "`" + identifier.replace("`", "``") + "`"
+
+
+class GraphBackend:
+    """Shared logic; subclasses supply _read/_write and the dialect-specific bits."""
+
+    name = "abstract"
+
+    def __init__(self, ontology: Ontology, batch_size: int = 500):
+        self.ontology = ontology
+        self.batch_size = batch_size
+
+    # ------------------------------------------------------------------ dialect
+    def _read(self, query: str, params: dict | None = None) -> list[dict]:
+        raise NotImplementedError
+
+    @contextmanager
+    def _transaction(self) -> Iterator[Any]:
+        """Yields a callable tx(query, params) -> list[dict]; commits on success, rolls back on error."""
+        raise NotImplementedError
+
+    def ensure_schema(self) -> None:
+        raise NotImplementedError
+
+    def _rel_type(self, rel_type: str) -> str:
+        return _backtick(self.ontology.require_relation(rel_type))
+
+    def _set_class_labels(self, tx, label: str, ids: list[str]) -> None:
+        """Neo4j adds the class hierarchy as node labels; ladybug keeps them in the classes property."""
+
+    def _node(self, var: str, label: str) -> tuple[str, str, dict]:
+        """(pattern, where-clause, params) matching an entity of the class label or a subclass."""
+        self.ontology.require_class(label)
+        return f"({var}:Entity)", f"${var}_class IN {var}.classes", {f"{var}_class": label}
+
+    # ------------------------------------------------------------------ writes
+    def _batched(self, tx, query: str, rows: list[dict]) -> None:
+        for start in range(0, len(rows), self.batch_size):
+            batch = rows[start : start + self.batch_size]
+            if batch:
+                tx(query, {"rows": batch})
+
+    def _validate_facts(self, facts: dict) -> None:
+        """Refuse (before touching the store) any label or relation type outside the ontology."""
+        ids = set()
+        for entity in facts.get("entities", []):
+            self.ontology.require_class(entity["label"])
+            if not entity.get("id") or not entity.get("name"):
+                raise OntologyError(f"entity {entity!r} needs an id and a name")
+            ids.add(entity["id"])
+        for rel in facts.get("relations", []):
+            self.ontology.require_relation(rel["type"])
+            if rel["source"] not in ids or rel["target"] not in ids:
+                raise OntologyError(f"relation {rel!r} points to an entity that the facts do not define")
+            if not rel.get("chunk_id"):
+                raise OntologyError(f"relation {rel!r} has no chunk id (provenance)")
+
+    def _delete_document(self, tx, doc_id: str) -> dict:
+        previous = [r["id"] for r in tx(
+            "MATCH (e:Entity)-[:MENTIONED_IN]->(k:Chunk) WHERE k.doc_id = $doc_id RETURN DISTINCT e.id AS id",
+            {"doc_id": doc_id})]
+        removed_relations = 0
+        for rel_type in sorted(self.ontology.relations):
+            rows = tx(f"MATCH ()-[r:{self._rel_type(rel_type)}]->() WHERE r.doc_id = $doc_id RETURN count(r) AS n",
+                      {"doc_id": doc_id})
+            count = int(rows[0]["n"]) if rows else 0
+            if count:
+                tx(f"MATCH ()-[r:{self._rel_type(rel_type)}]->() WHERE r.doc_id = $doc_id DELETE r", {"doc_id": doc_id})
+                removed_relations += count
+        rows = tx("MATCH (k:Chunk) WHERE k.doc_id = $doc_id RETURN count(k) AS n", {"doc_id": doc_id})
+        removed_chunks = int(rows[0]["n"]) if rows else 0
+        tx("MATCH (k:Chunk) WHERE k.doc_id = $doc_id DETACH DELETE k", {"doc_id": doc_id})
+        return {"previous_entity_ids": previous, "removed_relations": removed_relations, "removed_chunks": removed_chunks}
+
+    def _drop_orphans_and_refresh(self, tx, entity_ids: list[str]) -> int:
+        """Delete entities among entity_ids that no chunk mentions any more; recompute the others' aliases."""
+        if not entity_ids:
+            return 0
+        gone = tx(
+            "MATCH (e:Entity) WHERE e.id IN $ids AND NOT EXISTS { MATCH (e)-[:MENTIONED_IN]->(:Chunk) } RETURN e.id AS id",
+            {"ids": entity_ids})
+        if gone:
+            tx("MATCH (e:Entity) WHERE e.id IN $ids DETACH DELETE e", {"ids": [r["id"] for r in gone]})
+        rows = tx(
+            "MATCH (e:Entity)-[m:MENTIONED_IN]->(:Chunk) WHERE e.id IN $ids RETURN e.id AS id, e.name AS name, m.aliases AS aliases",
+            {"ids": entity_ids})
+        merged: dict[str, set] = defaultdict(set)
+        names = {}
+        for row in rows:
+            names[row["id"]] = row["name"]
+            merged[row["id"]].update(row["aliases"] or [])
+        updates = [{"id": eid, "aliases": sorted(a for a in merged[eid] if a != names[eid])} for eid in names]
+        self._batched(tx, "UNWIND $rows AS row MATCH (e:Entity {id: row.id}) SET e.aliases = row.aliases", updates)
+        return len(gone)
+
+    def replace_document(self, doc_id: str, facts: dict, chunks: list[dict] | None = None) -> dict:
+        """Atomically swap one document's facts: its old provenance, edges and now-orphaned entities go,
+        the new ones are merged in. Entities that other documents still mention survive."""
+        self._validate_facts(facts)
+        chunk_meta = {c["chunk_id"]: c for c in chunks or []}
+        used_chunks = sorted({cid for e in facts["entities"] for cid in e["chunk_ids"]} |
+                             {r["chunk_id"] for r in facts["relations"]})
+        chunk_rows = [{"id": cid, "doc_id": doc_id, "doc_sha256": chunk_meta.get(cid, {}).get("doc_sha256", ""),
+                       "seq": int(chunk_meta.get(cid, {}).get("seq", -1))} for cid in used_chunks]
+        entity_rows = [{"id": e["id"], "label": e["label"], "classes": self.ontology.labels_of(e["label"]),
+                        "name": e["name"], "aliases": sorted(e.get("aliases", []))} for e in facts["entities"]]
+        mention_rows = [{"entity": e["id"], "chunk": cid, "doc_id": doc_id, "aliases": sorted(e.get("aliases", []))}
+                        for e in facts["entities"] for cid in e["chunk_ids"]]
+        by_type: dict[str, list[dict]] = defaultdict(list)
+        for rel in facts["relations"]:
+            by_type[rel["type"]].append({"source": rel["source"], "target": rel["target"], "chunk_id": rel["chunk_id"],
+                                         "doc_id": doc_id, "sentence": rel.get("sentence", "")})
+        with self._transaction() as tx:
+            removed = self._delete_document(tx, doc_id)
+            self._batched(tx, "UNWIND $rows AS row MERGE (k:Chunk {id: row.id}) "
+                              "SET k.doc_id = row.doc_id, k.doc_sha256 = row.doc_sha256, k.seq = row.seq", chunk_rows)
+            self._batched(tx, "UNWIND $rows AS row MERGE (e:Entity {id: row.id}) "
+                              "SET e.label = row.label, e.classes = row.classes, e.name = row.name", entity_rows)
+            by_label: dict[str, list[str]] = defaultdict(list)
+            for row in entity_rows:
+                by_label[row["label"]].append(row["id"])
+            for label, ids in sorted(by_label.items()):
+                self._set_class_labels(tx, label, ids)
+            self._batched(tx, "UNWIND $rows AS row MATCH (e:Entity {id: row.entity}), (k:Chunk {id: row.chunk}) "
+                              "MERGE (e)-[m:MENTIONED_IN]->(k) SET m.doc_id = row.doc_id, m.aliases = row.aliases",
+                          mention_rows)
+            for rel_type, rows in sorted(by_type.items()):
+                self._batched(tx, f"UNWIND $rows AS row MATCH (s:Entity {{id: row.source}}), (t:Entity {{id: row.target}}) "
+                                  f"MERGE (s)-[r:{self._rel_type(rel_type)} {{chunk_id: row.chunk_id}}]->(t) "
+                                  f"SET r.doc_id = row.doc_id, r.sentence = row.sentence", rows)
+            touched = sorted(set(removed["previous_entity_ids"]) | {e["id"] for e in entity_rows})
+            removed_entities = self._drop_orphans_and_refresh(tx, touched)
+        return {"doc_id": doc_id, "entities": len(entity_rows), "relations": sum(len(r) for r in by_type.values()),
+                "chunks": len(chunk_rows), "removed_relations": removed["removed_relations"],
+                "removed_chunks": removed["removed_chunks"], "removed_entities": removed_entities}
+
+    def purge_document(self, doc_id: str) -> dict:
+        """Remove a deleted document's facts; entities only it mentioned go too."""
+        with self._transaction() as tx:
+            removed = self._delete_document(tx, doc_id)
+            removed_entities = self._drop_orphans_and_refresh(tx, removed["previous_entity_ids"])
+        return {"doc_id": doc_id, "removed_relations": removed["removed_relations"],
+                "removed_chunks": removed["removed_chunks"], "removed_entities": removed_entities}
+
+    # ------------------------------------------------------------------ reads
+    def relation_rows(self, doc_id: str | None = None) -> list[dict]:
+        """Every fact edge (optionally one document's) with its endpoints' ids and classes."""
+        out = []
+        for rel_type in sorted(self.ontology.relations):
+            where = "WHERE r.doc_id = $doc_id " if doc_id is not None else ""
+            rows = self._read(
+                f"MATCH (s:Entity)-[r:{self._rel_type(rel_type)}]->(t:Entity) {where}"
+                "RETURN s.id AS source, s.label AS source_label, t.id AS target, t.label AS target_label, "
+                "r.chunk_id AS chunk_id, r.doc_id AS doc_id, r.sentence AS sentence",
+                {"doc_id": doc_id} if doc_id is not None else {})
+            out.extend({"type": rel_type, **row} for row in rows)
+        return out
+
+    def document_facts(self, doc_id: str) -> dict:
+        """The stored facts of one document, in graph_facts' shape (aliases are the merged, graph-wide ones)."""
+        rows = self._read(
+            "MATCH (e:Entity)-[:MENTIONED_IN]->(k:Chunk) WHERE k.doc_id = $doc_id "
+            "RETURN e.id AS id, e.label AS label, e.name AS name, e.aliases AS aliases, k.id AS chunk_id",
+            {"doc_id": doc_id})
+        entities: dict[str, dict] = {}
+        for row in rows:
+            entity = entities.setdefault(row["id"], {"id": row["id"], "label": row["label"], "name": row["name"],
+                                                     "aliases": sorted(row["aliases"] or []), "chunk_ids": []})
+            entity["chunk_ids"].append(row["chunk_id"])
+        for entity in entities.values():
+            entity["chunk_ids"].sort()
+        relations = [{"source": r["source"], "type": r["type"], "target": r["target"], "chunk_id": r["chunk_id"],
+                      "sentence": r["sentence"]} for r in self.relation_rows(doc_id)]
+        return {"doc_id": doc_id, "entities": sorted(entities.values(), key=lambda e: e["id"]),
+                "relations": sorted(relations, key=lambda r: (r["source"], r["type"], r["target"], r["chunk_id"]))}
+
+    def entity(self, entity_id: str) -> dict | None:
+        rows = self._read("MATCH (e:Entity) WHERE e.id = $id RETURN e.id AS id, e.label AS label, e.name AS name, "
+                          "e.aliases AS aliases, e.classes AS classes", {"id": entity_id})
+        return rows[0] if rows else None
+
+    def find_entities(self, text: str, label: str | None = None) -> list[dict]:
+        """Entities whose id, name or alias names text (case and punctuation aside), optionally of a class;
+        an alias the ontology's known individuals declare counts too ('Infra Team' -> 'Platform Team')."""
+        if label is not None:
+            self.ontology.require_class(label)
+        wanted = {text.strip().lower(), normalize_name(text)}
+        wanted |= {normalize_name(name) for _, name in self.ontology.known_names(text, label)}
+        rows = self._read("MATCH (e:Entity) RETURN e.id AS id, e.label AS label, e.name AS name, e.aliases AS aliases, "
+                          "e.classes AS classes")
+        hits = []
+        for row in rows:
+            if label is not None and label not in (row["classes"] or []):
+                continue
+            forms = {row["id"].lower(), *[normalize_name(f or "") for f in [row["name"], *(row["aliases"] or [])]]}
+            if wanted & forms:
+                hits.append(row)
+        return sorted(hits, key=lambda r: r["id"])
+
+    def stats(self) -> dict:
+        entities = self._read("MATCH (e:Entity) RETURN count(e) AS n")[0]["n"]
+        chunks = self._read("MATCH (k:Chunk) RETURN count(k) AS n")[0]["n"]
+        relations = {t: self._read(f"MATCH ()-[r:{self._rel_type(t)}]->() RETURN count(r) AS n")[0]["n"]
+                     for t in sorted(self.ontology.relations)}
+        return {"entities": int(entities), "chunks": int(chunks), "relations": {k: int(v) for k, v in relations.items()}}
+
+    # ------------------------------------------------------------------ integrity (asset checks)
+    def orphan_nodes(self) -> list[str]:
+        """Entities no chunk mentions, and chunks that mention nothing: both must not exist."""
+        entities = self._read("MATCH (e:Entity) WHERE NOT EXISTS { MATCH (e)-[:MENTIONED_IN]->(:Chunk) } RETURN e.id AS id")
+        chunks = self._read("MATCH (k:Chunk) WHERE NOT EXISTS { MATCH (:Entity)-[:MENTIONED_IN]->(k) } RETURN k.id AS id")
+        return sorted([f"Entity:{r['id']}" for r in entities] + [f"Chunk:{r['id']}" for r in chunks])
+
+    def untraceable_edges(self) -> list[dict]:
+        """Fact edges whose chunk_id is not a stored chunk of the same document mentioning both endpoints."""
+        bad = []
+        for rel_type in sorted(self.ontology.relations):
+            rows = self._read(
+                f"MATCH (s:Entity)-[r:{self._rel_type(rel_type)}]->(t:Entity) "
+                "WHERE NOT EXISTS { MATCH (s)-[:MENTIONED_IN]->(k:Chunk)<-[:MENTIONED_IN]-(t) "
+                "WHERE k.id = r.chunk_id AND k.doc_id = r.doc_id } "
+                "RETURN s.id AS source, t.id AS target, r.chunk_id AS chunk_id, r.doc_id AS doc_id")
+            bad.extend({"type": rel_type, **row} for row in rows)
+        return bad
+
+    def domain_range_violations(self, doc_id: str | None = None) -> list[dict]:
+        return [row for row in self.relation_rows(doc_id)
+                if not self.ontology.domain_range_ok(row["type"], row["source_label"], row["target_label"])]
+
+    # ------------------------------------------------------------------ queries
+    def multi_hop(self, start_label: str, hops: list[tuple[str, str]], end: str | None = None) -> list[dict]:
+        """Paths (start_label)-[hop1]->(label1)-[hop2]->...; end: id, name or alias of the last node.
+
+        multi_hop("Application", [("RUNS_ON", "Server"), ("MANAGED_BY", "Team")], end="Platform Team")
+        answers "which applications run on servers managed by the Platform Team?", each row with the
+        names along the path and the chunk ids that support every hop.
+        """
+        if not hops:
+            raise ValueError("multi_hop needs at least one hop")
+        patterns, wheres, params = [], [], {}
+        pattern, where, extra = self._node("n0", start_label)
+        patterns.append(pattern)
+        wheres.append(where)
+        params.update(extra)
+        for i, (rel_type, label) in enumerate(hops, start=1):
+            pattern, where, extra = self._node(f"n{i}", label)
+            patterns.append(f"-[r{i}:{self._rel_type(rel_type)}]->" + pattern)
+            wheres.append(where)
+            params.update(extra)
+        last = len(hops)
+        if end is not None:
+            candidates = [e["id"] for e in self.find_entities(end, hops[-1][1])]
+            if not candidates:
+                return []
+            wheres.append(f"n{last}.id IN $end_ids")
+            params["end_ids"] = candidates
+        returns = ", ".join(
+            [f"n{i}.id AS id{i}, n{i}.name AS name{i}" for i in range(last + 1)]
+            + [f"r{i}.chunk_id AS chunk{i}" for i in range(1, last + 1)])
+        query = f"MATCH {''.join(patterns)} WHERE {' AND '.join(wheres)} RETURN {returns}"
+        paths: dict[tuple, dict] = {}
+        for row in self._read(query, params):
+            key = tuple(row[f"id{i}"] for i in range(last + 1))
+            path = paths.setdefault(key, {"ids": list(key), "names": [row[f"name{i}"] for i in range(last + 1)],
+                                          "evidence": [set() for _ in hops]})
+            for i in range(1, last + 1):
+                path["evidence"][i - 1].add(row[f"chunk{i}"])
+        return [dict(p, evidence=[sorted(e) for e in p["evidence"]]) for _, p in sorted(paths.items())]
+
+    def applications_on_servers_managed_by(self, team: str) -> list[dict]:
+        """Applications running on servers that the team manages (the canonical two-hop question)."""
+        return self.multi_hop("Application", [("RUNS_ON", "Server"), ("MANAGED_BY", "Team")], end=team)
+
+
+class LadybugBackend(GraphBackend):
+    """Embedded graph database (ladybug, a Kuzu-style engine): one node table per kind, one rel table per relation."""
+
+    name = "ladybug"
+
+    def __init__(self, ontology: Ontology, connection, batch_size: int = 500):
+        super().__init__(ontology, batch_size)
+        self.connection = connection
+
+    def _execute(self, query: str, params: dict | None = None) -> list[dict]:
+        result = self.connection.execute(query, params or {})
+        results = result if isinstance(result, list) else [result]
+        rows: list[dict] = []
+        for res in results:
+            columns = res.get_column_names()
+            while res.has_next():
+                rows.append(dict(zip(columns, res.get_next())))
+        return rows
+
+    def _read(self, query: str, params: dict | None = None) -> list[dict]:
+        return self._execute(query, params)
+
+    @contextmanager
+    def _transaction(self):
+        self._execute("BEGIN TRANSACTION")
+        try:
+            yield self._execute
+        except BaseException:
+            self._execute("ROLLBACK")
+            raise
+        self._execute("COMMIT")
+
+    def ensure_schema(self) -> None:
+        self._execute("CREATE NODE TABLE IF NOT EXISTS Entity(id STRING PRIMARY KEY, label STRING, classes STRING[], "
+                      "name STRING, aliases STRING[])")
+        self._execute("CREATE NODE TABLE IF NOT EXISTS Chunk(id STRING PRIMARY KEY, doc_id STRING, doc_sha256 STRING, seq INT64)")
+        self._execute("CREATE REL TABLE IF NOT EXISTS MENTIONED_IN(FROM Entity TO Chunk, doc_id STRING, aliases STRING[])")
+        for rel_type in sorted(self.ontology.relations):
+            self._execute(f"CREATE REL TABLE IF NOT EXISTS {self._rel_type(rel_type)}"
+                          "(FROM Entity TO Entity, chunk_id STRING, doc_id STRING, sentence STRING)")
+
+
+class Neo4jBackend(GraphBackend):
+    """Neo4j through the official driver: uniqueness constraints, batched UNWIND/MERGE in one write transaction."""
+
+    name = "neo4j"
+
+    def __init__(self, ontology: Ontology, driver, database: str, batch_size: int = 500):
+        super().__init__(ontology, batch_size)
+        self.driver = driver
+        self.database = database
+
+    def _read(self, query: str, params: dict | None = None) -> list[dict]:
+        records, _, _ = self.driver.execute_query(query, params or {}, database_=self.database, routing_="r")
+        return [record.data() for record in records]
+
+    @contextmanager
+    def _transaction(self):
+        with self.driver.session(database=self.database) as session:
+            with session.begin_transaction() as tx:
+                def run(query: str, params: dict | None = None) -> list[dict]:
+                    return [record.data() for record in tx.run(query, params or {})]
+
+                yield run
+                tx.commit()
+
+    def _node(self, var: str, label: str) -> tuple[str, str, dict]:
+        # Real labels here (indexable, idiomatic): the class name, checked against the ontology.
+        return f"({var}:{_backtick(self.ontology.require_class(label))})", "true", {}
+
+    def _set_class_labels(self, tx, label: str, ids: list[str]) -> None:
+        labels = ":".join(_backtick(name) for name in self.ontology.labels_of(label))
+        self._batched(tx, f"UNWIND $rows AS row MATCH (e:Entity {{id: row.id}}) SET e:{labels}", [{"id": i} for i in ids])
+
+    def ensure_schema(self) -> None:
+        statements = [
+            "CREATE CONSTRAINT kg_entity_id IF NOT EXISTS FOR (e:Entity) REQUIRE e.id IS UNIQUE",
+            "CREATE CONSTRAINT kg_chunk_id IF NOT EXISTS FOR (k:Chunk) REQUIRE k.id IS UNIQUE",
+            "CREATE INDEX kg_chunk_doc IF NOT EXISTS FOR (k:Chunk) ON (k.doc_id)",
+        ]
+        for rel_type in sorted(self.ontology.relations):
+            statements.append(f"CREATE INDEX kg_{rel_type.lower()}_doc IF NOT EXISTS "
+                              f"FOR ()-[r:{self._rel_type(rel_type)}]-() ON (r.doc_id)")
+        for statement in statements:
+            self.driver.execute_query(statement, database_=self.database)
+
+
+class GraphStore(ConfigurableResource):
+    """Where the knowledge graph lives: embedded ladybug file (default) or a Neo4j server."""
+
+    backend: Literal["ladybug", "neo4j"] = Field(
+        default_factory=lambda: os.environ.get("DOCPLATFORM_GRAPH_BACKEND", "ladybug"),
+        description="'ladybug' (embedded, default) or 'neo4j'.")
+    path: str = Field(default_factory=default_graph_path, description="ladybug database file.")
+    uri: str = Field(default_factory=lambda: os.environ.get("NEO4J_URI", "bolt://localhost:7687"))
+    user: str = Field(default_factory=lambda: os.environ.get("NEO4J_USER", "neo4j"))
+    password: str = Field(default_factory=lambda: os.environ.get("NEO4J_PASSWORD", ""))
+    database: str = Field(default_factory=lambda: os.environ.get("NEO4J_DATABASE", "neo4j"))
+    ontology_dir: str = Field(default_factory=default_ontology_dir, description="Folder of the OWL ontology and SHACL shapes.")
+    batch_size: int = 500
+
+    def ontology(self) -> Ontology:
+        return load_ontology(self.ontology_dir)
+
+    @contextmanager
+    def session(self) -> Iterator[GraphBackend]:
+        """A backend for one unit of work; the embedded file is held only while the block runs."""
+        ontology = self.ontology()
+        if self.backend == "neo4j":
+            from neo4j import GraphDatabase
+
+            driver = GraphDatabase.driver(self.uri, auth=(self.user, self.password))
+            try:
+                backend = Neo4jBackend(ontology, driver, self.database, self.batch_size)
+                backend.ensure_schema()
+                yield backend
+            finally:
+                driver.close()
+            return
+        import ladybug
+
+        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        database = ladybug.Database(self.path)
+        connection = ladybug.Connection(database)
+        try:
+            backend = LadybugBackend(ontology, connection, self.batch_size)
+            backend.ensure_schema()
+            yield backend
+        finally:
+            connection.close()
+            database.close()

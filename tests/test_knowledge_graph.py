@@ -1,0 +1,326 @@
+"""Knowledge graph: real spaCy model, real rdflib/pyshacl, real embedded ladybug database, real Dagster runs."""
+
+import shutil
+from pathlib import Path
+
+import pytest
+from dagster import DagsterInstance, Definitions, materialize
+
+from assets.ingestion import ChunkingConfig, chunk_elements, document_chunks, parsed_elements, partition_document, raw_documents
+from assets.knowledge_graph import domain_range_violations, extract_facts, graph_facts, knowledge_graph
+from assets.partitions import DOCUMENTS_PARTITIONS_NAME
+from resources.documents import SAMPLE_CORPUS, DocumentSource
+from resources.graph_store import GraphStore
+from resources.milvus import MilvusStore
+from resources.ontology import OntologyError, load_ontology, parse_ontology
+
+KG_ASSETS = [raw_documents, parsed_elements, document_chunks, graph_facts, knowledge_graph]
+
+
+def chunks_of(path: Path, doc_id: str | None = None) -> list[dict]:
+    doc_id = doc_id or path.name
+    elements = partition_document(doc_id, path.suffix.lower(), path.read_bytes())
+    return chunk_elements(doc_id, "sha-" + doc_id, [e.to_dict() for e in elements], ChunkingConfig())
+
+
+def text_chunks(doc_id: str, *texts: str) -> list[dict]:
+    return [{"chunk_id": f"{doc_id}#{i}", "doc_id": doc_id, "doc_sha256": "x", "seq": i, "text": t, "page_numbers": []}
+            for i, t in enumerate(texts)]
+
+
+def triples(facts: dict) -> set[tuple[str, str, str]]:
+    return {(r["source"], r["type"], r["target"]) for r in facts["relations"]}
+
+
+@pytest.fixture(scope="module")
+def ontology():
+    return load_ontology()
+
+
+@pytest.fixture(scope="module")
+def corpus_facts(ontology):
+    return {p.name: extract_facts(chunks_of(p), ontology) for p in sorted(SAMPLE_CORPUS.iterdir())}
+
+
+# ------------------------------------------------------------------------------------------ ontology
+
+def test_ontology_classes_relations_and_hierarchy(ontology):
+    assert {"Server", "Application", "Database", "Team", "Software", "Resource"} <= set(ontology.classes)
+    assert ontology.is_a("Database", "Software") and ontology.is_a("Application", "Resource")
+    assert not ontology.is_a("Team", "Resource")
+    runs_on = ontology.relations["RUNS_ON"]
+    assert (runs_on.domain, runs_on.range) == ("Software", "Server")
+    assert (ontology.relations["MANAGED_BY"].domain, ontology.relations["MANAGED_BY"].range) == ("Resource", "Team")
+    assert ontology.labels_of("Database") == ["Database", "Software", "Resource", "Entity"]
+
+
+def test_ontology_refuses_a_class_that_cannot_be_a_label(tmp_path):
+    for name in ("infrastructure.ttl", "shapes.ttl", "known_entities.ttl"):
+        shutil.copy(load_ontology().directory / name, tmp_path / name)
+    with (tmp_path / "infrastructure.ttl").open("a") as handle:
+        handle.write('\n<https://docplatform.local/ontology/infra#bad-label> a owl:Class .\n')
+    with pytest.raises(OntologyError, match="cannot be a graph label"):
+        parse_ontology(tmp_path)
+
+
+# ------------------------------------------------------------------------------------------ extraction + resolution
+
+def test_extraction_on_sample_corpus(corpus_facts):
+    infra = corpus_facts["infrastructure-overview.md"]
+    assert {
+        ("Application:billing-service", "RUNS_ON", "Server:srv-app-01"),
+        ("Application:billing-service", "DEPENDS_ON", "Database:billing-db"),
+        ("Application:customer-portal", "RUNS_ON", "Server:srv-app-02"),
+        ("Application:customer-portal", "DEPENDS_ON", "Application:billing-service"),
+        ("Application:reporting-engine", "RUNS_ON", "Server:srv-app-01"),
+        ("Application:reporting-engine", "DEPENDS_ON", "Database:analytics-db"),
+        ("Database:billing-db", "RUNS_ON", "Server:srv-db-01"),
+        ("Database:billing-db", "MANAGED_BY", "Team:data-team"),
+        ("Database:analytics-db", "MANAGED_BY", "Team:data-team"),
+    } <= triples(infra)
+    charter = triples(corpus_facts["team-charter.docx"])
+    assert {("Server:srv-app-01", "MANAGED_BY", "Team:platform-team"),
+            ("Server:srv-app-02", "MANAGED_BY", "Team:platform-team"),
+            ("Server:srv-db-01", "MANAGED_BY", "Team:platform-team"),
+            ("Application:billing-service", "MANAGED_BY", "Team:payments-team"),
+            ("Application:customer-portal", "MANAGED_BY", "Team:payments-team")} <= charter
+    # "... escalate to the Platform Team, which manages srv-db-01."
+    assert ("Server:srv-db-01", "MANAGED_BY", "Team:platform-team") in triples(corpus_facts["oncall-handbook.txt"])
+    runbook = triples(corpus_facts["deployment-runbook.pdf"])
+    assert {("Application:inventory-api", "RUNS_ON", "Server:srv-app-02"),
+            ("Database:inventory-db", "RUNS_ON", "Server:srv-db-01"),
+            ("Application:reporting-engine", "MANAGED_BY", "Team:data-team")} <= runbook
+    # "It runs on srv-app-02": the previous sentence's subject
+    assert ("Application:customer-portal", "RUNS_ON", "Server:srv-app-02") in triples(corpus_facts["security-policy.html"])
+
+    for doc_id, facts in corpus_facts.items():
+        assert facts["doc_id"] == doc_id
+        ids = {e["id"] for e in facts["entities"]}
+        for entity in facts["entities"]:
+            assert set(entity) == {"id", "label", "name", "aliases", "chunk_ids"}
+            assert entity["id"].startswith(entity["label"] + ":") and entity["chunk_ids"]
+        for rel in facts["relations"]:
+            assert set(rel) == {"source", "type", "target", "chunk_id", "sentence"}
+            assert rel["source"] in ids and rel["target"] in ids and rel["sentence"]
+        # no spurious entities: "Acme Corp", "reverse proxy" etc. are not ontology individuals
+        assert all(e["label"] in {"Server", "Application", "Database", "Team"} for e in facts["entities"])
+        # srv-db-01 is a server, never a database (name patterns are disjoint)
+        assert "Database:srv-db-01" not in ids
+
+
+def test_entity_resolution_merges_aliases_and_variants(ontology):
+    facts = extract_facts(text_chunks(
+        "notes.md",
+        "The Infra Team manages the server srv-web-01. The application Order API runs on srv-web-01.",
+        "The Platform Team also manages srv-web-02. The application Order API uses the billing database.",
+        "Later, order api depends on billing-db and is managed by the Payments Squad.",
+    ), ontology)
+    entities = {e["id"]: e for e in facts["entities"]}
+    assert "Team:infra-team" not in entities and "Team:payments-squad" not in entities
+    platform = entities["Team:platform-team"]
+    assert platform["name"] == "Platform Team" and "Infra Team" in platform["aliases"]
+    assert platform["chunk_ids"] == ["notes.md#0", "notes.md#1"]
+    assert "billing database" in entities["Database:billing-db"]["aliases"]
+    order = entities["Application:order-api"]
+    assert order["name"] == "Order API" and "order api" in order["aliases"]
+    assert order["chunk_ids"] == ["notes.md#0", "notes.md#1", "notes.md#2"]
+    assert {
+        ("Server:srv-web-01", "MANAGED_BY", "Team:platform-team"),
+        ("Server:srv-web-02", "MANAGED_BY", "Team:platform-team"),
+        ("Application:order-api", "RUNS_ON", "Server:srv-web-01"),
+        ("Application:order-api", "DEPENDS_ON", "Database:billing-db"),
+        ("Application:order-api", "MANAGED_BY", "Team:payments-team"),
+    } == triples(facts)
+    by_key = {(r["source"], r["type"], r["target"]): r for r in facts["relations"]}
+    assert by_key[("Application:order-api", "MANAGED_BY", "Team:payments-team")]["chunk_id"] == "notes.md#2"
+
+
+def test_relations_respect_domain_and_range(ontology):
+    # "Data Team runs on srv-x-01" would break RUNS_ON's domain: not extracted
+    facts = extract_facts(text_chunks("bad.md", "The Data Team runs on srv-x-01. The server srv-x-01 depends on the Data Team."),
+                          ontology)
+    assert facts["relations"] == []
+    assert {e["id"] for e in facts["entities"]} == {"Team:data-team", "Server:srv-x-01"}
+
+
+# ------------------------------------------------------------------------------------------ checks
+
+def test_shacl_and_domain_range_pass_on_extracted_facts(ontology, corpus_facts):
+    for facts in corpus_facts.values():
+        conforms, report, violations = ontology.validate_shacl(facts)
+        assert conforms, report
+        assert violations == 0 and domain_range_violations(facts, ontology) == []
+
+
+def test_shacl_and_domain_range_fail_on_bad_facts(ontology, corpus_facts):
+    facts = corpus_facts["infrastructure-overview.md"]
+    chunk = facts["relations"][0]["chunk_id"]
+    bad = dict(facts, relations=facts["relations"] + [
+        {"source": "Team:data-team", "type": "RUNS_ON", "target": "Server:srv-db-01", "chunk_id": chunk, "sentence": "x"}])
+    conforms, report, violations = ontology.validate_shacl(bad)
+    assert not conforms and violations >= 1 and "RunsOnShape" in report
+    assert any("needs Software -> Server" in p for p in domain_range_violations(bad, ontology))
+
+    unknown = dict(facts, relations=facts["relations"] + [
+        {"source": "Server:srv-db-01", "type": "HOSTS_TEAM", "target": "Team:data-team", "chunk_id": chunk, "sentence": "x"}])
+    assert not ontology.validate_shacl(unknown)[0]
+    assert any("not an ontology relation" in p for p in domain_range_violations(unknown, ontology))
+
+    untraced = dict(facts, entities=[dict(e, chunk_ids=[]) if e["id"] == "Team:data-team" else e for e in facts["entities"]])
+    conforms, report, _ = ontology.validate_shacl(untraced)
+    assert not conforms and "traceable" in report
+
+
+# ------------------------------------------------------------------------------------------ graph store
+
+@pytest.fixture
+def store(tmp_path):
+    return GraphStore(backend="ladybug", path=str(tmp_path / "graph.lbug"))
+
+
+def load_corpus(graph, corpus_facts):
+    for doc_id, facts in corpus_facts.items():
+        graph.replace_document(doc_id, facts)
+
+
+def test_injection_attempts_are_refused(store, corpus_facts):
+    facts = corpus_facts["oncall-handbook.txt"]
+    with store.session() as graph:
+        graph.replace_document("oncall-handbook.txt", facts)
+        before = graph.stats()
+        chunk = facts["relations"][0]["chunk_id"]
+        evil_label = dict(facts, entities=facts["entities"] + [
+            {"id": "x", "label": "Server) DETACH DELETE n //", "name": "x", "aliases": [], "chunk_ids": [chunk]}])
+        with pytest.raises(OntologyError, match="not a class of the ontology"):
+            graph.replace_document("evil.md", evil_label)
+        evil_type = dict(facts, relations=facts["relations"] + [
+            {"source": facts["entities"][0]["id"], "type": "RUNS_ON]->() WITH 1 AS x MATCH (n) DETACH DELETE n //",
+             "target": facts["entities"][1]["id"], "chunk_id": chunk, "sentence": ""}])
+        with pytest.raises(OntologyError, match="not a relation of the ontology"):
+            graph.replace_document("oncall-handbook.txt", evil_type)
+        # a lower-case look-alike of a real label is not a label either
+        with pytest.raises(OntologyError):
+            graph.multi_hop("server", [("RUNS_ON", "Server")])
+        with pytest.raises(OntologyError):
+            graph.multi_hop("Application", [("RUNS_ON` ]->() DETACH DELETE n //", "Server")])
+        # values are parameters: Cypher-looking names are stored verbatim and harm nothing
+        odd = {"doc_id": "odd.md", "entities": [
+            {"id": "Team:odd", "label": "Team", "name": "x'}) MATCH (n) DETACH DELETE n //", "aliases": ["\" OR 1=1"],
+             "chunk_ids": ["odd#0"]}], "relations": []}
+        graph.replace_document("odd.md", odd)
+        assert graph.entity("Team:odd")["name"] == "x'}) MATCH (n) DETACH DELETE n //"
+        graph.purge_document("odd.md")
+        assert graph.stats() == before
+        assert graph.document_facts("oncall-handbook.txt")["relations"]
+
+
+def test_replace_keeps_shared_entities_and_multi_hop(store, corpus_facts):
+    with store.session() as graph:
+        load_corpus(graph, corpus_facts)
+        assert graph.orphan_nodes() == [] and graph.untraceable_edges() == [] and graph.domain_range_violations() == []
+        apps = graph.applications_on_servers_managed_by("Platform Team")
+        assert [p["names"][0] for p in apps] == ["Billing Service", "Customer Portal", "Inventory API", "Reporting Engine"]
+        for path in apps:
+            assert path["names"][2] == "Platform Team" and all(path["evidence"])
+        # by alias of the known individual, and by id
+        assert graph.applications_on_servers_managed_by("Infra Team") == apps
+        assert graph.applications_on_servers_managed_by("Team:platform-team") == apps
+        assert graph.applications_on_servers_managed_by("Payments Team") == []
+        assert graph.applications_on_servers_managed_by("Nobody") == []
+        # three hops: applications depending on software that runs on a server the Platform Team manages
+        deep = graph.multi_hop("Application", [("DEPENDS_ON", "Software"), ("RUNS_ON", "Server"),
+                                               ("MANAGED_BY", "Team")], end="platform team")
+        assert ["Billing Service", "billing-db", "srv-db-01", "Platform Team"] in [p["names"] for p in deep]
+        # Software covers applications and databases (class hierarchy)
+        on_db01 = {p["names"][0] for p in graph.multi_hop("Software", [("RUNS_ON", "Server")], end="srv-db-01")}
+        assert on_db01 == {"billing-db", "analytics-db", "inventory-db"}
+
+        # srv-db-01 is mentioned by several documents: purging one keeps it and the other documents' facts
+        graph.purge_document("team-charter.docx")
+        assert graph.entity("Server:srv-db-01") is not None
+        assert graph.document_facts("team-charter.docx") == {"doc_id": "team-charter.docx", "entities": [], "relations": []}
+        assert graph.entity("Team:security-team") is not None  # security-policy.html still mentions it
+        apps = graph.applications_on_servers_managed_by("Platform Team")
+        assert apps == []  # srv-app-0x were said to be Platform-managed only by the charter
+        assert graph.orphan_nodes() == [] and graph.untraceable_edges() == []
+
+
+def test_embedded_store_is_released_between_sessions(store, corpus_facts):
+    with store.session() as graph:
+        graph.replace_document("oncall-handbook.txt", corpus_facts["oncall-handbook.txt"])
+    with store.session() as graph:  # reopen the same file: nothing held
+        assert graph.stats()["entities"] == len(corpus_facts["oncall-handbook.txt"]["entities"])
+
+
+# ------------------------------------------------------------------------------------------ Dagster assets
+
+def run_kg(instance, docs: Path, key: str, graph_store: GraphStore):
+    result = materialize(KG_ASSETS, partition_key=key, instance=instance,
+                         resources={"documents": DocumentSource(root=str(docs)), "graph_store": graph_store},
+                         raise_on_error=False)
+    assert result.success, [e.message for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+    checks = {(c.asset_key.to_user_string(), c.check_name): c.passed for c in result.get_asset_check_evaluations()}
+    for name in ("shacl_conformance", "domain_range_valid"):
+        assert checks[("graph_facts", name)], name
+    for name in ("no_orphan_nodes", "edges_traceable_to_chunks", "graph_matches_facts"):
+        assert checks[("knowledge_graph", name)], name
+    return result
+
+
+def test_pipeline_changed_document_replaces_facts_and_purge(tmp_path):
+    from pipelines.jobs import purge_documents_job
+    from pipelines.sensors import purge_run_config
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    shutil.copy(SAMPLE_CORPUS / "infrastructure-overview.md", docs / "infra.md")
+    (docs / "ops.txt").write_text("Operations notes\n\nThe Platform Team manages srv-app-01 and srv-db-01.\n"
+                                  "The application Billing Service runs on srv-app-01.\n")
+    store = GraphStore(backend="ladybug", path=str(tmp_path / "graph.lbug"))
+    instance = DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions(DOCUMENTS_PARTITIONS_NAME, ["infra.md", "ops.txt"])
+    first = run_kg(instance, docs, "infra.md", store)
+    assert first.output_for_node("knowledge_graph")["relations"] > 5
+    run_kg(instance, docs, "ops.txt", store)
+    with store.session() as graph:
+        infra_before = graph.document_facts("infra.md")
+        assert ("Application:reporting-engine", "RUNS_ON", "Server:srv-app-01") in triples(infra_before)
+        assert graph.entity("Database:analytics-db") is not None
+
+    # the document changes: Reporting Engine moves to srv-app-03, analytics-db is no longer mentioned
+    text = (docs / "infra.md").read_text()
+    text = text.replace("The application Reporting Engine runs on srv-app-01 and depends\non the database analytics-db.",
+                        "The application Reporting Engine runs on srv-app-03.")
+    text = text.replace("The database analytics-db runs on srv-db-01 and is managed by the Data Team.", "")
+    assert "analytics-db" not in text
+    (docs / "infra.md").write_text(text)
+    changed = run_kg(instance, docs, "infra.md", store)
+    assert changed.output_for_node("knowledge_graph")["removed_relations"] >= 1
+    with store.session() as graph:
+        after = triples(graph.document_facts("infra.md"))
+        assert ("Application:reporting-engine", "RUNS_ON", "Server:srv-app-03") in after
+        assert ("Application:reporting-engine", "RUNS_ON", "Server:srv-app-01") not in after
+        assert graph.entity("Database:analytics-db") is None  # only the old version mentioned it
+        old_chunks = {e for ent in infra_before["entities"] for e in ent["chunk_ids"]}
+        new_chunks = {e for ent in graph.document_facts("infra.md")["entities"] for e in ent["chunk_ids"]}
+        assert old_chunks != new_chunks  # provenance points to the new chunks only
+        assert graph.orphan_nodes() == [] and graph.untraceable_edges() == []
+        answer = {p["names"][0] for p in graph.applications_on_servers_managed_by("Platform Team")}
+        assert answer == {"Billing Service"}  # ops.txt: srv-app-01 is Platform-managed
+
+    # the document is deleted: the purge job (both ops, as the sensor configures them) removes its facts
+    defs = Definitions(jobs=[purge_documents_job],
+                       resources={"graph_store": store, "milvus": MilvusStore(uri=str(tmp_path / "m.db"))})
+    result = defs.resolve_job_def("purge_documents_job").execute_in_process(
+        run_config=purge_run_config(["infra.md"]), instance=instance)
+    assert result.success
+    with store.session() as graph:
+        assert graph.document_facts("infra.md")["entities"] == []
+        assert graph.entity("Application:reporting-engine") is None
+        # shared entities survive with the other document's facts
+        assert graph.entity("Server:srv-app-01") is not None and graph.entity("Application:billing-service") is not None
+        assert triples(graph.document_facts("ops.txt")) == {
+            ("Server:srv-app-01", "MANAGED_BY", "Team:platform-team"),
+            ("Server:srv-db-01", "MANAGED_BY", "Team:platform-team"),
+            ("Application:billing-service", "RUNS_ON", "Server:srv-app-01")}
+        assert graph.orphan_nodes() == [] and graph.untraceable_edges() == []
