@@ -21,6 +21,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--documents", help="documents folder (default: bundled sample corpus)")
     parser.add_argument("--query", default="Which team manages the billing database?")
+    parser.add_argument("--team", default="Platform Team", help="team for the sample knowledge-graph multi-hop query")
     args = parser.parse_args(argv)
     if args.documents:
         os.environ["DOCPLATFORM_DOCUMENTS_DIR"] = str(Path(args.documents).resolve())
@@ -72,6 +73,16 @@ def main(argv: list[str] | None = None) -> int:
     print(f"query: {args.query}")
     for hit in hits:
         print(f"  {hit['score']:.3f}  {hit['doc_id']}#{hit['seq']}: {hit['text'][:100]!r}")
+
+    graph_store = resources["graph_store"]
+    with graph_store.session() as graph:
+        stats = graph.stats()
+        paths = graph.applications_on_servers_managed_by(args.team)
+    print(f"knowledge graph ({graph_store.backend}): {stats['entities']} entities, "
+          f"{sum(stats['relations'].values())} relations {stats['relations']}")
+    print(f"multi-hop: applications running on servers managed by {args.team!r}:")
+    for path in paths or [{"names": ["(none)"]}]:
+        print("  " + " -> ".join(path["names"]))
     return 1 if failures else 0
 
 
