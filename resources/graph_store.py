@@ -362,20 +362,23 @@ class Neo4jBackend(GraphBackend):
         super().__init__(ontology, batch_size)
         self.driver = driver
         self.database = database
+        # One session for the unit of work: it chains bookmarks, so reads see this session's writes (clusters too).
+        self.session = driver.session(database=database)
+
+    def close(self) -> None:
+        self.session.close()
 
     def _read(self, query: str, params: dict | None = None) -> list[dict]:
-        records, _, _ = self.driver.execute_query(query, params or {}, database_=self.database, routing_="r")
-        return [record.data() for record in records]
+        return self.session.execute_read(lambda tx: [record.data() for record in tx.run(query, params or {})])
 
     @contextmanager
     def _transaction(self):
-        with self.driver.session(database=self.database) as session:
-            with session.begin_transaction() as tx:
-                def run(query: str, params: dict | None = None) -> list[dict]:
-                    return [record.data() for record in tx.run(query, params or {})]
+        with self.session.begin_transaction() as tx:
+            def run(query: str, params: dict | None = None) -> list[dict]:
+                return [record.data() for record in tx.run(query, params or {})]
 
-                yield run
-                tx.commit()
+            yield run
+            tx.commit()
 
     def _node(self, var: str, label: str) -> tuple[str, str, dict]:
         # Real labels here (indexable, idiomatic): the class name, checked against the ontology.
@@ -395,7 +398,7 @@ class Neo4jBackend(GraphBackend):
             statements.append(f"CREATE INDEX kg_{rel_type.lower()}_doc IF NOT EXISTS "
                               f"FOR ()-[r:{self._rel_type(rel_type)}]-() ON (r.doc_id)")
         for statement in statements:
-            self.driver.execute_query(statement, database_=self.database)
+            self.session.run(statement).consume()
 
 
 class GraphStore(ConfigurableResource):
@@ -425,8 +428,11 @@ class GraphStore(ConfigurableResource):
             driver = GraphDatabase.driver(self.uri, auth=(self.user, self.password))
             try:
                 backend = Neo4jBackend(ontology, driver, self.database, self.batch_size)
-                backend.ensure_schema()
-                yield backend
+                try:
+                    backend.ensure_schema()
+                    yield backend
+                finally:
+                    backend.close()
             finally:
                 driver.close()
             return
