@@ -337,7 +337,9 @@ def datasets_root() -> Path:
 @asset(
     group_name=GROUP,
     ins={
+        # every document partition; partitions that failed (or were not extracted yet) are skipped
         "document_chunks": AssetIn(metadata={"allow_missing_partitions": True}),
+        "graph_facts": AssetIn(metadata={"allow_missing_partitions": True}),
     },
     description="Instruction/response pairs from every document's chunks and graph facts: PII removed, "
                 "deduplicated, split into train/eval, saved with datasets.save_to_disk.",
@@ -350,8 +352,8 @@ def datasets_root() -> Path:
                        description="No eval example, prompt or response identical to a train one."),
     ],
 )
-def finetune_dataset(context: AssetExecutionContext, config: InstructionDatasetConfig, document_chunks):
-    yield from _materialize_dataset(context, config, document_chunks, None)
+def finetune_dataset(context: AssetExecutionContext, config: InstructionDatasetConfig, document_chunks, graph_facts):
+    yield from _materialize_dataset(context, config, document_chunks, graph_facts)
 
 
 def _materialize_dataset(context, config: InstructionDatasetConfig, document_chunks, graph_facts):

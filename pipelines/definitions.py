@@ -3,16 +3,19 @@
 from dagster import Definitions
 
 from assets import ingestion, knowledge_graph
+from assets.finetune import finetune_defs
 from pipelines.jobs import ingest_job, purge_documents_job
 from pipelines.schedules import nightly_reindex_schedule
 from pipelines.sensors import documents_folder_sensor
 from resources import DocumentSource, Embedder, MilvusStore
 from resources.graph_store import GraphStore
+from resources.llm import finetune_default_resources
 
 
 def default_resources() -> dict:
     """Embedded defaults: bundled sample corpus (or $DOCPLATFORM_DOCUMENTS_DIR), packaged MiniLM, milvus-lite file."""
-    return {"documents": DocumentSource(), "embedder": Embedder(), "milvus": MilvusStore()} | knowledge_graph_default_resources()
+    return ({"documents": DocumentSource(), "embedder": Embedder(), "milvus": MilvusStore()} | finetune_default_resources()
+            | knowledge_graph_default_resources())
 
 
 def knowledge_graph_default_resources() -> dict:
@@ -31,7 +34,7 @@ ingestion_defs = Definitions(
 knowledge_graph_defs = Definitions(assets=knowledge_graph.knowledge_graph_assets)
 
 # One Definitions per stage; resources are bound once, in build_defs.
-STAGE_DEFS = [ingestion_defs, knowledge_graph_defs]
+STAGE_DEFS = [ingestion_defs, finetune_defs, knowledge_graph_defs]
 
 
 def build_defs(**resource_overrides) -> Definitions:

@@ -139,7 +139,7 @@ class AdapterRegistry(ConfigurableResource):
         shutil.move(str(staging), str(target))
         return target
 
-    def update_manifest(self, version: str, **fields) -> dict:
+    def update_manifest(self, version: str, /, **fields) -> dict:
         path = self.path_for(version) / MANIFEST
         data = json.loads(path.read_text()) | fields
         tmp = path.with_suffix(".tmp")
