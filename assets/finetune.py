@@ -171,7 +171,8 @@ def fact_examples(facts: list[dict]) -> list[dict]:
                      "doc_id": group["doc_id"], "chunk_id": group["chunk_id"]})
     for entity_id, entity in sorted(entities.items()):
         aliases = [a for a in (entity.get("aliases") or []) if a and a != entity["name"]]
-        answer = f"{entity['name']} is a {entity.get('label', 'entity').replace('_', ' ').lower()}."
+        label = entity.get("label", "entity").replace("_", " ").lower()
+        answer = f"{entity['name']} is {'an' if label[:1] in 'aeiou' else 'a'} {label}."
         if aliases:
             answer += f" It is also known as {_join(aliases)}."
         chunk_ids = entity.get("chunk_ids") or [""]
@@ -240,10 +241,16 @@ def split_train_eval(rows: list[dict], eval_fraction: float, seed: int) -> tuple
         token = f"{seed}\x00" + min(rows[i]["id"] for i in members)
         return int(hashlib.sha256(token.encode()).hexdigest()[:12], 16) / float(1 << 48)
 
+    # groups in a seeded pseudo-random order fill the eval split up to its target size, the rest is train
     ordered = sorted(groups.values(), key=score)
-    eval_groups = [g for g in ordered if score(g) < eval_fraction]
-    if not eval_groups and len(ordered) >= 2 and eval_fraction > 0:
-        eval_groups = [ordered[0]]
+    target = math.ceil(eval_fraction * len(rows)) if eval_fraction > 0 else 0
+    eval_groups, size = [], 0
+    for group in ordered:
+        if size + len(group) <= target:
+            eval_groups.append(group)
+            size += len(group)
+    if not eval_groups and target and len(ordered) >= 2:
+        eval_groups = [min(ordered, key=len)]
     if len(eval_groups) == len(ordered) and len(ordered) >= 2:
         eval_groups = eval_groups[:-1]
     eval_ids = {i for g in eval_groups for i in g}

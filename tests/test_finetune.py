@@ -268,3 +268,39 @@ def test_default_base_model_is_the_labelled_tiny_demo(tmp_path, monkeypatch):
     monkeypatch.setenv("DOCPLATFORM_BASE_MODEL", str(tmp_path / "missing"))
     with pytest.raises(FileNotFoundError):
         BaseModelFolder().resolve()
+
+
+def test_finetune_job_end_to_end_on_ingested_sample_corpus(tmp_path, docs_dir, tiny_model, monkeypatch):
+    """The real platform Definitions: ingest_job over the bundled sample corpus (chunks + graph facts), then
+    finetune_job as the UI launches it. No vLLM server is running, so only the deployment step fails, clearly."""
+    from resources.graph_store import GraphStore
+    from tests.platform_harness import QUIET, Platform
+
+    monkeypatch.setenv("DOCPLATFORM_DATA_DIR", str(tmp_path / "data"))
+    overrides = {
+        "base_model": BaseModelFolder(path=str(tiny_model)),
+        "adapter_registry": AdapterRegistry(root=str(tmp_path / "adapters")),
+        "vllm": VLLMServer(base_url="http://127.0.0.1:9", timeout_s=2),
+        "graph_store": GraphStore(backend="ladybug", path=str(tmp_path / "graph.lbug")),
+    }
+    with Platform.create(tmp_path, docs_dir, **overrides) as platform:
+        ingested = platform.ingest_all()
+        assert all(r.success for r in ingested.values()), {k: failure_message(r) for k, r in ingested.items()}
+        job = platform.defs.resolve_job_def("finetune_job")
+        config = {"ops": {"lora_adapter": {"config": FAST_TRAINING}}} | QUIET
+        result = job.execute_in_process(instance=platform.instance, run_config=config, raise_on_error=False)
+    assert not result.success
+    assert materialized(result) == {"finetune_dataset", "lora_adapter"}
+    checks = check_results(result)
+    assert checks["dataset_schema_valid"] and checks["no_pii_remaining"] and checks["no_train_eval_leakage"]
+    assert checks["eval_loss_improves_over_base"] is True
+    assert "not reachable" in failure_message(result)
+    dataset = result.output_for_node("finetune_dataset")
+    assert dataset["train_rows"] > 10 and dataset["eval_rows"] > 0
+    from datasets import load_from_disk
+
+    saved = load_from_disk(dataset["path"])
+    sources = set(saved["train"]["source"]) | set(saved["eval"]["source"])
+    assert {"chunk_continuation", "graph_relation", "graph_entity"} <= sources
+    docs = set(saved["train"]["doc_id"]) | set(saved["eval"]["doc_id"])
+    assert len(docs - {""}) >= 4
