@@ -107,10 +107,10 @@ def ruler_patterns(ontology: Ontology) -> list[dict]:
 
 
 @lru_cache(maxsize=4)
-def _pipeline(ontology_key: tuple):
+def _pipeline(directory: str, fingerprint: str):
     import spacy
 
-    ontology = load_ontology(ontology_key[0])
+    ontology = load_ontology(directory)
     _register_merger()
     nlp = spacy.load("en_core_web_sm")
     name_patterns = [p for c in ontology.classes.values() for p in c.name_patterns]
@@ -121,7 +121,8 @@ def _pipeline(ontology_key: tuple):
 
 
 def nlp_for(ontology: Ontology):
-    return _pipeline((str(ontology.directory), tuple(sorted(ontology.classes)), len(ontology.known_entities)))
+    """The spaCy pipeline for this ontology (built once per ontology content)."""
+    return _pipeline(str(ontology.directory), ontology.fingerprint)
 
 
 # --------------------------------------------------------------------------------------------- resolution

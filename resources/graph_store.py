@@ -17,6 +17,7 @@ text; the only strings ever spliced are class and relation names that the ontolo
 from __future__ import annotations
 
 import os
+import time
 from collections import defaultdict
 from contextlib import contextmanager
 from pathlib import Path
@@ -414,9 +415,25 @@ class GraphStore(ConfigurableResource):
     database: str = Field(default_factory=lambda: os.environ.get("NEO4J_DATABASE", "neo4j"))
     ontology_dir: str = Field(default_factory=default_ontology_dir, description="Folder of the OWL ontology and SHACL shapes.")
     batch_size: int = 500
+    lock_timeout_s: float = Field(
+        default=120.0, description="ladybug: how long to wait for another process to release the database file.")
 
     def ontology(self) -> Ontology:
         return load_ontology(self.ontology_dir)
+
+    def _open_embedded(self, ladybug):
+        """The embedded database; one process at a time holds the file, so wait (bounded) for another to finish."""
+        deadline = time.monotonic() + self.lock_timeout_s
+        while True:
+            try:
+                return ladybug.Database(self.path)
+            except RuntimeError as exc:
+                if "lock" not in str(exc).lower() or time.monotonic() >= deadline:
+                    if "lock" in str(exc).lower():
+                        raise RuntimeError(f"graph database {self.path} is held by another process "
+                                           f"(waited {self.lock_timeout_s:.0f}s): {exc}") from exc
+                    raise
+                time.sleep(0.25)
 
     @contextmanager
     def session(self) -> Iterator[GraphBackend]:
@@ -439,7 +456,7 @@ class GraphStore(ConfigurableResource):
         import ladybug
 
         Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        database = ladybug.Database(self.path)
+        database = self._open_embedded(ladybug)
         connection = ladybug.Connection(database)
         try:
             backend = LadybugBackend(ontology, connection, self.batch_size)

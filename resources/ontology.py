@@ -6,6 +6,7 @@ graph labels and relationship types (they are the only strings ever spliced into
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from dataclasses import dataclass, field
@@ -71,6 +72,7 @@ class Ontology:
     classes: dict[str, ClassInfo]
     relations: dict[str, RelationInfo]
     known_entities: list[KnownEntity] = field(default_factory=list)
+    fingerprint: str = ""  # sha256 of the Turtle files: caches keyed on it follow edits
 
     # ------------------------------------------------------------------ allow-list
     def require_class(self, label: str) -> str:
@@ -237,7 +239,11 @@ def parse_ontology(directory: Path) -> Ontology:
             if label not in classes or name is None:
                 raise OntologyError(f"known entity {subject} needs an ontology class and an rdfs:label")
             known.append(KnownEntity(label=label, name=str(name), aliases=_strings(individuals, subject, SKOS.altLabel)))
-    return Ontology(directory=directory, graph=graph, shapes=shapes, classes=classes, relations=relations, known_entities=known)
+    digest = hashlib.sha256()
+    for path in sorted(directory.glob("*.ttl")):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return Ontology(directory=directory, graph=graph, shapes=shapes, classes=classes, relations=relations,
+                    known_entities=known, fingerprint=digest.hexdigest())
 
 
 @lru_cache(maxsize=8)

@@ -324,3 +324,27 @@ def test_pipeline_changed_document_replaces_facts_and_purge(tmp_path):
             ("Server:srv-db-01", "MANAGED_BY", "Team:platform-team"),
             ("Application:billing-service", "RUNS_ON", "Server:srv-app-01")}
         assert graph.orphan_nodes() == [] and graph.untraceable_edges() == []
+
+
+def test_embedded_store_waits_for_another_process_then_gives_up_clearly(tmp_path):
+    import subprocess
+    import sys
+    import time
+
+    path = tmp_path / "graph.lbug"
+    with GraphStore(path=str(path)).session():
+        pass
+    holder = subprocess.Popen([sys.executable, "-c",
+                               "import sys, time, ladybug; db = ladybug.Database(sys.argv[1]); print('held', flush=True); "
+                               "time.sleep(float(sys.argv[2]))", str(path), "3"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(RuntimeError, match="held by another process"):
+            with GraphStore(path=str(path), lock_timeout_s=0.5).session():
+                pass
+        started = time.monotonic()
+        with GraphStore(path=str(path), lock_timeout_s=60).session() as graph:
+            assert graph.stats()["entities"] == 0
+        assert time.monotonic() - started > 0.5  # it waited for the holder to exit
+    finally:
+        holder.wait(timeout=30)
