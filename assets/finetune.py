@@ -384,9 +384,12 @@ def _materialize_dataset(context, config: InstructionDatasetConfig, document_chu
     if not (target / "dataset_dict.json").is_file():
         staging = Path(tempfile.mkdtemp(prefix=f".{fingerprint}-", dir=_mkdir(datasets_root())))
         dataset.save_to_disk(str(staging))
-        if target.exists():
-            shutil.rmtree(target)
-        staging.rename(target)
+        try:
+            staging.rename(target)
+        except OSError:  # the same content was saved meanwhile (same fingerprint): keep that copy
+            shutil.rmtree(staging, ignore_errors=True)
+            if not (target / "dataset_dict.json").is_file():
+                raise
     from datasets import load_from_disk
 
     saved = load_from_disk(str(target))

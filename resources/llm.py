@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -129,15 +128,21 @@ class AdapterRegistry(ConfigurableResource):
 
     def publish(self, staging: Path, manifest: dict) -> Path:
         """Move a fully written adapter folder into the registry under the next version, with its manifest."""
-        version = self.next_version()
-        target = self.path_for(version)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        files = {p.name: sha256_file(p) for p in sorted(Path(staging).iterdir()) if p.is_file()}
-        manifest = dict(manifest, version=version, adapter_name=self.name, path=str(target), files_sha256=files,
-                        created_at=datetime.now(timezone.utc).isoformat())
-        (Path(staging) / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True))
-        shutil.move(str(staging), str(target))
-        return target
+        self.family_dir.mkdir(parents=True, exist_ok=True)
+        files = {p.name: sha256_file(p) for p in sorted(Path(staging).iterdir()) if p.is_file() and p.name != MANIFEST}
+        for _ in range(100):  # a concurrent run may take the same number: rename is atomic, retry with the next
+            version = self.next_version()
+            target = self.path_for(version)
+            record = dict(manifest, version=version, adapter_name=self.name, path=str(target), files_sha256=files,
+                          created_at=datetime.now(timezone.utc).isoformat())
+            (Path(staging) / MANIFEST).write_text(json.dumps(record, indent=2, sort_keys=True))
+            try:
+                Path(staging).rename(target)
+                return target
+            except OSError:
+                if not target.exists():
+                    raise
+        raise RuntimeError(f"could not allocate a version under {self.family_dir}")
 
     def update_manifest(self, version: str, /, **fields) -> dict:
         path = self.path_for(version) / MANIFEST
