@@ -41,7 +41,7 @@ _LOWER_IDENT = r"^[a-z0-9]+(?:[-_][a-z0-9]+)+$"
 # Tokens allowed between a trigger phrase and its object, or between coordinated mentions.
 _FILLER = {"the", "a", "an", "its", "their", "our", "this", "that", "these", "those", "both", "each", "every", "all"}
 _COORD = {",", "and", "or", "&", "as", "well", "plus"}
-_PRONOUNS = {"it", "this", "which", "they", "that"}
+_PRONOUNS = {"it", "this", "they"}
 
 
 # --------------------------------------------------------------------------------------------- spaCy pipeline
@@ -220,8 +220,9 @@ def _trigger_matcher(nlp, ontology: Ontology):
 
 
 def _gap_ok(doc, start: int, end: int, allowed: set[str], keywords: set[str], limit: int = 4) -> bool:
+    """Only articles, class keywords, adjectives (and, between coordinated names, commas/and/or) in between."""
     gap = doc[start:end]
-    return len(gap) <= limit and all(t.lower_ in allowed or t.lower_ in keywords for t in gap)
+    return len(gap) <= limit and all(t.lower_ in allowed or t.lower_ in keywords or t.pos_ == "ADJ" for t in gap)
 
 
 def _relations_in_chunk(doc, mentions: list[Mention], ontology: Ontology, matcher, chunk_id: str) -> list[dict]:
@@ -264,7 +265,7 @@ def _relations_in_chunk(doc, mentions: list[Mention], ontology: Ontology, matche
                     else:
                         break
             elif last_subject is not None and ontology.is_a(last_subject.label, left_class) and any(
-                    t.lower_ in _PRONOUNS for t in doc[sent.start:t_start]):
+                    t.lower_ in _PRONOUNS and t.pos_ == "PRON" for t in doc[max(sent.start, t_start - 3):t_start]):
                 subjects = [last_subject]  # "It runs on srv-app-02": the previous sentence's subject
             # object side: first mention after the trigger (only fillers between), plus coordinated ones
             right = [m for m in in_sent if m.start >= t_end and m.end <= next_trigger]

@@ -6,7 +6,7 @@ integrity queries for the asset checks, and multi-hop queries. Graph model, iden
     (:Entity {id, label, classes, name, aliases})   one node per resolved entity; in Neo4j it also
                                                     carries its ontology class and superclasses as labels
     (:Chunk {id, doc_id, doc_sha256, seq})          provenance: a chunk some fact was extracted from
-    (Entity)-[:MENTIONED_IN {doc_id, aliases}]->(Chunk)
+    (Entity)-[:MENTIONED_IN {doc_id, aliases}]->(Chunk)   aliases: the surface forms that document used
     (Entity)-[:<RELATION> {chunk_id, doc_id, sentence}]->(Entity)   one edge per supporting chunk
 
 Cypher cannot take labels or relationship types as parameters, so they are spliced into the query
@@ -144,7 +144,10 @@ class GraphBackend:
                        "seq": int(chunk_meta.get(cid, {}).get("seq", -1))} for cid in used_chunks]
         entity_rows = [{"id": e["id"], "label": e["label"], "classes": self.ontology.labels_of(e["label"]),
                         "name": e["name"], "aliases": sorted(e.get("aliases", []))} for e in facts["entities"]]
-        mention_rows = [{"entity": e["id"], "chunk": cid, "doc_id": doc_id, "aliases": sorted(e.get("aliases", []))}
+        # every surface form this document used (its name included): an entity's aliases are the union over
+        # the documents still mentioning it, less the name it was created with
+        mention_rows = [{"entity": e["id"], "chunk": cid, "doc_id": doc_id,
+                         "aliases": sorted({e["name"], *e.get("aliases", [])})}
                         for e in facts["entities"] for cid in e["chunk_ids"]]
         by_type: dict[str, list[dict]] = defaultdict(list)
         for rel in facts["relations"]:
@@ -154,8 +157,8 @@ class GraphBackend:
             removed = self._delete_document(tx, doc_id)
             self._batched(tx, "UNWIND $rows AS row MERGE (k:Chunk {id: row.id}) "
                               "SET k.doc_id = row.doc_id, k.doc_sha256 = row.doc_sha256, k.seq = row.seq", chunk_rows)
-            self._batched(tx, "UNWIND $rows AS row MERGE (e:Entity {id: row.id}) "
-                              "SET e.label = row.label, e.classes = row.classes, e.name = row.name", entity_rows)
+            self._batched(tx, "UNWIND $rows AS row MERGE (e:Entity {id: row.id}) ON CREATE SET e.name = row.name "
+                              "SET e.label = row.label, e.classes = row.classes", entity_rows)
             by_label: dict[str, list[str]] = defaultdict(list)
             for row in entity_rows:
                 by_label[row["label"]].append(row["id"])

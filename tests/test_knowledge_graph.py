@@ -348,3 +348,20 @@ def test_embedded_store_waits_for_another_process_then_gives_up_clearly(tmp_path
         assert time.monotonic() - started > 0.5  # it waited for the holder to exit
     finally:
         holder.wait(timeout=30)
+
+
+def test_aliases_merge_across_documents_and_leave_with_them(store, ontology):
+    a = extract_facts(text_chunks("a.md", "The application Order API runs on the server srv-web-01."), ontology)
+    b = extract_facts(text_chunks("b.md", "The Infra Team manages srv-web-01. The application ORDER API uses the billing database."),
+                      ontology)
+    with store.session() as graph:
+        graph.replace_document("a.md", a)
+        graph.replace_document("b.md", b)
+        order = graph.entity("Application:order-api")
+        assert order["name"] == "Order API" and order["aliases"] == ["ORDER API"]  # b.md's spelling is an alias
+        assert "Infra Team" in graph.entity("Team:platform-team")["aliases"]
+        assert [p["names"][0] for p in graph.applications_on_servers_managed_by("Platform Team")] == ["Order API"]
+        graph.purge_document("b.md")
+        assert graph.entity("Application:order-api")["aliases"] == []
+        assert graph.entity("Team:platform-team") is None and graph.entity("Database:billing-db") is None
+        assert graph.orphan_nodes() == [] and graph.untraceable_edges() == []
