@@ -365,3 +365,29 @@ def test_aliases_merge_across_documents_and_leave_with_them(store, ontology):
         assert graph.entity("Application:order-api")["aliases"] == []
         assert graph.entity("Team:platform-team") is None and graph.entity("Database:billing-db") is None
         assert graph.orphan_nodes() == [] and graph.untraceable_edges() == []
+
+
+def test_failing_shacl_check_blocks_the_graph_write(tmp_path, monkeypatch):
+    """A stricter shapes file (team names must start with 'x') makes graph_facts' blocking check fail:
+    knowledge_graph does not run and the store keeps nothing from the document."""
+    onto = tmp_path / "onto"
+    shutil.copytree(load_ontology().directory, onto)
+    with (onto / "shapes.ttl").open("a") as handle:
+        handle.write('\nshapes:StrictTeamShape a sh:NodeShape ; sh:targetClass infra:Team ;\n'
+                     '    sh:property [ sh:path infra:name ; sh:pattern "^x" ] .\n')
+    monkeypatch.setenv("DOCPLATFORM_ONTOLOGY_DIR", str(onto))
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "ops.txt").write_text("The Platform Team manages srv-app-01.\n")
+    store = GraphStore(path=str(tmp_path / "graph.lbug"))
+    instance = DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions(DOCUMENTS_PARTITIONS_NAME, ["ops.txt"])
+    result = materialize(KG_ASSETS, partition_key="ops.txt", instance=instance, raise_on_error=False,
+                         resources={"documents": DocumentSource(root=str(docs)), "graph_store": store})
+    assert not result.success
+    checks = {c.check_name: c.passed for c in result.get_asset_check_evaluations()}
+    assert checks["shacl_conformance"] is False and checks["domain_range_valid"] is True
+    materialized = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
+    assert "graph_facts" in materialized and "knowledge_graph" not in materialized
+    with store.session() as graph:
+        assert graph.stats()["entities"] == 0
