@@ -49,8 +49,10 @@ def main(argv=None) -> int:
         build_corpus(tmp / "docs", args.docs, args.paragraphs)
         embedder = Embedder()
         embedder.encode(["warm-up"])  # model load is not part of either rate
+        from resources.graph_store import GraphStore
+
         defs = build_defs(documents=DocumentSource(root=str(tmp / "docs")), milvus=MilvusStore(uri=str(tmp / "m.db")),
-                          embedder=embedder)
+                          embedder=embedder, graph_store=GraphStore(path=str(tmp / "graph.lbug")))
         job = defs.resolve_job_def("ingest_job")
         keys = sorted(DocumentSource(root=str(tmp / "docs")).scan())
         (tmp / "dagster").mkdir()

@@ -39,7 +39,10 @@ class Platform:
     @contextmanager
     def create(cls, tmp_path: Path, docs_dir: Path, **overrides):
         milvus = MilvusStore(uri=str(tmp_path / "milvus.db"))
-        resources = {"documents": DocumentSource(root=str(docs_dir)), "milvus": milvus} | overrides
+        from resources.graph_store import GraphStore
+
+        resources = {"documents": DocumentSource(root=str(docs_dir)), "milvus": milvus,
+                     "graph_store": GraphStore(path=str(tmp_path / "graph.lbug"))} | overrides
         (tmp_path / "dagster").mkdir(exist_ok=True)
         with instance_for_test(temp_dir=str(tmp_path / "dagster")) as instance:
             yield cls(tmp_path, docs_dir, instance, build_defs(**resources), milvus)

@@ -29,13 +29,9 @@ def test_sample_corpus_every_type_indexed_with_passing_checks(platform):
     for key, result in results.items():
         assert result.success, f"{key}: {failure_message(result)}"
         checks = check_results(result)
-        assert checks == {
-            "content_not_empty": True,
-            "has_text": True,
-            "chunk_table_valid": True,
-            "embedding_dimension_and_norm": True,
-            "milvus_count_matches_chunks": True,
-        }, key
+        assert all(checks.values()), (key, checks)
+        assert {"content_not_empty", "has_text", "chunk_table_valid", "embedding_dimension_and_norm",
+                "milvus_count_matches_chunks"} <= set(checks), key
         chunks = result.output_for_node("document_chunks")
         assert all(c["text"].strip() for c in chunks)
         assert platform.count(key) == len(chunks)

@@ -55,7 +55,10 @@ def test_ingest_job_on_postgres_storage(tmp_path, docs_dir, pg_database, monkeyp
     monkeypatch.setenv("DAGSTER_PG_DB", pg_database)
     monkeypatch.setenv("DAGSTER_HOME", str(home))
 
-    defs = build_defs(documents=DocumentSource(root=str(docs_dir)), milvus=MilvusStore(uri=str(tmp_path / "m.db")))
+    from resources.graph_store import GraphStore
+
+    defs = build_defs(documents=DocumentSource(root=str(docs_dir)), milvus=MilvusStore(uri=str(tmp_path / "m.db")),
+                      graph_store=GraphStore(path=str(tmp_path / "graph.lbug")))
     with DagsterInstance.get() as instance:
         assert type(instance.run_storage).__name__ == "PostgresRunStorage"
         assert type(instance.event_log_storage).__name__ == "PostgresEventLogStorage"
