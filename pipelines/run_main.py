@@ -28,6 +28,9 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("DAGSTER_HOME", str(REPO))
     os.environ.setdefault("DOCPLATFORM_DATA_DIR", str(REPO / ".data"))
 
+    import warnings
+
+    warnings.filterwarnings("ignore", message=".*is currently in beta")
     from dagster import DagsterInstance
 
     from pipelines.definitions import defs
