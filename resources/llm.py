@@ -264,7 +264,8 @@ def vllm_command(python: Path, model: str, port: int, served_name: str = "base",
         "--dtype", dtype, "--max-model-len", str(max_model_len),
         "--enable-lora", "--max-lora-rank", str(max_lora_rank), "--max-loras", "4", "--max-cpu-loras", "8",
         "--max-num-seqs", "4", "--enforce-eager", "--seed", "0",
-        # in-place adapter swaps keep the LoRA id: no prefix cache, so no KV computed with the old weights is reused
+        # every adapter version has its own path, which is part of vLLM's prefix-cache key, so in-place alias swaps
+        # never reuse KV computed with older weights; the demo server skips prefix caching anyway (tiny, deterministic)
         "--no-enable-prefix-caching",
     ]
 
@@ -323,6 +324,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default="", help="base model folder (default: $DOCPLATFORM_BASE_MODEL or tiny demo)")
     parser.add_argument("--port", type=int, default=8000)
     args = parser.parse_args(argv)
+    import signal
+
+    def stop(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
     model = BaseModelFolder(path=args.model or default_base_model()).resolve()
     with running_vllm_server(str(model), port=args.port) as server:
         print(f"vLLM serving {model} at {server.base_url} (Ctrl-C to stop)", flush=True)
