@@ -162,6 +162,17 @@ def test_dataset_asset_saves_to_disk_with_passing_checks(harness):
     assert schema_ok(saved)
 
 
+def test_dataset_skips_documents_that_failed_upstream(harness):
+    """A document partition whose chunks (or facts) never materialised, e.g. a corrupt file, is skipped."""
+    from assets.partitions import DOCUMENTS_PARTITIONS_NAME
+
+    harness.instance.add_dynamic_partitions(DOCUMENTS_PARTITIONS_NAME, ["corrupt.pdf"])
+    result = harness.run([finetune.finetune_dataset])
+    assert result.success, failure_message(result)
+    event = next(e for e in result.all_events if e.event_type_value == "ASSET_MATERIALIZATION")
+    assert event.event_specific_data.materialization.metadata["documents"].value == len(CHUNKS)
+
+
 def schema_ok(saved) -> bool:
     return finetune.schema_problems(saved) == []
 
