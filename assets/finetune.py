@@ -22,8 +22,6 @@ from pathlib import Path
 
 from dagster import (
     AssetCheckResult,
-    AssetSelection,
-    Definitions,
     AssetCheckSeverity,
     AssetCheckSpec,
     AssetExecutionContext,
@@ -33,7 +31,6 @@ from dagster import (
     MetadataValue,
     Output,
     asset,
-    define_asset_job,
 )
 from pydantic import Field
 
@@ -807,14 +804,3 @@ def adapter_deployment(context: AssetExecutionContext, config: DeploymentConfig,
 
 
 finetune_assets = [finetune_dataset, lora_adapter, adapter_deployment]
-
-finetune_job = define_asset_job(
-    "finetune_job",
-    selection=AssetSelection.groups(GROUP),
-    description="Fine-tune: instruction dataset from all documents' chunks (+ graph facts) -> LoRA adapter "
-                "(blocking eval-loss gate) -> deployment to the vLLM server with smoke completion and rollback.",
-    tags={"docplatform/stage": "finetune"},
-)
-
-# Resources (base_model, adapter_registry, vllm) are bound by pipelines.definitions.default_resources.
-finetune_defs = Definitions(assets=finetune_assets, jobs=[finetune_job])

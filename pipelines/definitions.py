@@ -2,9 +2,8 @@
 
 from dagster import Definitions
 
-from assets import ingestion, knowledge_graph
-from assets.finetune import finetune_defs
-from pipelines.jobs import ingest_job, purge_documents_job
+from assets import finetune, ingestion, knowledge_graph
+from pipelines.jobs import finetune_job, ingest_job, purge_documents_job
 from pipelines.schedules import nightly_reindex_schedule
 from pipelines.sensors import documents_folder_sensor
 from resources import DocumentSource, Embedder, MilvusStore
@@ -32,6 +31,9 @@ ingestion_defs = Definitions(
 
 # Knowledge graph: ontology-guided extraction per document (graph_facts) written to the graph store (knowledge_graph).
 knowledge_graph_defs = Definitions(assets=knowledge_graph.knowledge_graph_assets)
+
+# Fine-tune: dataset -> LoRA adapter -> vLLM deployment, launched from the UI as finetune_job.
+finetune_defs = Definitions(assets=finetune.finetune_assets, jobs=[finetune_job])
 
 # One Definitions per stage; resources are bound once, in build_defs.
 STAGE_DEFS = [ingestion_defs, finetune_defs, knowledge_graph_defs]

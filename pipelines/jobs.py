@@ -1,4 +1,4 @@
-"""Jobs: the main per-document ingestion job and the purge job for deleted documents."""
+"""Jobs: the main per-document ingestion job, the purge job for deleted documents, and the fine-tune job."""
 
 from dagster import AssetSelection, define_asset_job, in_process_executor, job
 
@@ -25,3 +25,12 @@ ingest_job = define_asset_job(
 def purge_documents_job():
     purge_document_vectors()
     purge_document_graph()
+
+
+finetune_job = define_asset_job(
+    "finetune_job",
+    selection=AssetSelection.groups("finetune"),
+    description="Fine-tune: instruction dataset from all documents' chunks (+ graph facts) -> LoRA adapter "
+                "(blocking eval-loss gate) -> deployment to the vLLM server with smoke completion and rollback.",
+    tags={"docplatform/stage": "finetune"},
+)
