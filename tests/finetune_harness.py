@@ -7,8 +7,8 @@ from dagster import AssetKey, DagsterInstance, FilesystemIOManager, asset, mater
 
 from assets import finetune
 from assets.partitions import DOCUMENTS_PARTITIONS_NAME, documents_partitions
+from tests.platform_harness import QUIET, failure_message  # noqa: F401  (failure_message re-exported)
 
-QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
 DOC_TEXTS = {
     "ops/infrastructure.md": [
@@ -126,13 +126,3 @@ def check_results(result) -> dict:
 def materialized(result) -> set[str]:
     return {event.asset_key.to_user_string() for event in result.all_events
             if event.event_type_value == "ASSET_MATERIALIZATION"}
-
-
-def failure_message(result) -> str:
-    for event in result.all_events:
-        if event.event_type_value == "STEP_FAILURE":
-            data = event.step_failure_data
-            parts = [data.user_failure_data.description if data.user_failure_data else None,
-                     data.error.message if data.error else None]
-            return " ".join(p for p in parts if p)
-    return ""
