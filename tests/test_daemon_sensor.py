@@ -1,0 +1,83 @@
+"""The real automation path: `dagster dev` (webserver + daemon) with the documents sensor running by default.
+
+The sensor registers the folder's documents and the daemon's run queue executes the runs one at a time
+(embedded-store tag limit); a deleted and an added file then produce a purge run and an ingest run.
+"""
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import requests
+
+from resources import MilvusStore
+
+REPO = Path(__file__).resolve().parent.parent
+RUNS = """{ runsOrError { ... on Runs { results { jobName status tags { key value } } } } }"""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def runs(url: str) -> list[tuple[str, str, str]]:
+    try:
+        body = requests.post(f"{url}/graphql", json={"query": RUNS}, timeout=20).json()
+    except (requests.ConnectionError, requests.Timeout, ValueError):
+        return []
+    results = (body.get("data") or {}).get("runsOrError", {}).get("results", [])
+    return [(r["jobName"], r["status"], next((t["value"] for t in r["tags"] if t["key"] == "dagster/partition"), ""))
+            for r in results]
+
+
+def wait_for(url: str, predicate, timeout: float, log: Path):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        current = runs(url)
+        if predicate(current):
+            return current
+        assert not any(status == "FAILURE" for _, status, _ in current), (current, log.read_text()[-3000:])
+        time.sleep(3)
+    raise AssertionError(f"timed out; runs: {runs(url)}\n{log.read_text()[-3000:]}")
+
+
+def test_sensor_and_daemon_ingest_and_purge(tmp_path, docs_dir):
+    home = tmp_path / "home"
+    home.mkdir()
+    shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
+    data = tmp_path / "data"
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = os.environ | {"DAGSTER_HOME": str(home), "DOCPLATFORM_DATA_DIR": str(data),
+                        "DOCPLATFORM_DOCUMENTS_DIR": str(docs_dir)}
+    log = tmp_path / "dagster-dev.log"
+    proc = subprocess.Popen(["dagster", "dev", "-w", str(REPO / "workspace.yaml"), "-h", "127.0.0.1", "-p", str(port)],
+                            cwd=REPO, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        keys = {p.name for p in docs_dir.iterdir()}
+        done = wait_for(url, lambda rs: {k for j, s, k in rs if j == "ingest_job" and s == "SUCCESS"} == keys, 420, log)
+        assert len(done) == len(keys)
+
+        (docs_dir / "team-charter.docx").unlink()
+        (docs_dir / "backup-policy.md").write_text("# Backup Policy\n\nThe Data Team restores billing-db every month.\n")
+        wait_for(url, lambda rs: ("purge_documents_job", "SUCCESS", "") in rs
+                 and ("ingest_job", "SUCCESS", "backup-policy.md") in rs, 240, log)
+    finally:
+        os.killpg(proc.pid, signal.SIGINT)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+    store = MilvusStore(uri=str(data / "milvus.db"))
+    with store.client() as client:
+        assert store.count(client, "team-charter.docx") == 0
+        assert store.count(client, "backup-policy.md") > 0
+        assert store.doc_ids(client) == (keys - {"team-charter.docx"}) | {"backup-policy.md"}
