@@ -28,7 +28,7 @@ from dagster import (
 )
 
 from assets import _offline  # noqa: F401
-from assets.partitions import documents_partitions
+from pipelines.partitions import documents_partitions
 from resources.documents import SUPPORTED_SUFFIXES, DocumentSource
 from resources.embedder import Embedder
 from resources.milvus import MilvusStore

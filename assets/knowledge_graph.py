@@ -28,7 +28,7 @@ from dagster import (
 
 from assets import _offline  # noqa: F401
 from assets.ingestion import PurgeConfig
-from assets.partitions import documents_partitions
+from pipelines.partitions import documents_partitions
 from resources.graph_store import GraphStore
 from resources.ontology import Ontology, OntologyError, load_ontology, normalize_name
 

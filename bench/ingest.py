@@ -38,7 +38,7 @@ def main(argv=None) -> int:
 
     from dagster import instance_for_test
 
-    from assets.partitions import DOCUMENTS_PARTITIONS_NAME
+    from pipelines.partitions import DOCUMENTS_PARTITIONS_NAME
     from pipelines.definitions import build_defs
     from resources import DocumentSource, Embedder, MilvusStore
 

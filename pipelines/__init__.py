@@ -1,6 +1,16 @@
-"""Dagster code location: `dagster dev -m pipelines` or workspace.yaml."""
+"""Dagster code location: Definitions, jobs, schedules, sensors and partitions.
+
+`defs` (pipelines.definitions) is loaded on first access, so that asset modules can import
+pipelines.partitions without loading the whole platform: `dagster dev -m pipelines` and
+workspace.yaml both find it.
+"""
 
 from assets import _offline  # noqa: F401  (air-gapped environment before any library import)
-from pipelines.definitions import defs
 
-__all__ = ["defs"]
+
+def __getattr__(name: str):
+    if name == "defs":
+        from pipelines.definitions import defs
+
+        return defs
+    raise AttributeError(f"module 'pipelines' has no attribute {name!r}")

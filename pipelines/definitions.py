@@ -22,21 +22,21 @@ def knowledge_graph_default_resources() -> dict:
     return {"graph_store": GraphStore()}
 
 
-ingestion_defs = Definitions(
-    assets=ingestion.ingestion_assets,
-    jobs=[ingest_job, purge_documents_job],
-    schedules=[nightly_reindex_schedule],
-    sensors=[documents_folder_sensor],
-)
-
-# Knowledge graph: ontology-guided extraction per document (graph_facts) written to the graph store (knowledge_graph).
-knowledge_graph_defs = Definitions(assets=knowledge_graph.knowledge_graph_assets)
-
-# Fine-tune: dataset -> LoRA adapter -> vLLM deployment, launched from the UI as finetune_job.
-finetune_defs = Definitions(assets=finetune.finetune_assets, jobs=[finetune_job])
-
-# One Definitions per stage; resources are bound once, in build_defs.
-STAGE_DEFS = [ingestion_defs, finetune_defs, knowledge_graph_defs]
+# One Definitions per stage, merged into one code location; resources are bound once, in build_defs.
+# (Kept in a list: a single Definitions at module scope lets `dagster dev -m pipelines.definitions` find it.)
+STAGE_DEFS = [
+    # Ingestion: document partitions -> elements -> chunks -> Milvus vectors; sensor and nightly schedule.
+    Definitions(
+        assets=ingestion.ingestion_assets,
+        jobs=[ingest_job, purge_documents_job],
+        schedules=[nightly_reindex_schedule],
+        sensors=[documents_folder_sensor],
+    ),
+    # Knowledge graph: ontology-guided extraction per document (graph_facts) written to the graph store.
+    Definitions(assets=knowledge_graph.knowledge_graph_assets),
+    # Fine-tune: dataset -> LoRA adapter -> vLLM deployment, launched from the UI as finetune_job.
+    Definitions(assets=finetune.finetune_assets, jobs=[finetune_job]),
+]
 
 
 def build_defs(**resource_overrides) -> Definitions:

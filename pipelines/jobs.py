@@ -4,7 +4,7 @@ from dagster import AssetSelection, define_asset_job, in_process_executor, job
 
 from assets.ingestion import purge_document_vectors
 from assets.knowledge_graph import purge_document_graph
-from assets.partitions import documents_partitions
+from pipelines.partitions import documents_partitions
 
 # Embedded stores (milvus-lite, the embedded graph) take one writer process at a time:
 # dagster.yaml's run queue limits runs carrying this tag to one at a time.

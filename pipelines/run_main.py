@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from pipelines.definitions import defs
     from pipelines.sensors import plan_changes, purge_run_config
-    from assets.partitions import DOCUMENTS_PARTITIONS_NAME
+    from pipelines.partitions import DOCUMENTS_PARTITIONS_NAME
 
     quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
     instance = DagsterInstance.get()

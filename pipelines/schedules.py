@@ -2,7 +2,7 @@
 
 from dagster import DefaultScheduleStatus, RunRequest, ScheduleEvaluationContext, SkipReason, schedule
 
-from assets.partitions import DOCUMENTS_PARTITIONS_NAME
+from pipelines.partitions import DOCUMENTS_PARTITIONS_NAME
 from pipelines.jobs import ingest_job
 
 

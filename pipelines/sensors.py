@@ -6,7 +6,7 @@ import json
 
 from dagster import DefaultSensorStatus, RunRequest, SensorEvaluationContext, SensorResult, SkipReason, sensor
 
-from assets.partitions import DOCUMENTS_PARTITIONS_NAME, documents_partitions
+from pipelines.partitions import DOCUMENTS_PARTITIONS_NAME, documents_partitions
 from pipelines.jobs import ingest_job, purge_documents_job
 from resources.documents import DocumentSource
 

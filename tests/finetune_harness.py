@@ -6,7 +6,7 @@ from pathlib import Path
 from dagster import AssetKey, DagsterInstance, FilesystemIOManager, asset, materialize
 
 from assets import finetune
-from assets.partitions import DOCUMENTS_PARTITIONS_NAME, documents_partitions
+from pipelines.partitions import DOCUMENTS_PARTITIONS_NAME, documents_partitions
 from tests.platform_harness import QUIET, failure_message  # noqa: F401  (failure_message re-exported)
 
 

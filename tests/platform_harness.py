@@ -8,7 +8,7 @@ from pathlib import Path
 
 from dagster import DagsterInstance, build_sensor_context, instance_for_test
 
-from assets.partitions import DOCUMENTS_PARTITIONS_NAME
+from pipelines.partitions import DOCUMENTS_PARTITIONS_NAME
 from pipelines.definitions import build_defs
 from pipelines.sensors import documents_folder_sensor
 from resources import DocumentSource, MilvusStore

@@ -164,7 +164,7 @@ def test_dataset_asset_saves_to_disk_with_passing_checks(harness):
 
 def test_dataset_skips_documents_that_failed_upstream(harness):
     """A document partition whose chunks (or facts) never materialised, e.g. a corrupt file, is skipped."""
-    from assets.partitions import DOCUMENTS_PARTITIONS_NAME
+    from pipelines.partitions import DOCUMENTS_PARTITIONS_NAME
 
     harness.instance.add_dynamic_partitions(DOCUMENTS_PARTITIONS_NAME, ["corrupt.pdf"])
     result = harness.run([finetune.finetune_dataset])

@@ -8,7 +8,7 @@ from dagster import DagsterInstance, Definitions, materialize
 
 from assets.ingestion import ChunkingConfig, chunk_elements, document_chunks, parsed_elements, partition_document, raw_documents
 from assets.knowledge_graph import domain_range_violations, extract_facts, graph_facts, knowledge_graph
-from assets.partitions import DOCUMENTS_PARTITIONS_NAME
+from pipelines.partitions import DOCUMENTS_PARTITIONS_NAME
 from resources.documents import SAMPLE_CORPUS, DocumentSource
 from resources.graph_store import GraphStore
 from resources.milvus import MilvusStore

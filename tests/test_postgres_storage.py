@@ -12,7 +12,7 @@ import psycopg2
 import pytest
 from dagster import DagsterInstance
 
-from assets.partitions import DOCUMENTS_PARTITIONS_NAME
+from pipelines.partitions import DOCUMENTS_PARTITIONS_NAME
 from pipelines.definitions import build_defs
 from resources import DocumentSource, MilvusStore
 from tests.platform_harness import QUIET
