@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,8 +20,10 @@ def default_milvus_uri() -> str:
 
 
 def _quote(value: str) -> str:
-    # Milvus filter string literal: JSON escaping gives a double-quoted, backslash-escaped string.
-    return json.dumps(value)
+    """A Milvus filter string literal. Only backslash and double quote are escaped: the filter parser
+    rejects \\u escapes, so non-ASCII text stays as it is (milvus-lite has no filter templates)."""
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
 
 
 class MilvusStore(ConfigurableResource):
@@ -109,7 +110,7 @@ class MilvusStore(ConfigurableResource):
             return 0
         flt = f"doc_id == {_quote(doc_id)}"
         if keep:
-            flt += f" and chunk_id not in {json.dumps(sorted(keep))}"
+            flt += f" and chunk_id not in [{', '.join(_quote(cid) for cid in sorted(keep))}]"
         stale = self.chunk_ids(client, doc_id) - (keep or set())
         if not stale:
             return 0

@@ -177,3 +177,18 @@ def test_document_key_outside_folder_is_refused(docs_dir):
 
     with pytest.raises(ValueError, match="outside the documents folder"):
         DocumentSource(root=str(docs_dir)).path_for("../etc/passwd")
+
+
+def test_nested_unicode_and_quoted_file_names(platform):
+    odd = platform.docs / "sub dir" / "naïve" / "Ünïcode 'quoted' \"x\" back\\slash.md"
+    odd.parent.mkdir(parents=True)
+    odd.write_text("# Runbook\n\nThe application Billing Service runs on srv-app-01.\n")
+    key = "sub dir/naïve/Ünïcode 'quoted' \"x\" back\\slash.md"
+    platform.add(key)
+    result = platform.ingest(key)
+    assert result.success, failure_message(result)
+    assert platform.count(key) == len(result.output_for_node("document_chunks"))
+    odd.unlink()
+    _, runs = platform.tick()  # first tick: registers the others, purges the deleted one
+    assert all(run.success for _, run in runs)
+    assert platform.count(key) == 0 and key not in platform.partitions
