@@ -26,6 +26,7 @@ from dagster import (
     asset,
     op,
 )
+from pydantic import Field
 
 from assets import _offline  # noqa: F401
 from pipelines.partitions import documents_partitions
@@ -169,10 +170,11 @@ def parsed_elements(context: AssetExecutionContext, raw_documents: dict):
 
 
 class ChunkingConfig(Config):
-    max_characters: int = 1200
-    new_after_n_chars: int = 900
-    combine_text_under_n_chars: int = 200
-    overlap: int = 0
+    # Milvus stores chunk text in a VARCHAR of at most 65,535 bytes: 16,000 characters fit in any UTF-8.
+    max_characters: int = Field(default=1200, ge=50, le=16000)
+    new_after_n_chars: int = Field(default=900, ge=1, le=16000)
+    combine_text_under_n_chars: int = Field(default=200, ge=0, le=16000)
+    overlap: int = Field(default=0, ge=0, le=4000)
 
 
 def chunk_id_for(doc_id: str, seq: int, text: str) -> str:
@@ -187,9 +189,10 @@ def chunk_elements(doc_id: str, sha256: str, element_dicts: list[dict], config: 
     chunks = chunk_by_title(
         elements_from_dicts(element_dicts),
         max_characters=config.max_characters,
-        new_after_n_chars=config.new_after_n_chars,
-        combine_text_under_n_chars=config.combine_text_under_n_chars,
-        overlap=config.overlap,
+        # the soft limits can't exceed the hard one: lowering max_characters alone just works
+        new_after_n_chars=min(config.new_after_n_chars, config.max_characters),
+        combine_text_under_n_chars=min(config.combine_text_under_n_chars, config.max_characters),
+        overlap=min(config.overlap, config.max_characters // 2),
     )
     rows = []
     for chunk in chunks:

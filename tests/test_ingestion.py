@@ -192,3 +192,19 @@ def test_nested_unicode_and_quoted_file_names(platform):
     _, runs = platform.tick()  # first tick: registers the others, purges the deleted one
     assert all(run.success for _, run in runs)
     assert platform.count(key) == 0 and key not in platform.partitions
+
+
+def test_chunking_config_is_validated(platform):
+    platform.add("oncall-handbook.txt")
+    job = platform.defs.resolve_job_def("ingest_job")
+    too_big = job.execute_in_process(partition_key="oncall-handbook.txt", instance=platform.instance,
+                                     raise_on_error=False,
+                                     run_config={"ops": {"document_chunks": {"config": {"max_characters": 100000}}}})
+    assert not too_big.success
+    assert "less than or equal to 16000" in failure_message(too_big)
+    assert platform.count("oncall-handbook.txt") == 0
+    small = job.execute_in_process(partition_key="oncall-handbook.txt", instance=platform.instance,
+                                   run_config={"ops": {"document_chunks": {"config": {"max_characters": 120}}}})
+    chunks = small.output_for_node("document_chunks")
+    assert len(chunks) > 3 and all(len(c["text"]) <= 120 for c in chunks)
+    assert platform.count("oncall-handbook.txt") == len(chunks)
