@@ -154,14 +154,23 @@ def test_nightly_schedule_requests_every_partition(platform):
 
     from pipelines.schedules import nightly_reindex_schedule
 
-    platform.add(*sorted(SAMPLE_KEYS))
     import datetime
 
-    context = build_schedule_context(instance=platform.instance,
-                                     scheduled_execution_time=datetime.datetime(2026, 11, 25, 2, tzinfo=datetime.timezone.utc))
-    requests = list(nightly_reindex_schedule(context))
+    from resources import DocumentSource
+
+    platform.add(*sorted(SAMPLE_KEYS))
+
+    def evaluate():
+        context = build_schedule_context(
+            instance=platform.instance, resources={"documents": DocumentSource(root=str(platform.docs))},
+            scheduled_execution_time=datetime.datetime(2026, 11, 25, 2, tzinfo=datetime.timezone.utc))
+        return list(nightly_reindex_schedule(context))
+
+    requests = evaluate()
     assert sorted(r.partition_key for r in requests) == sorted(SAMPLE_KEYS)
     assert {r.run_key for r in requests} == {f"nightly-2026-11-25-{k}" for k in SAMPLE_KEYS}
+    (platform.docs / "team-charter.docx").unlink()  # deleted while the sensor was off: not re-run
+    assert sorted(r.partition_key for r in evaluate()) == sorted(SAMPLE_KEYS - {"team-charter.docx"})
     assert nightly_reindex_schedule.cron_schedule == "0 2 * * *"
 
 
