@@ -7,7 +7,6 @@ The sensor registers the folder's documents and the daemon's run queue executes 
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -15,15 +14,10 @@ from pathlib import Path
 import requests
 
 from resources import MilvusStore
+from tests.platform_harness import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 RUNS = """{ runsOrError { ... on Runs { results { jobName status tags { key value } } } } }"""
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def runs(url: str) -> list[tuple[str, str, str]]:

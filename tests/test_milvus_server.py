@@ -7,13 +7,7 @@ import time
 
 import pytest
 
-from tests.platform_harness import Platform, failure_message
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from tests.platform_harness import Platform, failure_message, free_port
 
 
 @pytest.fixture

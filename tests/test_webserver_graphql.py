@@ -2,13 +2,14 @@
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import requests
+
+from tests.platform_harness import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -22,12 +23,6 @@ QUERY = """
   repositoriesOrError { ... on RepositoryConnection { nodes { name jobs { name } schedules { name } sensors { name } } } }
 }
 """
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def test_graphql_lists_assets_checks_jobs_schedules_sensors(tmp_path):
