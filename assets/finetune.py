@@ -47,15 +47,36 @@ PROMPT_TEMPLATE_NO_INPUT = "### Instruction:\n{instruction}\n\n### Response:\n"
 # PII scrubbing
 # ---------------------------------------------------------------------------------------------------------------
 
-EMAIL_RE = re.compile(r"(?<![\w.+-])[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\b")
+# Boundaries are ASCII-only on purpose: Korean text glues particles and labels to numbers and addresses
+# ("전화010-1234-5678로", "메일은alice@example.com으로"), and Hangul counts as \w for Python's re.
+EMAIL_RE = re.compile(r"(?<![A-Za-z0-9._%+-])[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}"
+                      r"(?![A-Za-z0-9-])", re.ASCII)
 # Korean resident registration number: YYMMDD-GNNNNNN (G = 1..8), with or without the hyphen.
-KOREAN_RRN_RE = re.compile(r"(?<!\d)\d{2}(?:0[1-9]|1[0-2])(?:0[1-9]|[12]\d|3[01])\s?-?\s?[1-8]\d{6}(?!\d)")
-# Phone numbers: optional +country code, an area/carrier part, then 3-4 and 4 digits (010-1234-5678,
-# +82 2 123 4567, (555) 123-4567, 555.123.4567) and Korean mobiles written without separators (01012345678).
+KOREAN_RRN_RE = re.compile(r"(?<![A-Za-z0-9])\d{2}(?:0[1-9]|1[0-2])(?:0[1-9]|[12]\d|3[01])\s?-?\s?[1-8]\d{6}"
+                           r"(?![A-Za-z0-9])",
+                           re.ASCII)
+# Phone numbers, three shapes (anything else - dates, versions, IPs, runs of ordinary numbers - is left alone):
+#   international  +country code, then 2-6 digit groups: +82 10-1234-5678, +821012345678, +49 30 12345678,
+#                  +33 1 23 45 67 89, +1 (555) 123-4567, +82 (0)2 123 4567 (at least 8 digits in all)
+#   Korean         0 + area/carrier code, then 3-4 and 4 digits: 010-1234-5678, 02-123-4567, (02) 123-4567,
+#                  031.123.4567, and mobiles without separators: 01012345678
+#   North American (555) 123-4567, 555-123-4567, 555.123.4567, 555 123 4567 (area/exchange 2-9 when spaced)
+_PHONE_END = r"(?![A-Za-z0-9]|-[A-Za-z0-9]|\.\d)"
 PHONE_RE = re.compile(
-    r"(?<![\w.])(?:\+\d{1,3}[\s.-]?)?(?:\(\d{1,4}\)[\s.-]?|\d{1,4}[\s.-])\d{3,4}[\s.-]\d{4}(?![\d-])"
-    r"|(?<!\d)01[016789]\d{7,8}(?!\d)"
+    r"(?<![A-Za-z0-9+])\+\d{1,3}(?:[ .-]?(?:\(\d{1,4}\)|\d{1,5})){2,6}" + _PHONE_END
+    + r"|(?<![A-Za-z0-9.+-])(?:\(0\d{1,3}\)[ .-]?|0\d{1,3}[ .-]|0\d{1,3}\)\s?)\d{3,4}[ .-]\d{4}" + _PHONE_END
+    + r"|(?<![A-Za-z0-9.+-])01[016789]\d{7,8}" + _PHONE_END
+    + r"|(?<![A-Za-z0-9.+-])(?:\(\d{3}\) ?\d{3}[.-]|\d{3}-\d{3}-|\d{3}\.\d{3}\.|[2-9]\d{2} [2-9]\d{2} )\d{4}"
+    + _PHONE_END,
+    re.ASCII,
 )
+
+
+def _phone_digits_ok(match: re.Match) -> bool:
+    """International matches need at least 8 digits (+1 2 3 is not a phone number)."""
+    return not match.group(0).startswith("+") or sum(c.isdigit() for c in match.group(0)) >= 8
+
+
 PII_PATTERNS = [("EMAIL", EMAIL_RE), ("KOREAN_RRN", KOREAN_RRN_RE), ("PHONE", PHONE_RE)]
 
 
@@ -63,14 +84,24 @@ def scrub_pii(text: str) -> tuple[str, dict[str, int]]:
     """Replace emails, Korean resident registration numbers and phone numbers by [EMAIL] etc."""
     counts: dict[str, int] = {}
     for label, pattern in PII_PATTERNS:
-        text, n = pattern.subn(f"[{label}]", text)
+        n = 0
+
+        def replace(match, label=label):
+            nonlocal n
+            if label == "PHONE" and not _phone_digits_ok(match):
+                return match.group(0)
+            n += 1
+            return f"[{label}]"
+
+        text = pattern.sub(replace, text)
         if n:
             counts[label] = counts.get(label, 0) + n
     return text, counts
 
 
 def find_pii(text: str) -> list[str]:
-    return [label for label, pattern in PII_PATTERNS if pattern.search(text)]
+    return [label for label, pattern in PII_PATTERNS
+            if any(label != "PHONE" or _phone_digits_ok(m) for m in pattern.finditer(text or ""))]
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -178,15 +209,46 @@ def fact_examples(facts: list[dict]) -> list[dict]:
     return rows
 
 
+def _add_counts(totals: dict[str, int], counts: dict[str, int]) -> None:
+    for label, n in counts.items():
+        totals[label] = totals.get(label, 0) + n
+
+
+def scrub_sources(chunks: list[dict], facts: list[dict]) -> tuple[list[dict], list[dict], dict[str, int]]:
+    """Scrub PII from the raw chunk texts, document ids and graph facts BEFORE examples are cut from them: a
+    passage split between "call 010" and "1234 5678" would otherwise leave no recognisable number in either half,
+    and document ids / entity names end up in columns and prompts of their own."""
+    totals: dict[str, int] = {}
+
+    def clean(value):
+        if not isinstance(value, str):
+            return value
+        value, counts = scrub_pii(value)
+        _add_counts(totals, counts)
+        return value
+
+    out_chunks = [dict(c, text=clean(c.get("text") or ""), doc_id=clean(c.get("doc_id") or ""),
+                       chunk_id=clean(c.get("chunk_id") or "")) for c in chunks]
+    out_facts = []
+    for doc in facts:
+        doc = dict(doc, doc_id=clean(doc.get("doc_id") or ""))
+        doc["entities"] = [dict(e, name=clean(e.get("name") or ""), aliases=[clean(a) for a in e.get("aliases") or []])
+                           for e in doc.get("entities") or []]
+        doc["relations"] = [dict(r, sentence=clean(r.get("sentence") or ""), chunk_id=clean(r.get("chunk_id") or ""))
+                            for r in doc.get("relations") or []]
+        out_facts.append(doc)
+    return out_chunks, out_facts, totals
+
+
 def scrub_examples(rows: list[dict]) -> tuple[list[dict], dict[str, int]]:
+    """Scrub every text column of the examples (ids and metadata included, not only the prompt/response)."""
     totals: dict[str, int] = {}
     out = []
     for row in rows:
         row = dict(row)
-        for field in ("instruction", "input", "output"):
+        for field in ("instruction", "input", "output", "doc_id", "chunk_id"):
             row[field], counts = scrub_pii(row.get(field) or "")
-            for label, n in counts.items():
-                totals[label] = totals.get(label, 0) + n
+            _add_counts(totals, counts)
         out.append(row)
     return out, totals
 
@@ -259,8 +321,10 @@ def split_train_eval(rows: list[dict], eval_fraction: float, seed: int) -> tuple
 def build_instruction_examples(chunks: list[dict], facts: list[dict], eval_fraction: float = 0.2, seed: int = 0,
                                min_chunk_chars: int = 40) -> tuple[list[dict], list[dict], dict]:
     """Pure builder: (train, eval, stats) from chunk rows and graph-fact documents."""
+    chunks, facts, pii = scrub_sources(chunks, facts)
     raw = chunk_examples(chunks, min_chunk_chars) + fact_examples(facts)
-    scrubbed, pii = scrub_examples(raw)
+    scrubbed, more = scrub_examples(raw)  # safety net: text assembled from scrubbed parts
+    _add_counts(pii, more)
     scrubbed = [r for r in scrubbed if r["instruction"].strip() and r["output"].strip()]
     unique, duplicates = deduplicate(scrubbed)
     train, evals = split_train_eval(unique, eval_fraction, seed)
@@ -391,8 +455,7 @@ def _materialize_dataset(context, config: InstructionDatasetConfig, document_chu
 
     saved = load_from_disk(str(target))
     problems = schema_problems(saved)
-    pii_left = {split: sum(1 for row in saved[split] for f in ("instruction", "input", "output") if find_pii(row[f]))
-                for split in saved}
+    pii_left = {split: sum(1 for row in saved[split] if any(find_pii(row[c]) for c in COLUMNS)) for split in saved}
     leaks = leakage(list(saved["train"]), list(saved["eval"]))
     yield Output(
         {"path": str(target), "fingerprint": fingerprint, "train_rows": saved["train"].num_rows,
@@ -550,6 +613,19 @@ def _wrap_lora(model, backend: str, config: LoraTrainingConfig):
     return get_peft_model(model, lora)
 
 
+def _set_mode(model, backend: str, training: bool) -> None:
+    """Unsloth models must be switched explicitly: generate() on a model left in training mode raises "You must call
+    FastLanguageModel.for_inference(model) before doing inference", and its fast kernels assume the right mode."""
+    if backend == "unsloth":
+        from unsloth import FastLanguageModel
+
+        (FastLanguageModel.for_training if training else FastLanguageModel.for_inference)(model)
+    if training:
+        model.train()
+    else:
+        model.eval()
+
+
 def train_lora(base: Path, dataset_path: str, config: LoraTrainingConfig, out_dir: Path, log=None) -> dict:
     """Train a LoRA adapter on dataset_path's train split; save it to out_dir; return metrics + smoke reference."""
     import torch
@@ -576,6 +652,7 @@ def train_lora(base: Path, dataset_path: str, config: LoraTrainingConfig, out_di
     total_steps = config.max_steps or steps_per_epoch * config.num_epochs
     generator = random.Random(config.seed)
     losses, step, started = [], 0, time.perf_counter()
+    _set_mode(model, backend, training=True)
     while step < total_steps:
         order = list(range(len(train)))
         generator.shuffle(order)
@@ -592,6 +669,7 @@ def train_lora(base: Path, dataset_path: str, config: LoraTrainingConfig, out_di
             if step >= total_steps:
                 break
     train_seconds = time.perf_counter() - started
+    _set_mode(model, backend, training=False)
     adapter_loss = eval_loss(model, evals, config.batch_size, pad_id, device)
     log(f"adapter eval loss {adapter_loss:.4f} after {step} steps in {train_seconds:.1f}s")
 
@@ -736,12 +814,24 @@ def deploy_adapter(vllm: VLLMServer, registry: AdapterRegistry, adapter: dict, c
 
     if not manifest.get("eval_gate", {}).get("passed"):
         fail("eval_gate", "the adapter did not pass the eval-loss gate")
+    unreachable = (f"vLLM server at {vllm.base_url} is not reachable; start one with `python -m resources.llm` or "
+                   "set DOCPLATFORM_VLLM_URL; nothing was changed")
     if not vllm.healthy():
-        raise DeploymentFailed(description=f"vLLM server at {vllm.base_url} is not reachable; start one with "
-                                           "`python -m resources.llm` or set DOCPLATFORM_VLLM_URL")
-    loaded = vllm.model_ids()
+        raise DeploymentFailed(description=unreachable, metadata={"still_active": previous or ""})
+    try:
+        loaded = vllm.model_ids()
+    except VLLMError as exc:
+        raise DeploymentFailed(description=f"{unreachable} ({exc})", metadata={"still_active": previous or ""}) from exc
+
+    def unload(name: str) -> None:
+        # rollback steps must not be cut short by a server that went away mid-deployment
+        try:
+            vllm.unload_adapter(name)
+        except VLLMError as exc:
+            log(f"could not unload {name}: {exc}")
+
     if candidate in loaded:
-        vllm.unload_adapter(candidate)
+        unload(candidate)
     # 1. load the candidate under its versioned name
     try:
         vllm.load_adapter(candidate, path)
@@ -751,7 +841,7 @@ def deploy_adapter(vllm: VLLMServer, registry: AdapterRegistry, adapter: dict, c
     # 2. smoke completion on the candidate; a failure unloads it, the alias is untouched
     ok, details = _smoke(vllm, candidate, prompt, max_tokens, reference, eos_id)
     if not ok:
-        vllm.unload_adapter(candidate)
+        unload(candidate)
         fail("smoke", details.get("error", "smoke completion failed"), details)
     # 3. swap the stable alias in place, smoke it again; restore the previous adapter on failure
     try:
@@ -760,20 +850,24 @@ def deploy_adapter(vllm: VLLMServer, registry: AdapterRegistry, adapter: dict, c
     except VLLMError as exc:
         ok, alias_details = False, {"error": str(exc)}
     if not ok:
-        vllm.unload_adapter(candidate)
+        unload(candidate)
+        reason = alias_details.get("error", "alias smoke completion failed")
         if previous_path:
             try:
                 vllm.load_adapter(alias, previous_path, inplace=True)
             except VLLMError as exc:
                 log(f"could not restore {previous} under {alias}: {exc}")
+                reason += f"; restoring {previous} under {alias!r} failed too: {exc}"
         else:
-            vllm.unload_adapter(alias)
-        fail("alias_swap", alias_details.get("error", "alias smoke completion failed"), alias_details)
+            unload(alias)
+        fail("alias_swap", reason, alias_details)
     # 4. the previous versioned name is no longer needed
     if previous and previous != version and f"{alias}-{previous}" in loaded:
-        vllm.unload_adapter(f"{alias}-{previous}")
+        unload(f"{alias}-{previous}")
     registry.record_deployment(version=version, status="deployed", previous=previous, served_as=[alias, candidate])
     registry.update_manifest(version, status="deployed")
+    if previous and previous != version and (registry.path_for(previous) / "manifest.json").is_file():
+        registry.update_manifest(previous, status="superseded", superseded_by=version)
     return {"version": version, "served_as": alias, "versioned_name": candidate, "previous": previous,
             "base_url": vllm.base_url, "smoke": details}
 

@@ -13,6 +13,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from contextlib import contextmanager
 from datetime import datetime, timezone
@@ -144,12 +145,33 @@ class AdapterRegistry(ConfigurableResource):
                     raise
         raise RuntimeError(f"could not allocate a version under {self.family_dir}")
 
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        """Serialise read-modify-write of manifests and deployments.json across concurrent runs (processes)."""
+        import fcntl
+
+        self.family_dir.mkdir(parents=True, exist_ok=True)
+        with (self.family_dir / ".registry.lock").open("a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    @staticmethod
+    def _write_json(path: Path, data: dict) -> None:
+        # a private temp file per writer: a shared "<name>.tmp" lets two writers interleave into one file
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(json.dumps(data, indent=2, sort_keys=True))
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+
     def update_manifest(self, version: str, /, **fields) -> dict:
         path = self.path_for(version) / MANIFEST
-        data = json.loads(path.read_text()) | fields
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(data, indent=2, sort_keys=True))
-        tmp.replace(path)
+        with self._locked():
+            data = json.loads(path.read_text()) | fields
+            self._write_json(path, data)
         return data
 
     def deployments(self) -> dict:
@@ -157,16 +179,13 @@ class AdapterRegistry(ConfigurableResource):
         return json.loads(path.read_text()) if path.is_file() else {"active": None, "history": []}
 
     def record_deployment(self, **event) -> dict:
-        state = self.deployments()
-        event = dict(event, at=datetime.now(timezone.utc).isoformat())
-        state["history"].append(event)
-        if event.get("status") == "deployed":
-            state["active"] = event["version"]
-        self.family_dir.mkdir(parents=True, exist_ok=True)
-        path = self.family_dir / DEPLOYMENTS
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(state, indent=2, sort_keys=True))
-        tmp.replace(path)
+        with self._locked():
+            state = self.deployments()
+            event = dict(event, at=datetime.now(timezone.utc).isoformat())
+            state["history"].append(event)
+            if event.get("status") == "deployed":
+                state["active"] = event["version"]
+            self._write_json(self.family_dir / DEPLOYMENTS, state)
         return state
 
 

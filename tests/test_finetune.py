@@ -315,3 +315,305 @@ def test_finetune_job_end_to_end_on_ingested_sample_corpus(tmp_path, docs_dir, t
     assert {"chunk_continuation", "graph_relation", "graph_entity"} <= sources
     docs = set(saved["train"]["doc_id"]) | set(saved["eval"]["doc_id"])
     assert len(docs - {""}) >= 4
+
+
+# --- hardening: PII shapes, PII outside the text columns, tiny corpora ---------------------------------------------
+
+
+@pytest.mark.parametrize("text,label", [
+    # Korean text glues labels/particles to the value (Hangul is \w for Python's re)
+    ("전화010-1234-5678로 연락", "PHONE"),
+    ("연락처:02)123-4567 입니다", "PHONE"),
+    ("메일은alice@example.com으로 보내세요", "EMAIL"),
+    ("주민번호900101-1234567입니다", "KOREAN_RRN"),
+    ("주민번호 9001012345678 입니다", "KOREAN_RRN"),
+    # international forms and E.164 without separators
+    ("call +821012345678 now", "PHONE"),
+    ("call +82 (0)10 1234 5678 now", "PHONE"),
+    ("call +49 30 12345678 now", "PHONE"),
+    ("call +33 1 23 45 67 89 now", "PHONE"),
+    ("call +44 20 7946 0958 now", "PHONE"),
+    ("call +1 (555) 123-4567 now", "PHONE"),
+    ("call 031.123.4567 now", "PHONE"),
+    ("mail first.last+tag@mail.sub.example.co.kr now", "EMAIL"),
+    ("file staff/010-1234-5678.md now", "PHONE"),
+])
+def test_more_pii_shapes_are_replaced(text, label):
+    scrubbed, counts = scrub_pii(text)
+    assert counts == {label: 1}, (text, scrubbed)
+    assert find_pii(scrubbed) == [], scrubbed
+    assert not any(ch.isdigit() for ch in scrubbed) or label == "EMAIL", scrubbed
+
+
+@pytest.mark.parametrize("text", [
+    "The table lists 10 1234 5678 and 3 1234 5678.",
+    "Totals: 100 200 3000 units in Q3 2024 123 4567 rows.",
+    "See page 12-345-6789 and build 2024-0115-1234.",
+    "Hosts 192.168.100.200, 255.255.255.0 and 10.0.0.1:8080; version 10.12.1234.5678.",
+    "Record id 123-456-7890-abc, uuid 123e4567-e89b-12d3-a456-426614174000.",
+    "ISBN 978-3-16-148410-0, timestamp 1700000000123, order 1234567890123.",
+    "chunk 3f2a9c0b1d4e5f6001012345678ab and sha 9001011234567abc",
+    "2024년 1월 15일 v1.2.3 버전, 2023-2025년, 10:30-11:45",
+])
+def test_more_ordinary_numbers_are_kept(text):
+    assert scrub_pii(text) == (text, {})
+
+
+def test_pii_split_across_a_passage_cut_is_still_removed():
+    """The continuation example cuts a chunk near its middle; a phone number straddling the cut used to survive as
+    two harmless-looking halves ("... 010 1234" / "5678 ...")."""
+    lead = "Escalations for the billing database go to the duty manager at 010 1234"
+    rest = " 5678 who answers pages day and night and weekends too"
+    text = lead + rest + " x" * ((len(lead) - len(rest)) // 2)
+    train, evals, stats = build_instruction_examples([{"chunk_id": "c1", "doc_id": "a.md", "text": text}], [], 0.0)
+    assert stats["pii_replaced"] == {"PHONE": 1}
+    blob = json.dumps(train + evals)
+    assert "1234" not in blob and "5678" not in blob, blob
+
+
+def test_pii_does_not_leak_through_ids_metadata_or_entity_names():
+    chunk = {"chunk_id": "c1", "doc_id": "staff/alice.kim@example.com/010-1234-5678.md",
+             "text": "Contacts\nThe billing database is managed by the payments team. Requests go to the team lead."}
+    other = {"chunk_id": "c2", "doc_id": "ops/search.md",
+             "text": "Search\nThe search service depends on Milvus for vector retrieval. Neo4j stores the graph."}
+    facts = [{"doc_id": "staff/alice.kim@example.com/010-1234-5678.md",
+              "entities": [{"id": "p:1", "label": "Person", "name": "bob.lee@example.com",
+                            "aliases": ["+82 10 9876 5432"], "chunk_ids": ["c1"]},
+                           {"id": "t:1", "label": "Team", "name": "payments team", "aliases": [], "chunk_ids": ["c1"]}],
+              "relations": [{"source": "p:1", "type": "PART_OF", "target": "t:1", "chunk_id": "c1",
+                             "sentence": "bob.lee@example.com (900101-1234567) is part of the payments team."}]}]
+    train, evals, _ = build_instruction_examples([chunk, other], facts, 0.3)
+    rows = train + evals
+    blob = json.dumps(rows, ensure_ascii=False)
+    for secret in ("alice.kim", "1234-5678", "bob.lee", "9876", "900101"):
+        assert secret not in blob, secret
+    assert not any(find_pii(r[c]) for r in rows for c in finetune.COLUMNS)
+    assert any(r["doc_id"] == "staff/[EMAIL]/[PHONE].md" for r in rows)
+
+
+def test_dedup_ignores_case_and_whitespace():
+    a = {"chunk_id": "a", "doc_id": "x.md", "text": "Billing database\nThe billing database runs on PostgreSQL. "
+                                                     "It is managed by the payments team."}
+    b = dict(a, chunk_id="b", text="BILLING  DATABASE\nthe billing   database RUNS on postgresql. "
+                                   "it is managed by the PAYMENTS team.")
+    train, evals, stats = build_instruction_examples([a, b], [], eval_fraction=0.0)
+    assert stats["duplicates_removed"] == 2 and len(train) + len(evals) == 2
+
+
+def test_tiny_corpus_split_is_non_empty_or_fails_clearly():
+    from dagster import Failure
+
+    one = {"chunk_id": "c1", "doc_id": "only.md",
+           "text": "Billing database\nThe billing database runs on PostgreSQL. It is managed by the payments team."}
+    two = dict(one, chunk_id="c2", text="Search\nThe search service depends on Milvus. Neo4j stores the graph.")
+    # two chunks of one document: a one-group eval split even though eval_fraction * rows < a group's size
+    train, evals, _ = build_instruction_examples([one, two], [], eval_fraction=0.2)
+    assert train and evals and {r["chunk_id"] for r in train}.isdisjoint(r["chunk_id"] for r in evals)
+    # a single chunk cannot be split without leakage: the asset fails with a clear message, nothing is saved
+    train, evals, _ = build_instruction_examples([one], [], eval_fraction=0.2)
+    assert train and not evals
+    with pytest.raises(Failure, match="too few examples"):
+        list(finetune._materialize_dataset(None, finetune.InstructionDatasetConfig(), [one], None))
+
+
+# --- hardening: deployment rollback against a scripted server, registry concurrency, unsloth mode switches ---------
+
+
+class ScriptedVLLM:
+    """Just enough of VLLMServer for deploy_adapter: adapters by name, completions by adapter path."""
+
+    base_url = "http://scripted"
+
+    def __init__(self, outputs: dict[str, list[int]]):
+        self.outputs, self.adapters, self.dead, self.die_after_load = outputs, {}, False, None
+        self.bad_alias = False
+
+    def _alive(self):
+        if self.dead:
+            from resources.llm import VLLMError
+
+            raise VLLMError(f"vLLM server at {self.base_url} unreachable: connection refused")
+
+    def healthy(self):
+        return not self.dead
+
+    def model_ids(self):
+        self._alive()
+        return {"base"} | set(self.adapters)
+
+    def load_adapter(self, name, path, inplace=False):
+        from resources.llm import VLLMError
+
+        self._alive()
+        if name in self.adapters and not inplace:
+            raise VLLMError(f"{name} already loaded")
+        self.adapters[name] = str(path)
+        if self.die_after_load == name:
+            self.dead = True
+
+    def unload_adapter(self, name):
+        self._alive()
+        return self.adapters.pop(name, None) is not None
+
+    def complete(self, model, prompt, max_tokens=16):
+        self._alive()
+        ids = list(self.outputs[self.adapters[model]])
+        if self.bad_alias and model == "docplatform":
+            ids = [7, 7, 7]
+        return {"text": "x", "token_ids": ids, "finish_reason": "length"}
+
+
+def _published(registry, tmp_path, n: int, passed: bool = True) -> list[dict]:
+    out = []
+    for i in range(n):
+        staging = tmp_path / f"staging-{i}"
+        staging.mkdir()
+        (staging / "adapter_model.safetensors").write_bytes(f"weights {i}".encode())
+        manifest = {"eval_gate": {"passed": passed}, "status": "candidate" if passed else "rejected",
+                    "smoke": {"prompt": "p", "max_tokens": 4, "reference_token_ids": [10 + i, 20 + i]}}
+        path = registry.publish(staging, manifest)
+        out.append({"version": path.name, "path": str(path), "adapter_name": registry.name,
+                    "manifest": registry.manifest(path.name)})
+    return out
+
+
+def _scripted(adapters) -> ScriptedVLLM:
+    return ScriptedVLLM({a["path"]: a["manifest"]["smoke"]["reference_token_ids"] for a in adapters})
+
+
+def test_deploy_swaps_alias_and_supersedes_previous(tmp_path):
+    registry = AdapterRegistry(root=str(tmp_path / "adapters"))
+    v1, v2 = _published(registry, tmp_path, 2)
+    server = _scripted([v1, v2])
+    assert deploy_adapter(server, registry, v1, DeploymentConfig())["previous"] is None
+    record = deploy_adapter(server, registry, v2, DeploymentConfig())
+    assert record["previous"] == "v0001"
+    assert server.adapters == {"docplatform": v2["path"], "docplatform-v0002": v2["path"]}
+    assert registry.deployments()["active"] == "v0002"
+    assert registry.manifest("v0002")["status"] == "deployed"
+    assert registry.manifest("v0001")["status"] == "superseded"  # only one version claims to be deployed
+
+
+def test_deploy_when_server_lists_no_models_fails_clearly_and_changes_nothing(tmp_path):
+    registry = AdapterRegistry(root=str(tmp_path / "adapters"))
+    (v1,) = _published(registry, tmp_path, 1)
+    server = _scripted([v1])
+    server.model_ids = lambda: (_ for _ in ()).throw(finetune.VLLMError("GET /v1/models -> 502"))
+    with pytest.raises(DeploymentFailed, match="not reachable.*nothing was changed"):
+        deploy_adapter(server, registry, v1, DeploymentConfig())
+    assert registry.deployments() == {"active": None, "history": []} and server.adapters == {}
+
+
+def test_server_dying_mid_deployment_still_rolls_back_and_records(tmp_path):
+    """The server goes away right after loading the candidate: the smoke fails and so does every unload; the
+    deployment must still end in DeploymentFailed with the previous version recorded as active."""
+    registry = AdapterRegistry(root=str(tmp_path / "adapters"))
+    v1, v2 = _published(registry, tmp_path, 2)
+    server = _scripted([v1, v2])
+    deploy_adapter(server, registry, v1, DeploymentConfig())
+    server.die_after_load = "docplatform-v0002"
+    with pytest.raises(DeploymentFailed, match="at smoke.*rolled back.*previous v0001"):
+        deploy_adapter(server, registry, v2, DeploymentConfig())
+    state = registry.deployments()
+    assert state["active"] == "v0001" and state["history"][-1]["status"] == "rolled_back"
+    assert registry.manifest("v0001")["status"] == "deployed" and registry.manifest("v0002")["status"] == "candidate"
+
+
+def test_alias_smoke_failure_restores_previous_adapter(tmp_path):
+    registry = AdapterRegistry(root=str(tmp_path / "adapters"))
+    v1, v2 = _published(registry, tmp_path, 2)
+    server = _scripted([v1, v2])
+    deploy_adapter(server, registry, v1, DeploymentConfig())
+    server.bad_alias = True
+    with pytest.raises(DeploymentFailed, match="alias_swap"):
+        deploy_adapter(server, registry, v2, DeploymentConfig())
+    assert server.adapters == {"docplatform": v1["path"], "docplatform-v0001": v1["path"]}
+    assert registry.deployments()["active"] == "v0001"
+    # a rejected adapter never reaches the server
+    (tmp_path / "r").mkdir()
+    (rejected,) = _published(registry, tmp_path / "r", 1, passed=False)
+    with pytest.raises(DeploymentFailed, match="eval-loss gate"):
+        deploy_adapter(server, registry, rejected, DeploymentConfig())
+    assert server.adapters == {"docplatform": v1["path"], "docplatform-v0001": v1["path"]}
+
+
+def test_concurrent_publication_and_deployment_records(tmp_path):
+    """Parallel runs publish distinct versions, each manifest describing its own files; concurrent deployment records
+    are all kept (read-modify-write under a lock, private temp files)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from resources.llm import sha256_file
+
+    registry = AdapterRegistry(root=str(tmp_path / "adapters"))
+    stagings = []
+    for i in range(8):
+        staging = tmp_path / f"s{i}"
+        staging.mkdir()
+        (staging / "adapter_model.safetensors").write_bytes(f"weights {i}".encode() * 1000)
+        stagings.append(staging)
+    with ThreadPoolExecutor(8) as pool:
+        paths = list(pool.map(lambda s: registry.publish(s, {"status": "candidate"}), stagings))
+    assert sorted(p.name for p in paths) == [f"v{i:04d}" for i in range(1, 9)] == registry.versions()
+    for path in paths:
+        manifest = json.loads((path / "manifest.json").read_text())
+        assert manifest["version"] == path.name and manifest["path"] == str(path)
+        assert manifest["files_sha256"] == {"adapter_model.safetensors": sha256_file(path / "adapter_model.safetensors")}
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda i: registry.record_deployment(version=f"v{i:04d}", status="rolled_back"), range(40)))
+        list(pool.map(lambda i: registry.update_manifest("v0001", **{f"k{i}": i}), range(40)))
+    assert len(registry.deployments()["history"]) == 40
+    assert all(f"k{i}" in registry.manifest("v0001") for i in range(40))
+    assert not list(registry.family_dir.glob("*.tmp")) and not list((registry.family_dir / "v0001").glob("*.tmp"))
+
+
+def test_unsloth_backend_switches_modes_around_training(harness, tiny_model, monkeypatch, tmp_path):
+    """No GPU here: a stand-in unsloth module (peft underneath) records the calls; generate() refuses to run unless
+    for_inference was called, as real unsloth does."""
+    import sys
+    import types
+
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    calls = []
+
+    class FastLanguageModel:
+        @staticmethod
+        def get_peft_model(model, r, lora_alpha, lora_dropout, target_modules, bias, random_state):
+            calls.append("get_peft_model")
+            peft_model = get_peft_model(model, LoraConfig(r=r, lora_alpha=lora_alpha, target_modules=list(target_modules),
+                                                          task_type="CAUSAL_LM"))
+            generate = peft_model.generate
+
+            def guarded(*args, **kwargs):
+                if calls[-1] != "for_inference":
+                    raise RuntimeError("Unsloth: You must call FastLanguageModel.for_inference(model) first")
+                return generate(*args, **kwargs)
+
+            peft_model.generate = guarded
+            return peft_model
+
+        @staticmethod
+        def for_inference(model):
+            calls.append("for_inference")
+
+        @staticmethod
+        def for_training(model):
+            calls.append("for_training")
+
+    monkeypatch.setitem(sys.modules, "unsloth", types.SimpleNamespace(FastLanguageModel=FastLanguageModel))
+    monkeypatch.setattr(finetune, "choose_backend", lambda requested: "unsloth")
+
+    def load_on_cpu(base, backend, config):
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        return (AutoModelForCausalLM.from_pretrained(str(base), dtype=torch.float32),
+                AutoTokenizer.from_pretrained(str(base)), torch.device("cpu"))
+
+    monkeypatch.setattr(finetune, "_load_model", load_on_cpu)
+    result = harness.run([finetune.finetune_dataset])
+    path = result.output_for_node("finetune_dataset")["path"]
+    config = finetune.LoraTrainingConfig(backend="unsloth", max_steps=2, batch_size=4, max_seq_len=128)
+    metrics = finetune.train_lora(tiny_model, path, config, tmp_path / "out")
+    assert calls == ["get_peft_model", "for_training", "for_inference"]
+    assert metrics["backend"] == "unsloth" and metrics["smoke"]["reference_token_ids"] is not None

@@ -122,6 +122,7 @@ def test_new_version_replaces_alias_in_place(env):
     assert "docplatform-v0002" in models and "docplatform-v0001" not in models
     assert served(server, "docplatform", PROMPT, 16, eos) == hf_greedy(model, adapter["path"], PROMPT, 16)
     assert registry.deployments()["active"] == "v0002"
+    assert registry.manifest("v0002")["status"] == "deployed" and registry.manifest("v0001")["status"] == "superseded"
 
 
 def _active_reference(env):
