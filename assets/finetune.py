@@ -40,6 +40,7 @@ from resources.milvus import default_data_dir
 
 GROUP = "finetune"
 COLUMNS = ["id", "instruction", "input", "output", "source", "doc_id", "chunk_id"]
+CHUNK_ID_SEP = ","  # chunk_id of a graph_relation example quoting several chunks: "id1,id2" (ids are hex digests)
 PROMPT_TEMPLATE = "### Instruction:\n{instruction}\n\n### Input:\n{input}\n\n### Response:\n"
 PROMPT_TEMPLATE_NO_INPUT = "### Instruction:\n{instruction}\n\n### Response:\n"
 
@@ -184,8 +185,10 @@ def fact_examples(facts: list[dict]) -> list[dict]:
                 continue
             group = grouped.setdefault((rel["source"], rel["type"]), {
                 "source": source, "type": rel["type"], "targets": [], "sentences": [], "doc_id": doc.get("doc_id", ""),
-                "chunk_id": rel.get("chunk_id") or ""})
+                "chunk_ids": []})
             group["targets"].append(target["name"])
+            if rel.get("chunk_id"):
+                group["chunk_ids"].append(rel["chunk_id"])
             if rel.get("sentence"):
                 group["sentences"].append(rel["sentence"].strip())
     rows = []
@@ -196,7 +199,8 @@ def fact_examples(facts: list[dict]) -> list[dict]:
                        "{s} " + rel_type.replace("_", " ").lower() + " {t}."))
         rows.append({"instruction": question.format(s=name), "input": " ".join(dict.fromkeys(group["sentences"])),
                      "output": answer.format(s=name, t=_join(group["targets"])), "source": "graph_relation",
-                     "doc_id": group["doc_id"], "chunk_id": group["chunk_id"]})
+                     # every chunk the input quotes: the split keeps them together, the leakage check sees them all
+                     "doc_id": group["doc_id"], "chunk_id": CHUNK_ID_SEP.join(dict.fromkeys(group["chunk_ids"]))})
     for entity_id, entity in sorted(entities.items()):
         aliases = [a for a in (entity.get("aliases") or []) if a and a != entity["name"]]
         label = entity.get("label", "entity").replace("_", " ").lower()
@@ -268,6 +272,11 @@ def deduplicate(rows: list[dict]) -> tuple[list[dict], int]:
     return out, len(rows) - len(out)
 
 
+def source_chunks(row: dict) -> list[str]:
+    """The chunk ids an example was made from (a graph relation's input may quote sentences of several chunks)."""
+    return [c for c in (row.get("chunk_id") or "").split(CHUNK_ID_SEP) if c]
+
+
 def split_train_eval(rows: list[dict], eval_fraction: float, seed: int) -> tuple[list[dict], list[dict]]:
     """Deterministic split by group: examples sharing an output, a prompt or a source chunk land in the same split."""
     # union-find over examples linked by identical normalised output or identical prompt
@@ -281,17 +290,16 @@ def split_train_eval(rows: list[dict], eval_fraction: float, seed: int) -> tuple
 
     keys = (lambda r: "o:" + _norm(r["output"]),
             lambda r: "p:" + _norm(r["instruction"]) + "\x00" + _norm(r["input"]),
-            lambda r: ("c:" + r["chunk_id"]) if r.get("chunk_id") else None)
+            lambda r: ["c:" + c for c in source_chunks(r)])
     for field_key in keys:
         first: dict[str, int] = {}
         for i, row in enumerate(rows):
-            k = field_key(row)
-            if k is None:
-                continue
-            if k in first:
-                parent[find(i)] = find(first[k])
-            else:
-                first[k] = i
+            found = field_key(row)
+            for k in ([found] if isinstance(found, str) else found):
+                if k in first:
+                    parent[find(i)] = find(first[k])
+                else:
+                    first[k] = i
     groups: dict[int, list[int]] = {}
     for i in range(len(rows)):
         groups.setdefault(find(i), []).append(i)
@@ -339,10 +347,10 @@ def leakage(train: list[dict], evals: list[dict]) -> dict[str, int]:
     t_keys = {example_key(r) for r in train}
     t_prompts = {(_norm(r["instruction"]), _norm(r["input"])) for r in train}
     t_outputs = {_norm(r["output"]) for r in train}
-    t_chunks = {r["chunk_id"] for r in train if r.get("chunk_id")}
+    t_chunks = {c for r in train for c in source_chunks(r)}
     return {
         "identical_examples": sum(example_key(r) in t_keys for r in evals),
-        "shared_source_chunks": sum(bool(r.get("chunk_id")) and r["chunk_id"] in t_chunks for r in evals),
+        "shared_source_chunks": sum(any(c in t_chunks for c in source_chunks(r)) for r in evals),
         "identical_prompts": sum((_norm(r["instruction"]), _norm(r["input"])) in t_prompts for r in evals),
         "identical_outputs": sum(_norm(r["output"]) in t_outputs for r in evals),
     }

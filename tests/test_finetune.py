@@ -617,3 +617,34 @@ def test_unsloth_backend_switches_modes_around_training(harness, tiny_model, mon
     metrics = finetune.train_lora(tiny_model, path, config, tmp_path / "out")
     assert calls == ["get_peft_model", "for_training", "for_inference"]
     assert metrics["backend"] == "unsloth" and metrics["smoke"]["reference_token_ids"] is not None
+
+
+def test_relation_quoting_several_chunks_keeps_them_in_one_split():
+    """A graph_relation example whose input quotes sentences of two chunks must not sit in train while one of those
+    chunks' passages is in eval (it used to be linked to its first chunk only)."""
+    texts = ["Search service\nThe search service depends on Milvus for vector retrieval. It is fast and reliable.",
+             "Graph storage\nThe search service depends on Neo4j for the knowledge graph. Backups run nightly.",
+             "Deployments\nEvery deployment drains traffic, rolls out, verifies health, then restores traffic.",
+             "Rollbacks\nRollbacks are announced in the platform channel. The previous version keeps serving.",
+             "Security\nThe security policy forbids storing credentials in documents. Report incidents at once."]
+    chunks = [{"chunk_id": f"c{i}", "doc_id": "ops.md", "text": t} for i, t in enumerate(texts)]
+    facts = [{"doc_id": "ops.md",
+              "entities": [{"id": "s", "label": "Service", "name": "search service", "chunk_ids": ["c0"]},
+                           {"id": "m", "label": "Technology", "name": "Milvus", "chunk_ids": ["c0"]},
+                           {"id": "n", "label": "Technology", "name": "Neo4j", "chunk_ids": ["c1"]}],
+              "relations": [{"source": "s", "type": "DEPENDS_ON", "target": "m", "chunk_id": "c0",
+                             "sentence": "The search service depends on Milvus for vector retrieval."},
+                            {"source": "s", "type": "DEPENDS_ON", "target": "n", "chunk_id": "c1",
+                             "sentence": "The search service depends on Neo4j for the knowledge graph."}]}]
+    relation_chunks = []
+    for seed in range(12):
+        train, evals, _ = build_instruction_examples(chunks, facts, eval_fraction=0.4, seed=seed)
+        relation = next(r for r in train + evals if r["source"] == "graph_relation")
+        relation_chunks.append(finetune.source_chunks(relation))
+        assert leakage(train, evals)["shared_source_chunks"] == 0, seed
+        side = train if relation in train else evals
+        assert all(r in side for r in train + evals if r["chunk_id"] in ("c0", "c1")), seed
+    assert relation_chunks[0] == ["c0", "c1"]
+    # the check itself sees every quoted chunk
+    row = {"instruction": "q", "input": "", "output": "a", "chunk_id": "c0"}
+    assert leakage([dict(row, chunk_id="c9,c0")], [dict(row, instruction="q2", output="b")])["shared_source_chunks"] == 1
