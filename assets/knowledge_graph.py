@@ -188,13 +188,25 @@ def _typed_mentions(doc, ontology: Ontology, chunk_id: str) -> list[Mention]:
     return mentions
 
 
-def _gazetteer_mentions(doc, known_forms: dict[str, tuple[str, list[str]]], taken: list[Mention], chunk_id: str):
-    """Bare mentions of names this document introduced elsewhere ('depends on Billing Service')."""
-    from spacy.matcher import Matcher
+def _gazetteer_matcher(vocab, known_forms: dict[str, tuple[str, list[str]]]):
+    """One phrase matcher (token sequences, case-insensitive) for the whole document; None when it has no names.
 
-    matcher = Matcher(doc.vocab)
+    Built once, not per chunk, and hash-based: a per-chunk token Matcher made long documents quadratic."""
+    from spacy.matcher import PhraseMatcher
+    from spacy.tokens import Doc
+
+    if not known_forms:
+        return None
+    matcher = PhraseMatcher(vocab, attr="LOWER")
     for key, (label, tokens) in known_forms.items():
-        matcher.add(f"{label}|{key}", [[{"LOWER": t} for t in tokens]])
+        matcher.add(f"{label}|{key}", [Doc(vocab, words=tokens)])
+    return matcher
+
+
+def _gazetteer_mentions(doc, matcher, taken: list[Mention], chunk_id: str):
+    """Bare mentions of names this document introduced elsewhere ('depends on Billing Service')."""
+    if matcher is None:
+        return []
     occupied = {i for m in taken for i in range(m.start, m.end)}
     found = []
     for match_id, start, end in sorted(matcher(doc), key=lambda m: (m[1], -(m[2] - m[1]))):
@@ -314,8 +326,9 @@ def extract_facts(chunks: list[dict], ontology: Ontology | None = None) -> dict:
             votes[key][m.label] += 1
             token_forms.setdefault(key, [t.lower_ for t in doc[m.start:m.end]])
     known_forms = {key: (counter.most_common(1)[0][0], token_forms[key]) for key, counter in votes.items() if key}
+    gazetteer = _gazetteer_matcher(nlp.vocab, known_forms)
     for doc, mentions, chunk in zip(docs, per_chunk, chunks):
-        mentions.extend(_gazetteer_mentions(doc, known_forms, mentions, chunk["chunk_id"]))
+        mentions.extend(_gazetteer_mentions(doc, gazetteer, mentions, chunk["chunk_id"]))
         mentions.sort(key=lambda m: m.start)
 
     # resolution: canonical name per (label, key); the most frequent capitalised surface form wins

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator, Literal
@@ -124,13 +124,21 @@ class GraphBackend:
         rows = tx(
             "MATCH (e:Entity)-[m:MENTIONED_IN]->(:Chunk) WHERE e.id IN $ids RETURN e.id AS id, e.name AS name, m.aliases AS aliases",
             {"ids": entity_ids})
-        merged: dict[str, set] = defaultdict(set)
+        merged: dict[str, Counter] = defaultdict(Counter)
         names = {}
         for row in rows:
             names[row["id"]] = row["name"]
-            merged[row["id"]].update(row["aliases"] or [])
-        updates = [{"id": eid, "aliases": sorted(a for a in merged[eid] if a != names[eid])} for eid in names]
-        self._batched(tx, "UNWIND $rows AS row MATCH (e:Entity {id: row.id}) SET e.aliases = row.aliases", updates)
+            merged[row["id"]].update(set(row["aliases"] or []))
+        updates = []
+        for eid, name in names.items():
+            forms = merged[eid]
+            if forms and name not in forms:
+                # the document that gave the entity its name changed or left: take the best form still mentioned
+                # (most mentions, capitalised, shortest), as extraction picks a canonical name
+                name = max(forms, key=lambda s: (forms[s], s != s.lower(), -len(s), s))
+            updates.append({"id": eid, "name": name, "aliases": sorted(a for a in forms if a != name)})
+        self._batched(tx, "UNWIND $rows AS row MATCH (e:Entity {id: row.id}) SET e.name = row.name, e.aliases = row.aliases",
+                      updates)
         return len(gone)
 
     def replace_document(self, doc_id: str, facts: dict, chunks: list[dict] | None = None) -> dict:
@@ -145,7 +153,7 @@ class GraphBackend:
         entity_rows = [{"id": e["id"], "label": e["label"], "classes": self.ontology.labels_of(e["label"]),
                         "name": e["name"], "aliases": sorted(e.get("aliases", []))} for e in facts["entities"]]
         # every surface form this document used (its name included): an entity's aliases are the union over
-        # the documents still mentioning it, less the name it was created with
+        # the documents still mentioning it, less its name (which moves on when no document uses it any more)
         mention_rows = [{"entity": e["id"], "chunk": cid, "doc_id": doc_id,
                          "aliases": sorted({e["name"], *e.get("aliases", [])})}
                         for e in facts["entities"] for cid in e["chunk_ids"]]
@@ -229,6 +237,7 @@ class GraphBackend:
             self.ontology.require_class(label)
         wanted = {text.strip().lower(), normalize_name(text)}
         wanted |= {normalize_name(name) for _, name in self.ontology.known_names(text, label)}
+        wanted.discard("")  # punctuation only ("???") names nothing
         rows = self._read("MATCH (e:Entity) RETURN e.id AS id, e.label AS label, e.name AS name, e.aliases AS aliases, "
                           "e.classes AS classes")
         hits = []
@@ -343,7 +352,10 @@ class LadybugBackend(GraphBackend):
         try:
             yield self._execute
         except BaseException:
-            self._execute("ROLLBACK")
+            try:
+                self._execute("ROLLBACK")
+            except RuntimeError:
+                pass  # a failed query already rolled ladybug back ("No active transaction"): keep the real error
             raise
         self._execute("COMMIT")
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import unicodedata
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -152,8 +153,11 @@ class Ontology:
 
 
 def normalize_name(text: str) -> str:
-    """Resolution key of a name: case, punctuation and a leading article do not distinguish names."""
-    key = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+    """Resolution key of a name: case, punctuation and a leading article do not distinguish names.
+
+    Letters and digits of any script are kept ("결제 Team" and "보안 Team" are two names, "Café" is not "Caf");
+    for ASCII names the key is the same as it always was."""
+    key = re.sub(r"[\W_]+", "-", unicodedata.normalize("NFKC", text).casefold()).strip("-")
     return re.sub(r"^(the|a|an)-", "", key)
 
 

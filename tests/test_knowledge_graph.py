@@ -391,3 +391,144 @@ def test_failing_shacl_check_blocks_the_graph_write(tmp_path, monkeypatch):
     assert "graph_facts" in materialized and "knowledge_graph" not in materialized
     with store.session() as graph:
         assert graph.stats()["entities"] == 0
+
+
+# ------------------------------------------------------------------------------------------ hardening
+
+def test_failed_write_keeps_the_real_error_and_the_old_facts(store, corpus_facts):
+    """ladybug rolls a transaction back itself when a query fails; the error must be the query's own
+    ('Binder exception ...'), not 'No active transaction for ROLLBACK', and nothing may be half-written."""
+    with store.session() as graph:
+        graph.replace_document("oncall-handbook.txt", corpus_facts["oncall-handbook.txt"])
+        before = graph.document_facts("oncall-handbook.txt")
+        with pytest.raises(RuntimeError, match="NoSuchTable") as failure, graph._transaction() as tx:
+            tx("MATCH (k:Chunk) DETACH DELETE k")
+            tx("MATCH (k:NoSuchTable) RETURN k")
+        assert "ROLLBACK" not in str(failure.value)
+        assert graph.document_facts("oncall-handbook.txt") == before
+        # a Python error inside the transaction still rolls back (ladybug still has it open)
+        with pytest.raises(KeyError), graph._transaction() as tx:
+            tx("MATCH (k:Chunk) DETACH DELETE k")
+            raise KeyError("boom")
+        assert graph.document_facts("oncall-handbook.txt") == before
+
+
+def test_same_document_twice_is_idempotent_and_an_entity_free_version_empties_it(store, ontology, recwarn):
+    chunks = text_chunks("a.md", "The application Order API runs on the server srv-web-01.",
+                         "The Platform Team manages srv-web-01. Order API is backed by billing-db.")
+    facts = extract_facts(chunks, ontology)
+    with store.session() as graph:
+        graph.replace_document("a.md", facts, chunks)
+        first, stats = graph.document_facts("a.md"), graph.stats()
+        again = graph.replace_document("a.md", facts, chunks)
+        assert again["removed_entities"] == 0 and again["removed_relations"] == again["relations"] == len(facts["relations"])
+        assert graph.document_facts("a.md") == first and graph.stats() == stats
+        # the document changes to text without any entity: its facts go, the run must not fail
+        empty = extract_facts(text_chunks("a.md", "Lunch menu: soup of the day is tomato."), ontology)
+        assert empty == {"doc_id": "a.md", "entities": [], "relations": []}
+        assert ontology.validate_shacl(empty)[0] and domain_range_violations(empty, ontology) == []
+        graph.replace_document("a.md", empty)
+        assert graph.stats() == {"entities": 0, "chunks": 0, "relations": {"DEPENDS_ON": 0, "MANAGED_BY": 0, "RUNS_ON": 0}}
+        assert graph.orphan_nodes() == [] and graph.untraceable_edges() == []
+    # no "[W036] ... does not have any patterns" warning per chunk for a document without names
+    assert not [w for w in recwarn if "W036" in str(w.message)]
+
+
+def test_entity_name_follows_the_documents_that_still_mention_it(store, ontology):
+    a = extract_facts(text_chunks("a.md", "The application Order API runs on the server srv-web-01."), ontology)
+    b = extract_facts(text_chunks("b.md", "The application ORDER API uses the billing database."), ontology)
+    with store.session() as graph:
+        graph.replace_document("a.md", a)
+        graph.replace_document("b.md", b)
+        assert graph.entity("Application:order-api")["name"] == "Order API"
+        graph.purge_document("a.md")  # the spelling "Order API" left with a.md
+        order = graph.entity("Application:order-api")
+        assert order["name"] == "ORDER API" and order["aliases"] == []
+        assert graph.find_entities("order api")[0]["id"] == "Application:order-api"
+        # a.md comes back: its spelling is an alias again, the name does not flip back and forth
+        graph.replace_document("a.md", a)
+        assert graph.entity("Application:order-api")["aliases"] == ["Order API"]
+        # known individuals keep their canonical name whatever alias the remaining document uses
+        graph.replace_document("c.md", extract_facts(text_chunks("c.md", "The Infra Team manages srv-web-01."), ontology))
+        assert graph.entity("Team:platform-team")["name"] == "Platform Team"
+
+
+def test_non_ascii_names_keep_distinct_ids_and_queries(store, ontology):
+    from assets.knowledge_graph import Resolver
+    from resources.ontology import normalize_name
+
+    # ASCII keys are unchanged; other scripts are no longer erased (both of these used to be 'team')
+    assert normalize_name("The Platform Team") == "platform-team" and normalize_name("billing_db") == "billing-db"
+    assert normalize_name("결제 Team") != normalize_name("보안 Team")
+    assert normalize_name("Café Team") == normalize_name("CAFÉ team") == normalize_name("Cafe\u0301 Team") != "caf-team"
+    resolver = Resolver(ontology)
+    ids = {name: resolver.entity_id("Team", name) for name in ("결제 Team", "보안 Team")}
+    facts = {"doc_id": "ko.md", "entities": [
+        {"id": ids["결제 Team"], "label": "Team", "name": "결제 Team", "aliases": [], "chunk_ids": ["ko#0"]},
+        {"id": ids["보안 Team"], "label": "Team", "name": "보안 Team", "aliases": [], "chunk_ids": ["ko#1"]},
+        {"id": "Server:srv-ko-01", "label": "Server", "name": "srv-ko-01", "aliases": [], "chunk_ids": ["ko#0"]}],
+        "relations": [{"source": "Server:srv-ko-01", "type": "MANAGED_BY", "target": ids["결제 Team"],
+                       "chunk_id": "ko#0", "sentence": "결제 Team manages srv-ko-01."}]}
+    assert ontology.validate_shacl(facts)[0]
+    with store.session() as graph:
+        graph.replace_document("ko.md", facts)
+        assert [e["name"] for e in graph.find_entities("결제 Team")] == ["결제 Team"]
+        assert [p["ids"] for p in graph.multi_hop("Server", [("MANAGED_BY", "Team")], end="보안 Team")] == []
+        assert len(graph.multi_hop("Server", [("MANAGED_BY", "Team")], end="결제 team")) == 1
+        assert graph.find_entities("???") == []
+    café = extract_facts(text_chunks("fr.md", "The Café Team operates srv-z-01."), ontology)
+    assert {e["id"] for e in café["entities"]} == {"Team:café-team", "Server:srv-z-01"}
+
+
+def test_long_document_many_chunks_small_batches(tmp_path, ontology, monkeypatch):
+    """Names introduced once are found bare in later chunks (one gazetteer for the document, not one per
+    chunk), and writes in batches smaller than the document keep every fact."""
+    import assets.knowledge_graph as kg
+
+    built = []
+    original = kg._gazetteer_matcher
+    monkeypatch.setattr(kg, "_gazetteer_matcher", lambda *a: built.append(1) or original(*a))
+    n = 60
+    chunks = text_chunks("long.md", *[
+        f"The application Service{i} runs on the server srv-n{i}-01. The Platform Team manages srv-n{i}-01. "
+        f"Service{(i + 1) % n} depends on Service{i}." for i in range(n)])
+    facts = extract_facts(chunks, ontology)
+    assert len(built) == 1
+    assert ("Application:service1", "DEPENDS_ON", "Application:service0") in triples(facts)
+    assert len([r for r in facts["relations"] if r["type"] == "DEPENDS_ON"]) == n
+    assert len(facts["entities"]) == 2 * n + 1 and len(facts["relations"]) == 3 * n
+    store = GraphStore(backend="ladybug", path=str(tmp_path / "graph.lbug"), batch_size=7)
+    with store.session() as graph:
+        summary = graph.replace_document("long.md", facts, chunks)
+        assert (summary["entities"], summary["relations"], summary["chunks"]) == (2 * n + 1, 3 * n, n)
+        stored = graph.document_facts("long.md")
+        assert {e["id"] for e in stored["entities"]} == {e["id"] for e in facts["entities"]}
+        assert triples(stored) == triples(facts)
+        assert graph.entity("Team:platform-team")["name"] == "Platform Team"
+        assert len(graph.applications_on_servers_managed_by("Infra Team")) == n
+        assert graph.orphan_nodes() == [] and graph.untraceable_edges() == []
+
+
+def test_pipeline_entity_free_and_odd_named_documents(tmp_path):
+    """An empty-but-valid document (no entities) and a document id with quotes, a backslash and non-ASCII
+    letters go through graph_facts and knowledge_graph with every check passing, twice (idempotent)."""
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    plain, odd = "lunch menu.txt", "it's \"q\" back\\slash ü 한국.txt"
+    (docs / plain).write_text("Lunch menu\n\nSoup of the day is tomato. Nothing technical here.\n")
+    (docs / odd).write_text("Odd notes\n\nThe Platform Team manages srv-q-01. The application Quote Service runs on srv-q-01.\n")
+    store = GraphStore(backend="ladybug", path=str(tmp_path / "graph.lbug"))
+    instance = DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions(DOCUMENTS_PARTITIONS_NAME, [plain, odd])
+    for _ in range(2):
+        result = run_kg(instance, docs, plain, store)
+        assert result.output_for_node("knowledge_graph")["entities"] == 0
+        result = run_kg(instance, docs, odd, store)
+        assert result.output_for_node("knowledge_graph")["relations"] == 2
+    with store.session() as graph:
+        facts = graph.document_facts(odd)
+        assert triples(facts) == {("Server:srv-q-01", "MANAGED_BY", "Team:platform-team"),
+                                  ("Application:quote-service", "RUNS_ON", "Server:srv-q-01")}
+        assert graph.stats()["chunks"] == 1
+        graph.purge_document(odd)
+        assert graph.stats()["entities"] == 0
