@@ -401,7 +401,8 @@ def _by_partition(value, is_single) -> dict:
 
 
 class InstructionDatasetConfig(Config):
-    eval_fraction: float = Field(default=0.2, description="Share of example groups held out for evaluation.")
+    eval_fraction: float = Field(default=0.2, gt=0.0, lt=1.0,
+                                 description="Share of example groups held out for evaluation (0 < x < 1).")
     seed: int = 0
     min_chunk_chars: int = 40
 
@@ -497,20 +498,21 @@ DEFAULT_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj
 class LoraTrainingConfig(Config):
     backend: str = Field(default="auto", description="auto (unsloth if CUDA and unsloth are present, else peft), "
                                                      "peft or unsloth.")
-    r: int = Field(default=8, description="LoRA rank (the vLLM server's --max-lora-rank must be >= r).")
-    lora_alpha: int = 16
-    lora_dropout: float = 0.0
+    r: int = Field(default=8, ge=1, description="LoRA rank (the vLLM server's --max-lora-rank must be >= r).")
+    lora_alpha: int = Field(default=16, ge=1)
+    lora_dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
     target_modules: list[str] = Field(default_factory=lambda: list(DEFAULT_TARGETS))
-    learning_rate: float = 5e-3
-    num_epochs: int = 3
-    max_steps: int = Field(default=0, description="Stop after this many optimizer steps (0 = all epochs).")
-    batch_size: int = 8
-    max_seq_len: int = 256
+    learning_rate: float = Field(default=5e-3, ge=0.0)
+    num_epochs: int = Field(default=3, ge=1)
+    max_steps: int = Field(default=0, ge=0, description="Stop after this many optimizer steps (0 = all epochs).")
+    batch_size: int = Field(default=8, ge=1)
+    max_seq_len: int = Field(default=256, ge=16)
     weight_decay: float = 0.0
     seed: int = 0
     min_eval_loss_improvement: float = Field(
         default=0.0, description="Blocking gate: adapter eval loss must be below base eval loss minus this.")
-    smoke_max_tokens: int = Field(default=16, description="Greedy tokens recorded as the deployment smoke reference.")
+    smoke_max_tokens: int = Field(default=16, ge=1,
+                                  description="Greedy tokens recorded as the deployment smoke reference.")
 
 
 def choose_backend(requested: str) -> str:
@@ -650,6 +652,8 @@ def train_lora(base: Path, dataset_path: str, config: LoraTrainingConfig, out_di
     pad_id = tokenizer.pad_token_id
     train = [_encode(tokenizer, row, config.max_seq_len) for row in data["train"]]
     evals = [_encode(tokenizer, row, config.max_seq_len) for row in data["eval"]]
+    if not train or not evals:  # the training loop would never advance on an empty train split
+        raise ValueError(f"dataset {dataset_path} has {len(train)} train and {len(evals)} eval rows; need both")
     base_loss = eval_loss(model, evals, config.batch_size, pad_id, device)
     log(f"base eval loss {base_loss:.4f} on {len(evals)} examples ({backend} backend, {device})")
 
@@ -692,7 +696,8 @@ def train_lora(base: Path, dataset_path: str, config: LoraTrainingConfig, out_di
         "train_loss_first": losses[0] if losses else None, "train_loss_last": losses[-1] if losses else None,
         "steps": step, "train_examples": len(train), "eval_examples": len(evals), "train_seconds": train_seconds,
         "smoke": {"prompt": smoke_prompt, "max_tokens": config.smoke_max_tokens, "reference_token_ids":
-                  reference["token_ids"], "reference_text": reference["text"]},
+                  reference["token_ids"], "reference_text": reference["text"],
+                  "reference_dtype": str(next(model.parameters()).dtype).removeprefix("torch.")},
     }
 
 
@@ -850,7 +855,12 @@ def deploy_adapter(vllm: VLLMServer, registry: AdapterRegistry, adapter: dict, c
     ok, details = _smoke(vllm, candidate, prompt, max_tokens, reference, eos_id)
     if not ok:
         unload(candidate)
-        fail("smoke", details.get("error", "smoke completion failed"), details)
+        reason = details.get("error", "smoke completion failed")
+        if "reference_token_ids" in details and smoke_cfg.get("reference_dtype", "float32") != "float32":
+            reason += (f" (the reference was recorded in {smoke_cfg['reference_dtype']}: greedy tokens of another "
+                       "runtime need not match exactly; set require_reference_match=false to check for a non-empty "
+                       "completion only)")
+        fail("smoke", reason, details)
     # 3. swap the stable alias in place, smoke it again; restore the previous adapter on failure
     try:
         vllm.load_adapter(alias, path, inplace=alias in loaded)

@@ -201,6 +201,7 @@ def test_lora_adapter_trains_passes_gate_and_is_versioned(harness, tiny_model):
     assert manifest["eval_gate"]["passed"] and manifest["metrics"]["eval_loss"] < manifest["metrics"]["base_eval_loss"]
     assert manifest["hyperparameters"]["learning_rate"] == FAST_TRAINING["learning_rate"]
     assert manifest["base_model"]["tiny_demo"] is True and manifest["metrics"]["backend"] == "peft"
+    assert manifest["smoke"]["reference_dtype"] == "float32"
     files = set(manifest["files_sha256"])
     assert {"adapter_config.json", "adapter_model.safetensors"} <= files
     on_disk = json.loads((tmp_path_of(adapter) / "manifest.json").read_text())
@@ -648,3 +649,32 @@ def test_relation_quoting_several_chunks_keeps_them_in_one_split():
     # the check itself sees every quoted chunk
     row = {"instruction": "q", "input": "", "output": "a", "chunk_id": "c0"}
     assert leakage([dict(row, chunk_id="c9,c0")], [dict(row, instruction="q2", output="b")])["shared_source_chunks"] == 1
+
+
+def test_configs_reject_values_that_would_crash_or_hang():
+    """eval_fraction 0 used to end in a misleading 'ingest more documents'; batch_size 0 in ZeroDivisionError."""
+    from pydantic import ValidationError
+
+    for bad in (0.0, 1.0, -0.2):
+        with pytest.raises(ValidationError):
+            finetune.InstructionDatasetConfig(eval_fraction=bad)
+    for field, bad in (("batch_size", 0), ("r", 0), ("num_epochs", 0), ("max_steps", -1), ("smoke_max_tokens", 0),
+                       ("learning_rate", -1.0)):
+        with pytest.raises(ValidationError):
+            finetune.LoraTrainingConfig(**{field: bad})
+    assert finetune.LoraTrainingConfig(learning_rate=0.0).learning_rate == 0.0  # the gate test relies on it
+
+
+def test_smoke_mismatch_on_a_bf16_reference_says_how_to_deploy(tmp_path):
+    """Adapters trained on CUDA record a bf16 greedy reference that a vLLM server need not reproduce token for token:
+    the rollback message names the setting instead of leaving the user with a bare mismatch."""
+    registry = AdapterRegistry(root=str(tmp_path / "adapters"))
+    (v1,) = _published(registry, tmp_path, 1)
+    registry.update_manifest("v0001", smoke=dict(v1["manifest"]["smoke"], reference_dtype="bfloat16"))
+    v1["manifest"] = registry.manifest("v0001")
+    server = ScriptedVLLM({v1["path"]: [1, 2, 3]})
+    with pytest.raises(DeploymentFailed, match="recorded in bfloat16.*require_reference_match=false"):
+        deploy_adapter(server, registry, v1, DeploymentConfig())
+    assert server.adapters == {}
+    record = deploy_adapter(server, registry, v1, DeploymentConfig(require_reference_match=False))
+    assert record["version"] == "v0001" and registry.deployments()["active"] == "v0001"
