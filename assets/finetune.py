@@ -681,9 +681,11 @@ def train_lora(base: Path, dataset_path: str, config: LoraTrainingConfig, out_di
             if step >= total_steps:
                 break
     train_seconds = time.perf_counter() - started
-    _set_mode(model, backend, training=False)
+    # the adapter's eval loss is computed the way the base model's was (plain forward, eval mode), then unsloth
+    # switches to its inference kernels for the greedy reference
     adapter_loss = eval_loss(model, evals, config.batch_size, pad_id, device)
     log(f"adapter eval loss {adapter_loss:.4f} after {step} steps in {train_seconds:.1f}s")
+    _set_mode(model, backend, training=False)
 
     smoke_row = dict(data["eval"][0])
     smoke_prompt = format_prompt(smoke_row)

@@ -665,6 +665,16 @@ def test_configs_reject_values_that_would_crash_or_hang():
     assert finetune.LoraTrainingConfig(learning_rate=0.0).learning_rate == 0.0  # the gate test relies on it
 
 
+def test_unreachable_server_fails_clearly_and_changes_nothing(tmp_path):
+    registry = AdapterRegistry(root=str(tmp_path / "adapters"))
+    v1, v2 = _published(registry, tmp_path, 2)
+    deploy_adapter(_scripted([v1]), registry, v1, DeploymentConfig())
+    before = registry.deployments()
+    with pytest.raises(DeploymentFailed, match="127.0.0.1:9 is not reachable"):
+        deploy_adapter(VLLMServer(base_url="http://127.0.0.1:9", timeout_s=2), registry, v2, DeploymentConfig())
+    assert registry.deployments() == before and registry.manifest("v0002")["status"] == "candidate"
+
+
 def test_smoke_mismatch_on_a_bf16_reference_says_how_to_deploy(tmp_path):
     """Adapters trained on CUDA record a bf16 greedy reference that a vLLM server need not reproduce token for token:
     the rollback message names the setting instead of leaving the user with a bare mismatch."""
