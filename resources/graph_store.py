@@ -17,6 +17,7 @@ text; the only strings ever spliced are class and relation names that the ontolo
 from __future__ import annotations
 
 import os
+import re
 import time
 from collections import Counter, defaultdict
 from contextlib import contextmanager
@@ -443,8 +444,14 @@ class GraphStore(ConfigurableResource):
             try:
                 return ladybug.Database(self.path)
             except RuntimeError as exc:
-                if "lock" not in str(exc).lower() or time.monotonic() >= deadline:
-                    if "lock" in str(exc).lower():
+                # "Could not set lock on file : <path> (Lock is held by PID n)". Only the word 'lock' outside the
+                # path counts: other errors ("Permission denied" on /var/locks/..., "... block ...") fail at once.
+                message = str(exc)
+                for form in {self.path, str(Path(self.path).absolute()), str(Path(self.path).resolve())}:
+                    message = message.replace(form, "")
+                locked = re.search(r"\block\b", message, re.IGNORECASE) is not None
+                if not locked or time.monotonic() >= deadline:
+                    if locked:
                         raise RuntimeError(f"graph database {self.path} is held by another process "
                                            f"(waited {self.lock_timeout_s:.0f}s): {exc}") from exc
                     raise

@@ -532,3 +532,32 @@ def test_pipeline_entity_free_and_odd_named_documents(tmp_path):
         assert graph.stats()["chunks"] == 1
         graph.purge_document(odd)
         assert graph.stats()["entities"] == 0
+
+
+def test_embedded_store_fails_at_once_on_errors_that_are_not_the_lock(tmp_path):
+    """Only ladybug's lock error is waited out: an error that merely mentions a path under .../locks/ or a
+    'block' must surface at once, not after lock_timeout_s as 'held by another process'."""
+    import time
+    import types
+
+    path = tmp_path / "locks" / "graph.lbug"
+    store = GraphStore(path=str(path), lock_timeout_s=30)
+    for message in (f"IO exception: Cannot open file {path}: Permission denied",
+                    "Runtime exception: Corrupted data in block 7"):
+        def database(_path, message=message):
+            raise RuntimeError(message)
+
+        started = time.monotonic()
+        with pytest.raises(RuntimeError) as failure:
+            store._open_embedded(types.SimpleNamespace(Database=database))
+        assert str(failure.value) == message and time.monotonic() - started < 5
+    # the real lock message (path included) is waited out, then reported clearly
+    calls = []
+
+    def locked(_path):
+        calls.append(1)
+        raise RuntimeError(f"IO exception: Could not set lock on file : {path} (Lock is held by PID 1)")
+
+    with pytest.raises(RuntimeError, match="held by another process"):
+        GraphStore(path=str(path), lock_timeout_s=0.6)._open_embedded(types.SimpleNamespace(Database=locked))
+    assert len(calls) >= 2
