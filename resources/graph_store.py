@@ -479,7 +479,11 @@ class GraphStore(ConfigurableResource):
 
         Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         database = self._open_embedded(ladybug)
-        connection = ladybug.Connection(database)
+        try:
+            connection = ladybug.Connection(database)
+        except BaseException:
+            database.close()  # else the file stays locked for as long as the error (and its traceback) lives
+            raise
         try:
             backend = LadybugBackend(ontology, connection, self.batch_size)
             backend.ensure_schema()

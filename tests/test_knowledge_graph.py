@@ -561,3 +561,26 @@ def test_embedded_store_fails_at_once_on_errors_that_are_not_the_lock(tmp_path):
     with pytest.raises(RuntimeError, match="held by another process"):
         GraphStore(path=str(path), lock_timeout_s=0.6)._open_embedded(types.SimpleNamespace(Database=locked))
     assert len(calls) >= 2
+
+
+def test_embedded_store_released_when_the_connection_cannot_be_made(tmp_path, monkeypatch):
+    """If ladybug.Connection fails, the database is closed at once: the kept error (Dagster keeps it, with
+    its traceback and so the session's frame) must not hold the file lock against other processes."""
+    import subprocess
+    import sys
+
+    import ladybug
+
+    path = tmp_path / "graph.lbug"
+    with GraphStore(path=str(path)).session():
+        pass
+
+    def no_connection(database):
+        raise RuntimeError("connection refused for the test")
+
+    monkeypatch.setattr(ladybug, "Connection", no_connection)
+    with pytest.raises(RuntimeError, match="refused for the test") as kept, GraphStore(path=str(path)).session():
+        pass
+    other = subprocess.run([sys.executable, "-c", "import sys, ladybug; ladybug.Database(sys.argv[1]); print('opened')",
+                            str(path)], capture_output=True, text=True, timeout=60, check=False)
+    assert kept.value is not None and "opened" in other.stdout, other.stderr[-500:]
