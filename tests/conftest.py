@@ -29,3 +29,17 @@ def platform(tmp_path, docs_dir):
 
     with Platform.create(tmp_path, docs_dir) as harness:
         yield harness
+
+
+@pytest.fixture(autouse=True)
+def _no_leaked_dagster_instance_state():
+    """Each test starts without a 'current' Dagster defs-state storage.
+
+    Entering a DagsterInstance sets a context-wide storage that references it; an instance closed by
+    an earlier test could otherwise be found by a later test resolving Definitions ("Attempted to
+    resolve undefined DagsterInstance weakref").
+    """
+    from dagster._core.storage.defs_state.base import set_defs_state_storage
+
+    with set_defs_state_storage(None):
+        yield
