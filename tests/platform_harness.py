@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,15 +12,9 @@ from pipelines.partitions import DOCUMENTS_PARTITIONS_NAME
 from pipelines.definitions import build_defs
 from pipelines.sensors import documents_folder_sensor
 from resources import DocumentSource, MilvusStore
+from resources.llm import free_port  # noqa: F401  (a free loopback port for servers that tests start)
 
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
-
-
-def free_port() -> int:
-    """A free TCP port on loopback for a server a test starts."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def failure_message(result) -> str:
