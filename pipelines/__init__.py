@@ -1,8 +1,8 @@
 """Dagster code location: Definitions, jobs, schedules, sensors and partitions.
 
 `defs` (pipelines.definitions) is loaded on first access, so that asset modules can import
-pipelines.partitions without loading the whole platform: `dagster dev -m pipelines` and
-workspace.yaml both find it.
+pipelines.partitions without loading the whole platform. Load it with `dagster dev` (workspace.yaml),
+`-m pipelines -a defs` or `-m pipelines.definitions`.
 """
 
 from assets import _offline  # noqa: F401  (air-gapped environment before any library import)

@@ -12,14 +12,10 @@ from resources.llm import finetune_default_resources
 
 
 def default_resources() -> dict:
-    """Embedded defaults: bundled sample corpus (or $DOCPLATFORM_DOCUMENTS_DIR), packaged MiniLM, milvus-lite file."""
-    return ({"documents": DocumentSource(), "embedder": Embedder(), "milvus": MilvusStore()} | finetune_default_resources()
-            | knowledge_graph_default_resources())
-
-
-def knowledge_graph_default_resources() -> dict:
-    """The knowledge graph's store: embedded ladybug file under the data dir ($DOCPLATFORM_GRAPH_BACKEND=neo4j for Neo4j)."""
-    return {"graph_store": GraphStore()}
+    """Embedded defaults: bundled sample corpus (or $DOCPLATFORM_DOCUMENTS_DIR), packaged MiniLM, milvus-lite file,
+    ladybug graph file under the data dir ($DOCPLATFORM_GRAPH_BACKEND=neo4j for Neo4j), fine-tune resources."""
+    return {"documents": DocumentSource(), "embedder": Embedder(), "milvus": MilvusStore(),
+            "graph_store": GraphStore()} | finetune_default_resources()
 
 
 # One Definitions per stage, merged into one code location; resources are bound once, in build_defs.

@@ -23,6 +23,7 @@ from typing import Iterator
 from dagster import ConfigurableResource
 from pydantic import Field
 
+from resources.documents import file_sha256
 from resources.milvus import default_data_dir
 
 REPO = Path(__file__).resolve().parent.parent
@@ -51,14 +52,6 @@ def tiny_demo_model_dir() -> Path:
     return default_data_dir() / "models" / "tiny-demo-llama"
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def folder_fingerprint(path: Path, names: tuple[str, ...] = ("config.json", "model.safetensors", "tokenizer.json")) -> str:
     """A cheap identity of a model folder: sha256 over its config/tokenizer and the sizes of weight files."""
     path = Path(path)
@@ -68,7 +61,7 @@ def folder_fingerprint(path: Path, names: tuple[str, ...] = ("config.json", "mod
             continue
         digest.update(item.name.encode())
         if item.name in names and item.stat().st_size < (64 << 20):
-            digest.update(sha256_file(item).encode())
+            digest.update(file_sha256(item).encode())
         else:
             digest.update(str(item.stat().st_size).encode())
     return digest.hexdigest()[:16]
@@ -130,7 +123,7 @@ class AdapterRegistry(ConfigurableResource):
     def publish(self, staging: Path, manifest: dict) -> Path:
         """Move a fully written adapter folder into the registry under the next version, with its manifest."""
         self.family_dir.mkdir(parents=True, exist_ok=True)
-        files = {p.name: sha256_file(p) for p in sorted(Path(staging).iterdir()) if p.is_file() and p.name != MANIFEST}
+        files = {p.name: file_sha256(p) for p in sorted(Path(staging).iterdir()) if p.is_file() and p.name != MANIFEST}
         for _ in range(100):  # a concurrent run may take the same number: rename is atomic, retry with the next
             version = self.next_version()
             target = self.path_for(version)

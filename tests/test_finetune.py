@@ -543,7 +543,7 @@ def test_concurrent_publication_and_deployment_records(tmp_path):
     are all kept (read-modify-write under a lock, private temp files)."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from resources.llm import sha256_file
+    from resources.documents import file_sha256
 
     registry = AdapterRegistry(root=str(tmp_path / "adapters"))
     stagings = []
@@ -558,7 +558,7 @@ def test_concurrent_publication_and_deployment_records(tmp_path):
     for path in paths:
         manifest = json.loads((path / "manifest.json").read_text())
         assert manifest["version"] == path.name and manifest["path"] == str(path)
-        assert manifest["files_sha256"] == {"adapter_model.safetensors": sha256_file(path / "adapter_model.safetensors")}
+        assert manifest["files_sha256"] == {"adapter_model.safetensors": file_sha256(path / "adapter_model.safetensors")}
     with ThreadPoolExecutor(8) as pool:
         list(pool.map(lambda i: registry.record_deployment(version=f"v{i:04d}", status="rolled_back"), range(40)))
         list(pool.map(lambda i: registry.update_manifest("v0001", **{f"k{i}": i}), range(40)))
