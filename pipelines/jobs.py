@@ -3,7 +3,7 @@
 from dagster import AssetSelection, define_asset_job, in_process_executor, job
 
 from assets.ingestion import purge_document_vectors
-from assets.knowledge_graph import purge_document_graph
+from assets.knowledge_graph.assets import purge_document_graph
 from pipelines.partitions import documents_partitions
 
 # Embedded stores (milvus-lite, the embedded graph) take one writer process at a time:

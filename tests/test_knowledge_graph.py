@@ -483,7 +483,7 @@ def test_non_ascii_names_keep_distinct_ids_and_queries(store, ontology):
 def test_long_document_many_chunks_small_batches(tmp_path, ontology, monkeypatch):
     """Names introduced once are found bare in later chunks (one gazetteer for the document, not one per
     chunk), and writes in batches smaller than the document keep every fact."""
-    import assets.knowledge_graph as kg
+    import assets.knowledge_graph.extract as kg
 
     built = []
     original = kg._gazetteer_matcher
