@@ -1,14 +1,17 @@
 """Ingestion stage: raw documents -> parsed elements -> chunks -> embeddings in Milvus.
 
-Every asset is partitioned by document (dynamic partitions keyed by the file's relative path).
-A failure in one document's partition stops only that document, before anything in Milvus is touched.
+Every asset is partitioned by document (dynamic partitions keyed by the file's relative path) and works
+on the run's context.partition_keys: a run covers one document or a batch of them (pipelines.partitions).
+In a batch, a bad document is skipped and reported by name (check, run tag, per-partition observation)
+while the others proceed; a one-document run fails with the same message. Nothing in Milvus is touched
+for a document that failed. Logic lives in plain functions; the assets are thin wrappers.
 """
 
-
 import hashlib
-import io
-import zipfile
-from pathlib import PurePosixPath
+import json
+import os
+import time
+from functools import lru_cache
 
 import numpy as np
 import pandas as pd
@@ -17,9 +20,9 @@ from dagster import (
     AssetCheckSeverity,
     AssetCheckSpec,
     AssetExecutionContext,
+    AssetObservation,
     Config,
     DataVersion,
-    Failure,
     MetadataValue,
     OpExecutionContext,
     Output,
@@ -29,157 +32,229 @@ from dagster import (
 from pydantic import Field
 
 from assets import _offline  # noqa: F401
-from pipelines.partitions import documents_partitions
-from resources.documents import SUPPORTED_SUFFIXES, DocumentSource
+from assets.parsing import (  # noqa: F401  (re-exported: tests and other stages import them from here)
+    TEXT_SUFFIXES,
+    DocumentError,
+    check_docx_archive,
+    decode_text,
+    parse_many,
+    partition_document,
+    pdf_page_count,
+    suffix_of,
+    validate_content,
+)
+from pipelines.partitions import Batch, documents_backfill_policy, documents_partitions
+from resources.documents import DocumentSource
 from resources.embedder import Embedder
 from resources.milvus import MilvusStore
 
 GROUP = "ingestion"
-TEXT_SUFFIXES = {".md", ".markdown", ".txt", ".text", ".html", ".htm"}
+# Bump when ingestion code changes what is stored: part of every document's stage fingerprint.
+INGEST_CODE_VERSION = "2"
+FAILED_TAG = "docplatform/failed_documents"
+_CHUNKING_DEFAULTS = json.loads(os.environ.get("DOCPLATFORM_CHUNKING", "{}") or "{}")
 
 
-class DocumentError(Failure):
-    """A problem with one document's content: reported clearly, stops only that document."""
+# ------------------------------------------------------------------------------------------ batches
 
-    def __init__(self, doc_id: str, problem: str):
-        super().__init__(description=f"document {doc_id!r}: {problem}", metadata={"doc_id": doc_id, "problem": problem})
-
-
-def decode_text(doc_id: str, data: bytes) -> str:
-    """Text of a text-like document, refusing binary junk that merely carries a text suffix."""
-    if b"\x00" in data[:65536]:
-        raise DocumentError(doc_id, "looks like binary data (NUL bytes), not text")
-    for encoding in ("utf-8-sig", "utf-16") if data[:2] in (b"\xff\xfe", b"\xfe\xff") else ("utf-8-sig",):
-        try:
-            text = data.decode(encoding)
-            break
-        except UnicodeDecodeError:
-            continue
-    else:
-        text = data.decode("latin-1")
-    sample = text[:65536]
-    control = sum(1 for ch in sample if ord(ch) < 32 and ch not in "\n\r\t\f") + sample.count("\ufffd")
-    if sample and control / len(sample) > 0.05:
-        raise DocumentError(doc_id, f"looks like binary data ({control} control characters in {len(sample)}), not text")
-    return text
+def batch_of(context, value) -> dict:
+    """{doc_id: value} for an input: a batched run passes a Batch, a one-document run the value itself."""
+    if isinstance(value, Batch):
+        return dict(value)
+    if value is None:
+        return {}
+    return {context.partition_keys[0]: value}
 
 
-def validate_content(doc_id: str, suffix: str, data: bytes) -> None:
-    if suffix not in SUPPORTED_SUFFIXES:
-        raise DocumentError(
-            doc_id, f"unsupported file type {suffix or '(no extension)'!r}; supported: {', '.join(sorted(SUPPORTED_SUFFIXES))}"
-        )
-    if not data.strip():
-        raise DocumentError(doc_id, "the file is empty")
-    if suffix == ".pdf" and not data.lstrip()[:5] == b"%PDF-":
-        raise DocumentError(doc_id, "not a PDF file (missing %PDF- header)")
-    if suffix == ".docx" and not zipfile.is_zipfile(io.BytesIO(data)):
-        raise DocumentError(doc_id, "not a valid .docx file (not a zip archive)")
-    if suffix in TEXT_SUFFIXES:
-        decode_text(doc_id, data)
+def emit(context, results: dict, failures: dict[str, str]):
+    """The asset's value: the document's own value in a one-document run (raising its error), else a Batch."""
+    keys = list(context.partition_keys)
+    if len(keys) == 1:
+        if keys[0] in failures:
+            error = failures[keys[0]]
+            raise DocumentError(keys[0], error.split(": ", 1)[1] if error.startswith("document ") else error)
+        return results[keys[0]]
+    return Batch(results)
+
+
+def report_failures(context, failures: dict[str, str]) -> None:
+    """Each failed document: an observation on its partition (UI status) and the run's failed-documents tag."""
+    if not failures or len(context.partition_keys) == 1:
+        return
+    for key, error in failures.items():
+        context.log.warning(error)
+        context.log_event(AssetObservation(asset_key=context.asset_key, partition=key,
+                                           metadata={"status": "failed", "error": error[:2000]}))
+    run = context.instance.get_run_by_id(context.run_id)
+    merged = json.loads((run.tags if run else {}).get(FAILED_TAG, "{}")) | {k: v[:300] for k, v in failures.items()}
+    context.instance.add_run_tags(context.run_id, {FAILED_TAG: json.dumps(merged)[:20000]})
+
+
+def failed_in_run(context) -> dict[str, str]:
+    run = context.instance.get_run_by_id(context.run_id)
+    return json.loads((run.tags if run else {}).get(FAILED_TAG, "{}"))
+
+
+class Progress:
+    """Documents done/total and rate, logged at most every few seconds and summarised as metadata."""
+
+    def __init__(self, context, stage: str, total: int, unit: str = "documents"):
+        self.context, self.stage, self.total, self.unit = context, stage, total, unit
+        self.start = self.last = time.perf_counter()
+
+    def __call__(self, done: int, total: int | None = None, chunks: int | None = None) -> None:
+        now = time.perf_counter()
+        if now - self.last < 5 and done < (total or self.total):
+            return
+        self.last = now
+        rate = f", {chunks / (now - self.start):.1f} chunks/s" if chunks else ""
+        self.context.log.info(f"{self.stage}: {done}/{total or self.total} {self.unit}{rate}")
+
+    def metadata(self, done: int, chunks: int | None = None) -> dict:
+        elapsed = max(time.perf_counter() - self.start, 1e-9)
+        out = {"documents_done": done, "documents_total": self.total, "seconds": round(elapsed, 3),
+               "documents_per_s": round(done / elapsed, 2)}
+        if chunks is not None:
+            out["chunks_per_s"] = round(chunks / elapsed, 2)
+        return out
+
+
+# ------------------------------------------------------------------------------------------ raw documents
+
+def read_document(documents: DocumentSource, doc_id: str) -> dict:
+    """The document's bytes and hash, validated (size limit, type, emptiness, zip/XML bombs)."""
+    path = documents.path_for(doc_id)
+    if not path.is_file():
+        raise DocumentError(doc_id, f"file not found at {path} (deleted? the sensor purges deleted documents)")
+    stat = path.stat()
+    if stat.st_size > documents.max_bytes:
+        raise DocumentError(doc_id, f"too large: {stat.st_size:,} bytes (limit {documents.max_bytes:,}); skipped")
+    data = path.read_bytes()
+    suffix = suffix_of(doc_id)
+    validate_content(doc_id, suffix, data)
+    if suffix == ".docx":
+        check_docx_archive(doc_id, data)
+    sha256 = hashlib.sha256(data).hexdigest()
+    return {"doc_id": doc_id, "path": str(path), "suffix": suffix, "sha256": sha256, "size": len(data),
+            "mtime_ns": stat.st_mtime_ns, "content": data}
 
 
 @asset(
     partitions_def=documents_partitions,
+    backfill_policy=documents_backfill_policy,
     group_name=GROUP,
+    code_version=INGEST_CODE_VERSION,
     description="The document's bytes and content hash, read from the documents folder.",
     check_specs=[AssetCheckSpec("content_not_empty", asset="raw_documents", blocking=True)],
 )
 def raw_documents(context: AssetExecutionContext, documents: DocumentSource):
-    doc_id = context.partition_key
-    path = documents.path_for(doc_id)
-    if not path.is_file():
-        raise DocumentError(doc_id, f"file not found at {path} (deleted? the sensor purges deleted documents)")
-    data = path.read_bytes()
-    suffix = PurePosixPath(doc_id).suffix.lower()
-    validate_content(doc_id, suffix, data)
-    sha256 = hashlib.sha256(data).hexdigest()
-    yield Output(
-        {"doc_id": doc_id, "path": str(path), "suffix": suffix, "sha256": sha256, "size": len(data), "content": data},
-        data_version=DataVersion(sha256),
-        metadata={"sha256": sha256, "size_bytes": len(data), "path": str(path)},
-    )
-    yield AssetCheckResult(check_name="content_not_empty", passed=len(data) > 0, metadata={"size_bytes": len(data)})
+    results, failures = {}, {}
+    for key in context.partition_keys:
+        try:
+            results[key] = read_document(documents, key)
+        except DocumentError as exc:
+            failures[key] = exc.description
+    report_failures(context, failures)
+    value = emit(context, results, failures)
+    sizes = [r["size"] for r in results.values()]
+    metadata = {"documents": len(results), "failed": len(failures), "size_bytes": int(sum(sizes)),
+                "failed_documents": MetadataValue.json(failures)}
+    if len(context.partition_keys) == 1:
+        only = next(iter(results.values()))
+        metadata |= {"sha256": only["sha256"], "path": only["path"]}
+        yield Output(value, data_version=DataVersion(only["sha256"]), metadata=metadata)
+    else:
+        yield Output(value, metadata=metadata)
+    yield AssetCheckResult(check_name="content_not_empty", passed=bool(sizes) and min(sizes) > 0,
+                           metadata={"documents": len(sizes), "min_size_bytes": min(sizes) if sizes else 0})
 
 
-def pdf_page_count(data: bytes) -> int:
-    from pdfminer.pdfdocument import PDFDocument
-    from pdfminer.pdfpage import PDFPage
-    from pdfminer.pdfparser import PDFParser
-
-    document = PDFDocument(PDFParser(io.BytesIO(data)))
-    return sum(1 for _ in PDFPage.create_pages(document))
-
-
-def partition_document(doc_id: str, suffix: str, data: bytes) -> list:
-    """unstructured elements for one document, strategy fast, no network."""
-    filename = PurePosixPath(doc_id).name
-    kwargs = {"metadata_filename": filename, "languages": ["eng"]}
-    try:
-        if suffix in (".md", ".markdown"):
-            from unstructured.partition.md import partition_md
-
-            return partition_md(text=decode_text(doc_id, data), **kwargs)
-        if suffix in (".txt", ".text"):
-            from unstructured.partition.text import partition_text
-
-            return partition_text(text=decode_text(doc_id, data), **kwargs)
-        if suffix in (".html", ".htm"):
-            from unstructured.partition.html import partition_html
-
-            return partition_html(text=decode_text(doc_id, data), **kwargs)
-        if suffix == ".docx":
-            from unstructured.partition.docx import partition_docx
-
-            return partition_docx(file=io.BytesIO(data), **kwargs)
-        if suffix == ".pdf":
-            from unstructured.partition.pdf import partition_pdf
-
-            # unstructured logs and swallows pdfminer errors; check the structure first to say why.
-            pages = pdf_page_count(data)
-            if pages == 0:
-                raise ValueError("the PDF has no readable pages")
-
-            return partition_pdf(file=io.BytesIO(data), strategy="fast", **kwargs)
-    except DocumentError:
-        raise
-    except Exception as exc:  # corrupt files surface as parser errors of many kinds
-        raise DocumentError(doc_id, f"could not be parsed as {suffix}: {type(exc).__name__}: {exc}") from exc
-    raise DocumentError(doc_id, f"unsupported file type {suffix!r}")
-
+# ------------------------------------------------------------------------------------------ parsing
 
 @asset(
     partitions_def=documents_partitions,
+    backfill_policy=documents_backfill_policy,
     group_name=GROUP,
-    description="Structured elements (titles, paragraphs, tables) parsed by unstructured with strategy='fast'.",
+    code_version=INGEST_CODE_VERSION,
+    description="Structured elements (titles, paragraphs, tables) parsed by unstructured with strategy='fast', "
+                "in a process pool over all cores with a per-document timeout.",
     check_specs=[AssetCheckSpec("has_text", asset="parsed_elements", blocking=True)],
 )
-def parsed_elements(context: AssetExecutionContext, raw_documents: dict):
-    doc_id = raw_documents["doc_id"]
-    elements = partition_document(doc_id, raw_documents["suffix"], raw_documents["content"])
-    records = [element.to_dict() for element in elements]
-    text_chars = sum(len((r.get("text") or "").strip()) for r in records)
-    if not records or text_chars == 0:
-        raise DocumentError(doc_id, "no text could be extracted (scanned image or empty document?)")
-    types = pd.Series([r["type"] for r in records]).value_counts().to_dict()
-    yield Output(
-        {"doc_id": doc_id, "sha256": raw_documents["sha256"], "elements": records},
-        metadata={"element_count": len(records), "text_chars": text_chars, "element_types": MetadataValue.json(types)},
-    )
-    yield AssetCheckResult(check_name="has_text", passed=text_chars > 0, metadata={"text_chars": text_chars})
+def parsed_elements(context: AssetExecutionContext, raw_documents, documents: DocumentSource):
+    raws = batch_of(context, raw_documents)
+    progress = Progress(context, "parsed", len(raws))
+    parsed, failures = parse_many([(k, r["suffix"], r["content"]) for k, r in raws.items()],
+                                  workers=documents.parse_workers, timeout_s=documents.parse_timeout_s, progress=progress)
+    report_failures(context, failures)
+    results = {k: {"doc_id": k, "sha256": raws[k]["sha256"], "elements": parsed[k]} for k in raws if k in parsed}
+    value = emit(context, results, failures)
+    chars = {k: sum(len((e.get("text") or "").strip()) for e in v["elements"]) for k, v in results.items()}
+    types = pd.Series([e["type"] for v in results.values() for e in v["elements"]]).value_counts().to_dict()
+    yield Output(value, metadata={"element_count": sum(len(v["elements"]) for v in results.values()),
+                                  "text_chars": int(sum(chars.values())), "element_types": MetadataValue.json(types),
+                                  "failed": len(failures), "failed_documents": MetadataValue.json(failures),
+                                  **progress.metadata(len(results))})
+    yield AssetCheckResult(check_name="has_text", passed=bool(chars) and min(chars.values()) > 0,
+                           metadata={"text_chars": int(sum(chars.values())), "documents": len(chars)})
 
+
+# ------------------------------------------------------------------------------------------ chunking
 
 class ChunkingConfig(Config):
     # Milvus stores chunk text in a VARCHAR of at most 65,535 bytes: 16,000 characters fit in any UTF-8.
-    max_characters: int = Field(default=1200, ge=50, le=16000)
-    new_after_n_chars: int = Field(default=900, ge=1, le=16000)
-    combine_text_under_n_chars: int = Field(default=200, ge=0, le=16000)
-    overlap: int = Field(default=0, ge=0, le=4000)
+    max_characters: int = Field(default=_CHUNKING_DEFAULTS.get("max_characters", 1200), ge=50, le=16000)
+    new_after_n_chars: int = Field(default=_CHUNKING_DEFAULTS.get("new_after_n_chars", 900), ge=1, le=16000)
+    combine_text_under_n_chars: int = Field(default=_CHUNKING_DEFAULTS.get("combine_text_under_n_chars", 200), ge=0, le=16000)
+    overlap: int = Field(default=_CHUNKING_DEFAULTS.get("overlap", 0), ge=0, le=4000)
+    # the embedder's token window (MiniLM: 256 word pieces incl. [CLS]/[SEP]); longer chunks are split on tokens
+    max_tokens: int = Field(default=_CHUNKING_DEFAULTS.get("max_tokens", 256), ge=16, le=8192)
 
 
-def chunk_id_for(doc_id: str, seq: int, text: str) -> str:
-    """Deterministic: the same document content always yields the same ids."""
-    return hashlib.sha256(f"{doc_id}\x00{seq}\x00{text}".encode()).hexdigest()[:40]
+def chunk_id_for(doc_id: str, occurrence: int, text: str) -> str:
+    """Deterministic and position-free: (document, text, n-th occurrence of that text in the document).
+
+    An edit near the top of a document changes only the ids of the chunks whose text changed.
+    """
+    return hashlib.sha256(f"{doc_id}\x00{occurrence}\x00{text}".encode()).hexdigest()[:40]
+
+
+def text_sha(text: str) -> str:
+    """Key of the embedding cache: the same text anywhere has the same vector."""
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+@lru_cache(maxsize=4)
+def _tokenizer(model_path: str):
+    from tokenizers import Tokenizer
+
+    return Tokenizer.from_file(os.path.join(model_path, "tokenizer.json"))
+
+
+def default_tokenizer():
+    from resources.embedder import packaged_minilm_path
+
+    return _tokenizer(packaged_minilm_path())
+
+
+def split_to_token_window(texts: list[str], max_tokens: int, tokenizer=None) -> list[list[str]]:
+    """Each text as pieces of at most max_tokens word pieces ([CLS] and [SEP] included), cut between tokens."""
+    tokenizer = tokenizer or default_tokenizer()
+    limit = max(8, max_tokens - 2)
+    out = []
+    for text, enc in zip(texts, tokenizer.encode_batch(texts, add_special_tokens=False)):
+        offsets = enc.offsets
+        if len(offsets) <= limit:
+            out.append([text])
+            continue
+        pieces = []
+        for start in range(0, len(offsets), limit):
+            begin = offsets[start][0] if start else 0
+            end = offsets[start + limit][0] if start + limit < len(offsets) else len(text)
+            piece = text[begin:end].strip()
+            if piece:
+                pieces.append(piece)
+        out.append(pieces)
+    return out
 
 
 def chunk_elements(doc_id: str, sha256: str, element_dicts: list[dict], config: ChunkingConfig) -> list[dict]:
@@ -194,23 +269,18 @@ def chunk_elements(doc_id: str, sha256: str, element_dicts: list[dict], config: 
         combine_text_under_n_chars=min(config.combine_text_under_n_chars, config.max_characters),
         overlap=min(config.overlap, config.max_characters // 2),
     )
-    rows = []
+    texts, pages = [], []
     for chunk in chunks:
         text = chunk.text.strip()
-        if not text:
-            continue
-        seq = len(rows)
-        pages = sorted({e.metadata.page_number for e in (chunk.metadata.orig_elements or []) if e.metadata.page_number})
-        rows.append(
-            {
-                "chunk_id": chunk_id_for(doc_id, seq, text),
-                "doc_id": doc_id,
-                "doc_sha256": sha256,
-                "seq": seq,
-                "text": text,
-                "page_numbers": pages,
-            }
-        )
+        if text:
+            texts.append(text)
+            pages.append(sorted({e.metadata.page_number for e in (chunk.metadata.orig_elements or []) if e.metadata.page_number}))
+    rows, seen, chunker = [], {}, chunking_fingerprint(config)
+    for pieces, page_numbers in zip(split_to_token_window(texts, config.max_tokens), pages):
+        for text in pieces:
+            occurrence = seen[text] = seen.get(text, -1) + 1
+            rows.append({"chunk_id": chunk_id_for(doc_id, occurrence, text), "doc_id": doc_id, "doc_sha256": sha256,
+                         "seq": len(rows), "text": text, "page_numbers": page_numbers, "chunker": chunker})
     return rows
 
 
@@ -236,67 +306,144 @@ def chunk_table_checks(rows: list[dict]) -> tuple[bool, dict]:
 
 @asset(
     partitions_def=documents_partitions,
+    backfill_policy=documents_backfill_policy,
     group_name=GROUP,
-    description="Title-aware chunks (chunk_by_title) with deterministic ids: the unit that is embedded and graphed.",
+    code_version=INGEST_CODE_VERSION,
+    description="Title-aware chunks (chunk_by_title, split to the embedder's token window) with deterministic, "
+                "position-free ids: the unit that is embedded and graphed.",
     check_specs=[AssetCheckSpec("chunk_table_valid", asset="document_chunks", blocking=True,
                                 description="Great Expectations: non-empty text, unique non-null ids.")],
 )
-def document_chunks(context: AssetExecutionContext, config: ChunkingConfig, parsed_elements: dict):
-    doc_id = parsed_elements["doc_id"]
-    rows = chunk_elements(doc_id, parsed_elements["sha256"], parsed_elements["elements"], config)
-    if not rows:
-        raise DocumentError(doc_id, "chunking produced no text")
-    passed, details = chunk_table_checks(rows)
-    lengths = [len(r["text"]) for r in rows]
-    yield Output(
-        rows,
-        metadata={
-            "chunk_count": len(rows),
-            "mean_chars": float(np.mean(lengths)),
-            "max_chars": max(lengths),
-            "preview": MetadataValue.md(rows[0]["text"][:300]),
-        },
-    )
+def document_chunks(context: AssetExecutionContext, config: ChunkingConfig, parsed_elements):
+    parsed = batch_of(context, parsed_elements)
+    results, failures = {}, {}
+    for key, doc in parsed.items():
+        rows = chunk_elements(key, doc["sha256"], doc["elements"], config)
+        if rows:
+            results[key] = rows
+        else:
+            failures[key] = f"document {key!r}: chunking produced no text"
+    report_failures(context, failures)
+    value = emit(context, results, failures)
+    all_rows = [r for rows in results.values() for r in rows]
+    passed, details = chunk_table_checks(all_rows) if all_rows else (False, {"rows": 0})
+    if passed and len({r["chunk_id"] for r in all_rows}) != len(all_rows):
+        passed, details = False, details | {"duplicate_ids_across_documents": True}
+    lengths = [len(r["text"]) for r in all_rows] or [0]
+    yield Output(value, metadata={"chunk_count": len(all_rows), "documents": len(results), "failed": len(failures),
+                                  "mean_chars": float(np.mean(lengths)), "max_chars": max(lengths),
+                                  "chunking": MetadataValue.json(config.model_dump()),
+                                  "preview": MetadataValue.md(all_rows[0]["text"][:300] if all_rows else "")})
     yield AssetCheckResult(check_name="chunk_table_valid", passed=passed, metadata={"expectations": MetadataValue.json(details)})
+
+
+# ------------------------------------------------------------------------------------------ vectors
+
+def chunking_fingerprint(chunking: ChunkingConfig) -> str:
+    payload = {"code": INGEST_CODE_VERSION, "chunking": chunking.model_dump()}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def stage_fingerprint(chunker: str, embedder: Embedder) -> str:
+    """What, besides a document's bytes, decides its chunks and vectors: code version, chunking config
+    (chunker = chunking_fingerprint, carried on each chunk row), embedder model."""
+    return hashlib.sha256(f"{chunker}|{embedder.fingerprint()}".encode()).hexdigest()[:16]
+
+
+def expected_fingerprint(embedder: Embedder) -> str:
+    """The fingerprint a document gets from a run with the configured defaults (what sensor and nightly expect)."""
+    return stage_fingerprint(chunking_fingerprint(ChunkingConfig()), embedder)
+
+
+def index_documents(milvus: MilvusStore, embedder: Embedder, docs: dict[str, list[dict]], fingerprint: str,
+                    suffixes: dict[str, str] | None = None, progress=None) -> dict:
+    """Write a batch of documents' chunks to Milvus: only new chunk ids are written, vectors come from the
+    text-hash cache (any document's stored vector for the same text) or one batched encode across documents;
+    moved chunks keep their vectors, stale chunks of these documents are deleted, then each document's state
+    (sha256, stage fingerprint) is recorded. Returns counts and the stored rows of these documents."""
+    suffixes = suffixes or {}
+    dim = embedder.dimension
+    with milvus.client() as client:
+        milvus.ensure_collection(client, dim)
+        existing = milvus.chunk_index(client, list(docs))  # {chunk_id: seq}
+        current = {r["chunk_id"]: r for rows in docs.values() for r in rows}
+        new = [r for cid, r in current.items() if cid not in existing]
+        moved = [r for cid, r in current.items() if cid in existing and existing[cid] != r["seq"]]
+        shas = {r["chunk_id"]: text_sha(r["text"]) for r in new}
+        cache = milvus.vectors_by_text_sha(client, set(shas.values()))
+        todo = {}
+        for r in new:
+            if shas[r["chunk_id"]] not in cache:
+                todo.setdefault(shas[r["chunk_id"]], r["text"])
+        vectors = embedder.encode(list(todo.values()))
+        cache |= {sha: vec for sha, vec in zip(todo, vectors)}
+        moved_vectors = milvus.vectors_by_id(client, [r["chunk_id"] for r in moved])
+        rows = []
+        for r in new + moved:
+            vector = cache[shas[r["chunk_id"]]] if r["chunk_id"] in shas else moved_vectors[r["chunk_id"]]
+            rows.append({"chunk_id": r["chunk_id"], "doc_id": r["doc_id"], "doc_sha256": r["doc_sha256"], "seq": r["seq"],
+                         "text": r["text"], "text_sha": text_sha(r["text"]), "doc_type": suffixes.get(r["doc_id"], "")[:16],
+                         "vector": np.asarray(vector, dtype=np.float32).tolist()})
+        milvus.upsert(client, rows)
+        stale = [cid for cid in existing if cid not in current]
+        milvus.delete_ids(client, stale)
+        milvus.set_document_states(client, [{"doc_id": k, "sha256": rows_[0]["doc_sha256"], "fingerprint": fingerprint,
+                                             "chunks": len(rows_)} for k, rows_ in docs.items()])
+        stored = milvus.rows_for_documents(client, list(docs), ["chunk_id", "doc_id", "vector"])
+    return {"written": len(rows), "embedded": len(todo), "cache_hits": len(new) - len([r for r in new if shas[r["chunk_id"]] in todo]),
+            "moved": len(moved), "removed": len(stale), "stored": stored, "dimension": dim}
 
 
 @asset(
     partitions_def=documents_partitions,
+    backfill_policy=documents_backfill_policy,
     group_name=GROUP,
-    description="Chunk embeddings upserted into Milvus; a changed document's stale vectors are deleted.",
+    code_version=INGEST_CODE_VERSION,
+    description="Chunk embeddings upserted into Milvus (dense + BM25 sparse); only new chunk texts are encoded, "
+                "batched across documents; a changed document's stale vectors are deleted.",
     check_specs=[
         AssetCheckSpec("embedding_dimension_and_norm", asset="chunk_vectors", blocking=True),
         AssetCheckSpec("milvus_count_matches_chunks", asset="chunk_vectors", blocking=True),
+        AssetCheckSpec("batch_documents_ok", asset="chunk_vectors", blocking=False,
+                       description="Every document of the run was indexed; failed ones are listed by name."),
     ],
 )
-def chunk_vectors(context: AssetExecutionContext, document_chunks: list[dict], embedder: Embedder, milvus: MilvusStore):
-    doc_id = document_chunks[0]["doc_id"]
-    current = {row["chunk_id"]: row for row in document_chunks}
-    dim = embedder.dimension
-    with milvus.client() as client:
-        milvus.ensure_collection(client, dim)
-        existing = milvus.chunk_ids(client, doc_id)
-        todo = [row for cid, row in current.items() if cid not in existing]
-        vectors = embedder.encode([row["text"] for row in todo])
-        milvus.upsert(
-            client,
-            [
-                {k: row[k] for k in ("chunk_id", "doc_id", "doc_sha256", "seq", "text")} | {"vector": vec.tolist()}
-                for row, vec in zip(todo, vectors)
-            ],
-        )
-        removed = milvus.delete_document(client, doc_id, keep=set(current))
-        stored = milvus.rows(client, doc_id, ["chunk_id", "vector"])
-    stored_ids = {row["chunk_id"] for row in stored}
+def chunk_vectors(context: AssetExecutionContext, document_chunks, embedder: Embedder, milvus: MilvusStore):
+    docs = batch_of(context, document_chunks)
+    progress = Progress(context, "indexed", len(docs))
+    chunkers = {rows[0].get("chunker", "") for rows in docs.values() if rows}
+    fingerprint = stage_fingerprint(next(iter(chunkers)) if len(chunkers) == 1 else "mixed", embedder)
+    chunk_count = sum(len(rows) for rows in docs.values())
+    summary = index_documents(milvus, embedder, docs, fingerprint, {k: suffix_of(k) for k in docs}) if docs else \
+        {"written": 0, "embedded": 0, "cache_hits": 0, "moved": 0, "removed": 0, "stored": [], "dimension": embedder.dimension}
+    progress(len(docs), chunks=chunk_count)
+    stored, dim = summary.pop("stored"), summary["dimension"]
+    stored_by_doc: dict[str, set] = {}
+    for row in stored:
+        stored_by_doc.setdefault(row["doc_id"], set()).add(row["chunk_id"])
     matrix = np.asarray([row["vector"] for row in stored], dtype=np.float32).reshape(len(stored), -1)
     norms = np.linalg.norm(matrix, axis=1) if len(stored) else np.zeros(0)
-    dims_ok = matrix.shape[1] == dim if len(stored) else False
+    dims_ok = bool(len(stored)) and matrix.shape[1] == dim
     norms_ok = bool(len(norms)) and bool(np.all(np.abs(norms - 1.0) < 1e-3))
-    count_ok = stored_ids == set(current)
+    mismatched = sorted(k for k, rows in docs.items() if stored_by_doc.get(k, set()) != {r["chunk_id"] for r in rows})
+    failed = {k: v for k, v in failed_in_run(context).items() if k in set(context.partition_keys)}
+    failed |= {k: "failed upstream (see raw_documents / parsed_elements)" for k in context.partition_keys
+               if k not in docs and k not in failed}
+    chunk_ids = {k: sorted(r["chunk_id"] for r in rows) for k, rows in docs.items()}
+    if len(context.partition_keys) == 1:
+        key = context.partition_keys[0]
+        value = {"doc_id": key, "chunk_ids": chunk_ids[key], "embedded": summary["embedded"],
+                 "removed": summary["removed"], "dimension": dim, "fingerprint": fingerprint}
+    else:
+        value = Batch({k: {"doc_id": k, "chunk_ids": ids, "fingerprint": fingerprint} for k, ids in chunk_ids.items()})
     yield Output(
-        {"doc_id": doc_id, "chunk_ids": sorted(current), "embedded": len(todo), "removed": removed, "dimension": dim},
-        metadata={"vectors": len(stored), "newly_embedded": len(todo), "reused": len(current) - len(todo),
-                  "stale_removed": removed, "dimension": dim, "collection": milvus.collection},
+        value,
+        metadata={"vectors": len(stored), "chunks": chunk_count, "newly_embedded": summary["embedded"],
+                  "cache_hits": summary["cache_hits"], "written": summary["written"], "moved": summary["moved"],
+                  "reused": chunk_count - summary["written"] + summary["moved"], "stale_removed": summary["removed"],
+                  "dimension": dim, "collection": milvus.collection, "fingerprint": fingerprint,
+                  "failed": len(failed), "failed_documents": MetadataValue.json(failed),
+                  **progress.metadata(len(docs), chunk_count)},
     )
     yield AssetCheckResult(
         check_name="embedding_dimension_and_norm",
@@ -307,9 +454,14 @@ def chunk_vectors(context: AssetExecutionContext, document_chunks: list[dict], e
     )
     yield AssetCheckResult(
         check_name="milvus_count_matches_chunks",
-        passed=count_ok,
-        metadata={"chunks": len(current), "vectors_in_milvus": len(stored),
-                  "missing": len(set(current) - stored_ids), "unexpected": len(stored_ids - set(current))},
+        passed=bool(docs) and not mismatched,
+        metadata={"chunks": chunk_count, "vectors_in_milvus": len(stored), "documents": len(docs),
+                  "mismatched_documents": MetadataValue.json(mismatched[:50])},
+    )
+    yield AssetCheckResult(
+        check_name="batch_documents_ok", passed=not failed, severity=AssetCheckSeverity.WARN,
+        metadata={"documents": len(context.partition_keys), "indexed": len(docs), "failed": len(failed),
+                  "failed_documents": MetadataValue.json(failed)},
     )
 
 
@@ -320,9 +472,8 @@ class PurgeConfig(Config):
 @op(description="Remove every trace of deleted documents from the vector index.")
 def purge_document_vectors(context: OpExecutionContext, config: PurgeConfig, milvus: MilvusStore) -> list[str]:
     with milvus.client() as client:
-        for doc_id in config.doc_ids:
-            removed = milvus.delete_document(client, doc_id)
-            context.log.info(f"purged {removed} vectors of deleted document {doc_id!r}")
+        removed = milvus.delete_documents(client, config.doc_ids)
+    context.log.info(f"purged {removed} vectors of {len(config.doc_ids)} deleted document(s): {config.doc_ids[:20]}")
     return config.doc_ids
 
 

@@ -14,8 +14,10 @@ from resources.llm import finetune_default_resources
 def default_resources() -> dict:
     """Embedded defaults: bundled sample corpus (or $DOCPLATFORM_DOCUMENTS_DIR), packaged MiniLM, milvus-lite file,
     ladybug graph file under the data dir ($DOCPLATFORM_GRAPH_BACKEND=neo4j for Neo4j), fine-tune resources."""
+    from pipelines.partitions import BatchFilesystemIOManager  # stores batched runs' values per document partition
+
     return {"documents": DocumentSource(), "embedder": Embedder(), "milvus": MilvusStore(),
-            "graph_store": GraphStore()} | finetune_default_resources()
+            "graph_store": GraphStore(), "io_manager": BatchFilesystemIOManager()} | finetune_default_resources()
 
 
 # One Definitions per stage, merged into one code location; resources are bound once, in build_defs.

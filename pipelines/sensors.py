@@ -1,14 +1,22 @@
-"""Sensor: keeps the document partitions in step with the documents folder."""
+"""Sensor: keeps the document partitions in step with the documents folder, requesting change-only work.
 
+A document is (re-)indexed when its content hash or the stage fingerprint (ingestion code version,
+chunking config, embedder) differs from what the index recorded for it; requests are batched into
+runs over adjacent document partitions (pipelines.partitions.contiguous_batches).
+"""
 
 import hashlib
 import json
+import time
 
 from dagster import DefaultSensorStatus, RunRequest, SensorEvaluationContext, SensorResult, SkipReason, sensor
 
-from pipelines.partitions import DOCUMENTS_PARTITIONS_NAME, documents_partitions
+from assets.ingestion import expected_fingerprint
 from pipelines.jobs import ingest_job, purge_documents_job
+from pipelines.partitions import DOCUMENTS_PARTITIONS_NAME, contiguous_batches, documents_partitions, range_tags
 from resources.documents import DocumentSource
+from resources.embedder import Embedder
+from resources.milvus import MilvusStore
 
 
 def plan_changes(previous: dict[str, str], current: dict[str, str], partitions: set[str]):
@@ -18,32 +26,66 @@ def plan_changes(previous: dict[str, str], current: dict[str, str], partitions: 
     return to_ingest, to_delete
 
 
+def stale_documents(current: dict[str, str], states: dict[str, dict], fingerprint: str) -> list[str]:
+    """Documents whose content hash or stage fingerprint differs from what the index recorded (or never indexed)."""
+    return sorted(k for k, sha in current.items()
+                  if (s := states.get(k)) is None or s["sha256"] != sha or s["fingerprint"] != fingerprint)
+
+
+def batched_run_requests(order: list[str], keys: list[str], tokens: dict[str, str], run_key_prefix: str,
+                         tags: dict | None = None, job_name: str = "ingest_job") -> list[RunRequest]:
+    """One run per batch of adjacent partitions: a single document by partition_key, more by a partition range."""
+    requests = []
+    for batch in contiguous_batches(order, set(keys)):
+        digest = hashlib.sha256("|".join(f"{k}@{tokens[k]}" for k in batch).encode()).hexdigest()[:16]
+        if len(batch) == 1:
+            requests.append(RunRequest(job_name=job_name, partition_key=batch[0], run_key=f"{run_key_prefix}{batch[0]}@{tokens[batch[0]]}",
+                                       tags=dict(tags or {}) | {"docplatform/documents": "1"}))
+        else:
+            requests.append(RunRequest(job_name=job_name, run_key=f"{run_key_prefix}batch:{digest}",
+                                       tags=dict(tags or {}) | range_tags(batch[0], batch[-1])
+                                       | {"docplatform/documents": str(len(batch))}))
+    return requests
+
+
 @sensor(
     jobs=[ingest_job, purge_documents_job],
     minimum_interval_seconds=30,
     default_status=DefaultSensorStatus.RUNNING,
-    description="Adds/removes document partitions and requests runs when files are added, changed or deleted.",
+    description="Adds/removes document partitions; requests batched runs only for documents whose content or "
+                "stage fingerprint changed, and a purge run for deleted ones.",
 )
-def documents_folder_sensor(context: SensorEvaluationContext, documents: DocumentSource):
-    seen = json.loads(context.cursor) if context.cursor else {}
-    scanned = documents.scan(known=seen)
-    previous = {key: state["sha256"] for key, state in seen.items()}
+def documents_folder_sensor(context: SensorEvaluationContext, documents: DocumentSource, milvus: MilvusStore,
+                            embedder: Embedder):
+    started = time.perf_counter()
+    pending = json.loads(context.cursor) if context.cursor and context.cursor.startswith("{") else {}
+    scanned = documents.scan_cached()
     current = {key: doc.sha256 for key, doc in scanned.items()}
-    cursor = json.dumps({key: {"sha256": d.sha256, "size": d.size, "mtime_ns": d.mtime_ns} for key, d in scanned.items()})
-    partitions = set(context.instance.get_dynamic_partitions(DOCUMENTS_PARTITIONS_NAME))
-    to_ingest, to_delete = plan_changes(previous, current, partitions)
+    states = milvus.document_states()
+    fingerprint = expected_fingerprint(embedder)
+    tokens = {key: f"{sha[:16]}:{fingerprint}" for key, sha in current.items()}
+    stale = stale_documents(current, states, fingerprint)
+    # requested earlier and not done yet (queued, running, or failed on this very content): not asked again
+    to_ingest = [k for k in stale if pending.get(k) != tokens[k]]
+    partitions = list(context.instance.get_dynamic_partitions(DOCUMENTS_PARTITIONS_NAME))
+    known = set(partitions)
+    to_delete = sorted((known | set(states)) - set(current))
+    stale_set = set(stale)
+    cursor = {k: v for k, v in pending.items() if k in stale_set and tokens.get(k) == v} | {k: tokens[k] for k in to_ingest}
+    cursor_text = json.dumps(cursor, sort_keys=True)
+    summary = (f"checked {len(current)} documents in {time.perf_counter() - started:.2f} s: {len(to_ingest)} to index, "
+               f"{len(to_delete)} deleted, {len(stale) - len(to_ingest)} pending")
+    context.log.info(summary)
     if not to_ingest and not to_delete:
-        return SensorResult(skip_reason=SkipReason("no document added, changed or deleted"), cursor=cursor)
-    run_requests = [
-        RunRequest(job_name=ingest_job.name, partition_key=key, run_key=f"{key}@{current[key]}@{scanned[key].mtime_ns}", tags={"doc_sha256": current[key]})
-        for key in to_ingest
-    ]
+        return SensorResult(skip_reason=SkipReason(f"no document added, changed or deleted ({summary})"), cursor=cursor_text)
+    new_keys = [k for k in to_ingest if k not in known]
+    order = [k for k in partitions if k not in set(to_delete)] + new_keys
+    run_requests = batched_run_requests(order, to_ingest, tokens, "", {"trigger": "documents_sensor"})
     dynamic_requests = []
-    new_keys = [k for k in to_ingest if k not in partitions]
     if new_keys:
         dynamic_requests.append(documents_partitions.build_add_request(new_keys))
     if to_delete:
-        gone = [k for k in to_delete if k in partitions]
+        gone = [k for k in to_delete if k in known]
         if gone:
             dynamic_requests.append(documents_partitions.build_delete_request(gone))
         run_requests.append(
@@ -53,7 +95,7 @@ def documents_folder_sensor(context: SensorEvaluationContext, documents: Documen
                 run_config=purge_run_config(to_delete),
             )
         )
-    return SensorResult(run_requests=run_requests, dynamic_partitions_requests=dynamic_requests, cursor=cursor)
+    return SensorResult(run_requests=run_requests, dynamic_partitions_requests=dynamic_requests, cursor=cursor_text)
 
 
 def purge_run_config(doc_ids: list[str]) -> dict:

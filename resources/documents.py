@@ -43,6 +43,11 @@ class DocumentSource(ConfigurableResource):
     """A folder of documents; each file (recursively) is one partition keyed by its relative path."""
 
     root: str = Field(default_factory=default_documents_dir, description="Folder holding the documents.")
+    max_bytes: int = Field(default=100 * 1024 * 1024, description="Larger files are reported and skipped.")
+    parse_timeout_s: float = Field(default=120.0, description="Per-document parsing time limit.")
+    parse_workers: int = Field(default=0, description="Parser processes; 0 = every available core.")
+    scan_cache: str = Field(default="", description="SQLite file remembering (size, mtime) -> sha256 between scans; "
+                                                    "empty = $DOCPLATFORM_DATA_DIR/scan-cache-<folder hash>.sqlite")
 
     @property
     def root_path(self) -> Path:
@@ -53,6 +58,32 @@ class DocumentSource(ConfigurableResource):
         if self.root_path not in path.parents:
             raise ValueError(f"partition key {key!r} points outside the documents folder {self.root_path}")
         return path
+
+    def cache_path(self) -> Path:
+        if self.scan_cache:
+            return Path(self.scan_cache)
+        data = Path(os.environ.get("DOCPLATFORM_DATA_DIR", Path.cwd() / ".data"))
+        return data / f"scan-cache-{hashlib.sha256(str(self.root_path).encode()).hexdigest()[:12]}.sqlite"
+
+    def scan_cached(self) -> dict[str, DocumentFile]:
+        """scan() with its (size, mtime) -> sha256 memory in a local SQLite file: only new or touched files are read."""
+        import sqlite3
+
+        path = self.cache_path()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with sqlite3.connect(path) as db:
+            db.execute("CREATE TABLE IF NOT EXISTS files (key TEXT PRIMARY KEY, sha256 TEXT, size INTEGER, mtime_ns INTEGER)")
+            known = {k: {"sha256": sha, "size": size, "mtime_ns": mtime}
+                     for k, sha, size, mtime in db.execute("SELECT key, sha256, size, mtime_ns FROM files")}
+            found = self.scan(known=known)
+            changed = [(d.key, d.sha256, d.size, d.mtime_ns) for d in found.values()
+                       if (known.get(d.key) or {}).get("mtime_ns") != d.mtime_ns or known[d.key]["size"] != d.size]
+            if changed:
+                db.executemany("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?)", changed)
+            gone = [(k,) for k in known if k not in found]
+            if gone:
+                db.executemany("DELETE FROM files WHERE key = ?", gone)
+        return found
 
     def scan(self, known: dict[str, dict] | None = None) -> dict[str, DocumentFile]:
         """Every regular, non-hidden file below the root, keyed by partition key.

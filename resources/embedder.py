@@ -44,6 +44,20 @@ class Embedder(ConfigurableResource):
     device: str = "cpu"
     batch_size: int = 64
 
+    def fingerprint(self) -> str:
+        """Identity of the model's weights and settings, without loading it: part of the stage fingerprint."""
+        import hashlib
+
+        folder = Path(self.resolved_model_path())
+        digest = hashlib.sha256(folder.name.encode())
+        for name in ("config.json", "sentence_bert_config.json", "modules.json", "tokenizer_config.json"):
+            if (folder / name).is_file():
+                digest.update((folder / name).read_bytes())
+        weights = sorted(folder.glob("*.safetensors")) + sorted(folder.glob("*.bin"))
+        for path in weights:
+            digest.update(f"{path.name}:{path.stat().st_size}".encode())
+        return digest.hexdigest()[:16]
+
     def resolved_model_path(self) -> str:
         return self.model_path or packaged_minilm_path()
 

@@ -258,21 +258,33 @@ class GraphBackend:
         return {"entities": int(entities), "chunks": int(chunks), "relations": {k: int(v) for k, v in relations.items()}}
 
     # ------------------------------------------------------------------ integrity (asset checks)
-    def orphan_nodes(self) -> list[str]:
-        """Entities no chunk mentions, and chunks that mention nothing: both must not exist."""
-        entities = self._read("MATCH (e:Entity) WHERE NOT EXISTS { MATCH (e)-[:MENTIONED_IN]->(:Chunk) } RETURN e.id AS id")
-        chunks = self._read("MATCH (k:Chunk) WHERE NOT EXISTS { MATCH (:Entity)-[:MENTIONED_IN]->(k) } RETURN k.id AS id")
+    def orphan_nodes(self, entity_ids: list[str] | None = None, doc_ids: list[str] | None = None) -> list[str]:
+        """Entities no chunk mentions, and chunks that mention nothing: both must not exist.
+
+        Scoped (the per-batch check): only these entities and these documents' chunks; unscoped = full audit."""
+        if entity_ids is None and doc_ids is None:
+            entities = self._read("MATCH (e:Entity) WHERE NOT EXISTS { MATCH (e)-[:MENTIONED_IN]->(:Chunk) } RETURN e.id AS id")
+            chunks = self._read("MATCH (k:Chunk) WHERE NOT EXISTS { MATCH (:Entity)-[:MENTIONED_IN]->(k) } RETURN k.id AS id")
+        else:
+            entities = self._read("MATCH (e:Entity) WHERE e.id IN $ids AND NOT EXISTS { MATCH (e)-[:MENTIONED_IN]->(:Chunk) } "
+                                  "RETURN e.id AS id", {"ids": list(entity_ids or [])}) if entity_ids else []
+            chunks = self._read("MATCH (k:Chunk) WHERE k.doc_id IN $docs AND NOT EXISTS { MATCH (:Entity)-[:MENTIONED_IN]->(k) } "
+                                "RETURN k.id AS id", {"docs": list(doc_ids or [])}) if doc_ids else []
         return sorted([f"Entity:{r['id']}" for r in entities] + [f"Chunk:{r['id']}" for r in chunks])
 
-    def untraceable_edges(self) -> list[dict]:
-        """Fact edges whose chunk_id is not a stored chunk of the same document mentioning both endpoints."""
+    def untraceable_edges(self, doc_ids: list[str] | None = None) -> list[dict]:
+        """Fact edges whose chunk_id is not a stored chunk of the same document mentioning both endpoints.
+
+        Scoped to the edges of these documents (the per-batch check); unscoped = full audit."""
         bad = []
+        scope = "r.doc_id IN $docs AND " if doc_ids is not None else ""
         for rel_type in sorted(self.ontology.relations):
             rows = self._read(
                 f"MATCH (s:Entity)-[r:{self._rel_type(rel_type)}]->(t:Entity) "
-                "WHERE NOT EXISTS { MATCH (s)-[:MENTIONED_IN]->(k:Chunk)<-[:MENTIONED_IN]-(t) "
+                f"WHERE {scope}NOT EXISTS {{ MATCH (s)-[:MENTIONED_IN]->(k:Chunk)<-[:MENTIONED_IN]-(t) "
                 "WHERE k.id = r.chunk_id AND k.doc_id = r.doc_id } "
-                "RETURN s.id AS source, t.id AS target, r.chunk_id AS chunk_id, r.doc_id AS doc_id")
+                "RETURN s.id AS source, t.id AS target, r.chunk_id AS chunk_id, r.doc_id AS doc_id",
+                {"docs": list(doc_ids)} if doc_ids is not None else None)
             bad.extend({"type": rel_type, **row} for row in rows)
         return bad
 

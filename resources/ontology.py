@@ -1,7 +1,19 @@
-"""The infrastructure ontology (OWL in Turtle) and its SHACL shapes, loaded with rdflib.
+"""The ontology of the knowledge graph: any folder of OWL/RDFS files (Turtle, RDF/XML, N3), loaded with rdflib.
 
-The ontology is the allow-list of the knowledge graph: only its class and relation names may become
-graph labels and relationship types (they are the only strings ever spliced into Cypher text).
+The ontology is the allow-list of the knowledge graph: only its classes, object properties and datatype
+properties may become graph labels, relationship types and attribute names. Whatever the naming style in the
+files (camelCase, snake_case, kebab-case, UPPER), names map deterministically to Cypher-safe identifiers:
+
+    classes              PascalCase      software_application -> SoftwareApplication
+    object properties    UPPER_SNAKE     operatedBy -> OPERATED_BY, runs-on -> RUNS_ON
+    datatype properties  lower_snake     runwayLength -> runway_length
+
+Those identifiers are the only strings ever spliced into Cypher text; all values travel as parameters.
+
+No file names are fixed: every *.ttl/*.owl/*.rdf/*.n3/*.nt file of the folder is read. Files holding SHACL
+shapes (sh:NodeShape / sh:PropertyShape) are the shapes; individuals typed with an ontology class are the known
+entities (canonical names and aliases for resolution). Annotations in the kg: namespace (kg:phrase,
+kg:namePattern, ...) are optional extraction hints; labels, comments and the hierarchy are enough.
 """
 
 from __future__ import annotations
@@ -15,47 +27,137 @@ from functools import lru_cache
 from pathlib import Path
 from urllib.parse import quote
 
-from rdflib import RDF, RDFS, XSD, Graph, Literal, Namespace, URIRef
+from rdflib import RDF, RDFS, XSD, BNode, Graph, Literal, Namespace, URIRef
+from rdflib.collection import Collection
 from rdflib.namespace import OWL, SKOS
 
 ONTOLOGY_DIR = Path(__file__).resolve().parent.parent / "ontology_schemas"
 INFRA = Namespace("https://docplatform.local/ontology/infra#")
 KG = Namespace("https://docplatform.local/ontology/kg#")
+SH = Namespace("http://www.w3.org/ns/shacl#")
 ENTITY_NS = "urn:docplatform:entity:"
 CHUNK_NS = "urn:docplatform:chunk:"
+ONTOLOGY_SUFFIXES = {".ttl": "turtle", ".owl": None, ".rdf": "xml", ".n3": "n3", ".nt": "nt", ".jsonld": "json-ld"}
 
 IDENTIFIER = re.compile(r"^[A-Z][A-Za-z0-9_]*$")
-# Labels the graph store uses for itself; an ontology class may not take them.
-RESERVED_LABELS = {"Chunk", "MENTIONED_IN"}
+ATTRIBUTE_IDENTIFIER = re.compile(r"^[a-z][a-z0-9_]*$")
+# Names the graph store uses for itself (compared case-insensitively: ladybug table names are): node labels
+# for classes, table names for relations.
+RESERVED_CLASS_NAMES = {"chunk", "attribute"}
+RESERVED_RELATION_NAMES = {"chunk", "entity", "mentioned_in", "attribute", "has_attribute"}
+_META_TYPES = {OWL.Class, RDFS.Class, OWL.ObjectProperty, OWL.DatatypeProperty, OWL.AnnotationProperty,
+               OWL.Ontology, RDF.Property, OWL.FunctionalProperty, OWL.InverseFunctionalProperty,
+               OWL.TransitiveProperty, OWL.SymmetricProperty, OWL.AsymmetricProperty, OWL.ReflexiveProperty,
+               OWL.IrreflexiveProperty, OWL.Restriction, OWL.AllDisjointClasses, OWL.NamedIndividual,
+               OWL.AllDifferent, OWL.Axiom}
+_PLATFORM_PROPERTIES = {INFRA.name, INFRA.alias, KG.name, KG.alias, KG.mentionedIn}
+_NUMERIC_TYPES = {"integer", "int", "long", "short", "nonNegativeInteger", "positiveInteger", "decimal", "double",
+                  "float", "gYear"}
 
 
 class OntologyError(ValueError):
-    """A label, relation type or fact that the ontology does not allow."""
+    """A label, relation type or fact that the ontology does not allow, or an ontology that cannot be used."""
 
 
 def default_ontology_dir() -> str:
     return os.environ.get("DOCPLATFORM_ONTOLOGY_DIR", str(ONTOLOGY_DIR))
 
 
+# ---------------------------------------------------------------------------------------------- identifiers
+
+def name_words(local_name: str) -> list[str]:
+    """Words of a local name in any naming style: 'operatedBy', 'operated_by', 'OPERATED-BY', 'HTTPServer'."""
+    text = re.sub(r"([a-z0-9])([A-Z])", r"\1 \2", local_name)
+    text = re.sub(r"([A-Z]+)([A-Z][a-z])", r"\1 \2", text)
+    return [w for w in re.split(r"[^A-Za-z0-9]+", text) if w]
+
+
+def _ascii_words(text: str) -> list[str]:
+    return name_words(unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode())
+
+
+def _hashed(prefix: str, text: str) -> str:
+    return f"{prefix}{hashlib.sha1(text.encode()).hexdigest()[:8]}"
+
+
+def class_identifier(local_name: str) -> str:
+    """PascalCase graph label; a name without ASCII letters gets a stable hashed label (C_1a2b3c4d)."""
+    words = _ascii_words(local_name)
+    if not words or not words[0][0].isalpha():
+        return _hashed("C_", local_name) if not words else "C_" + "".join(w[:1].upper() + w[1:] for w in words)
+    return "".join(w[:1].upper() + w[1:] for w in words)
+
+
+def relation_identifier(local_name: str) -> str:
+    """UPPER_SNAKE relationship type: operatedBy -> OPERATED_BY, runs-on -> RUNS_ON, RUNS_ON stays."""
+    words = _ascii_words(local_name)
+    if not words:
+        return _hashed("R_", local_name)
+    ident = "_".join(w.upper() for w in words)
+    return ident if ident[0].isalpha() else "R_" + ident
+
+
+def attribute_identifier(local_name: str) -> str:
+    """lower_snake attribute name: runwayLength -> runway_length."""
+    words = _ascii_words(local_name)
+    if not words:
+        return _hashed("a_", local_name)
+    ident = "_".join(w.lower() for w in words)
+    return ident if ident[0].isalpha() else "a_" + ident
+
+
+def humanize(local_name: str) -> str:
+    return " ".join(w.lower() for w in name_words(local_name)) or local_name
+
+
+# ---------------------------------------------------------------------------------------------- model
+
 @dataclass(frozen=True)
 class ClassInfo:
-    name: str
+    name: str  # graph label (PascalCase identifier)
     uri: URIRef
     ancestors: tuple[str, ...]  # the class itself first, then every superclass up to the root
-    keywords: tuple[str, ...] = ()  # skos:altLabel, lower case
-    name_patterns: tuple[str, ...] = ()
-    headwords: tuple[str, ...] = ()
-    ner_labels: tuple[str, ...] = ()
+    local_name: str = ""
+    label: str = ""  # human label: rdfs:label in English if there is one, else the split local name
+    labels: tuple[str, ...] = ()  # every label, preferred and alternative label, any language
+    comment: str = ""
+    keywords: tuple[str, ...] = ()  # lower-case words that name the class in text ("server", "host", "서버")
+    name_patterns: tuple[str, ...] = ()  # kg:namePattern hints
+    headwords: tuple[str, ...] = ()  # kg:headword hints
+    ner_labels: tuple[str, ...] = ()  # kg:nerLabel hints
 
 
 @dataclass(frozen=True)
 class RelationInfo:
-    name: str
+    name: str  # relationship type (UPPER_SNAKE identifier)
     uri: URIRef
-    domain: str
+    domain: str  # the first of domains (for display); "" when any class may be the source
     range: str
+    local_name: str = ""
+    label: str = ""
+    labels: tuple[str, ...] = ()
+    comment: str = ""
     phrases: tuple[str, ...] = ()
     inverse_phrases: tuple[str, ...] = ()
+    domains: tuple[str, ...] = ()  # rdfs:domain (owl:unionOf gives several); empty = any class
+    ranges: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class AttributeInfo:
+    name: str  # attribute name (lower_snake identifier)
+    uri: URIRef
+    domain: str | None
+    datatype: str  # xsd local name: string, integer, decimal, date, ...
+    local_name: str = ""
+    label: str = ""
+    labels: tuple[str, ...] = ()
+    comment: str = ""
+    phrases: tuple[str, ...] = ()
+
+    @property
+    def numeric(self) -> bool:
+        return self.datatype in _NUMERIC_TYPES
 
 
 @dataclass(frozen=True)
@@ -73,7 +175,9 @@ class Ontology:
     classes: dict[str, ClassInfo]
     relations: dict[str, RelationInfo]
     known_entities: list[KnownEntity] = field(default_factory=list)
-    fingerprint: str = ""  # sha256 of the Turtle files: caches keyed on it follow edits
+    fingerprint: str = ""  # sha256 of the files: caches keyed on it follow edits
+    attributes: dict[str, AttributeInfo] = field(default_factory=dict)
+    files: tuple[str, ...] = ()
 
     # ------------------------------------------------------------------ allow-list
     def require_class(self, label: str) -> str:
@@ -89,6 +193,12 @@ class Ontology:
             )
         return rel_type
 
+    def require_attribute(self, name: str) -> str:
+        if not isinstance(name, str) or name not in self.attributes or not ATTRIBUTE_IDENTIFIER.match(name):
+            raise OntologyError(f"attribute {name!r} is not a datatype property of the ontology "
+                                f"({', '.join(sorted(self.attributes)) or 'none'})")
+        return name
+
     # ------------------------------------------------------------------ hierarchy
     def is_a(self, label: str, ancestor: str) -> bool:
         info = self.classes.get(label)
@@ -98,9 +208,20 @@ class Ontology:
         """The class and all its superclasses (the Neo4j labels of a node of that class)."""
         return list(self.classes[self.require_class(label)].ancestors)
 
+    def fits(self, label: str, allowed: tuple[str, ...]) -> bool:
+        """Whether an entity of class label may stand where one of allowed is expected (empty = any class)."""
+        return label in self.classes and (not allowed or any(self.is_a(label, a) for a in allowed))
+
     def domain_range_ok(self, rel_type: str, source_label: str, target_label: str) -> bool:
         rel = self.relations.get(rel_type)
-        return bool(rel) and self.is_a(source_label, rel.domain) and self.is_a(target_label, rel.range)
+        return bool(rel) and self.fits(source_label, rel.domains) and self.fits(target_label, rel.ranges)
+
+    def attribute_ok(self, name: str, label: str) -> bool:
+        attr = self.attributes.get(name)
+        return bool(attr) and (attr.domain is None or self.is_a(label, attr.domain))
+
+    def specificity(self, label: str) -> int:
+        return len(self.classes[label].ancestors) if label in self.classes else 0
 
     def known_names(self, text: str, label: str | None = None) -> list[tuple[str, str]]:
         """(label, canonical name) of the known individuals that text names (by label or alias)."""
@@ -115,8 +236,13 @@ class Ontology:
         return [c for c in self.classes.values() if c.keywords or c.name_patterns or c.headwords]
 
     # ------------------------------------------------------------------ SHACL
+    def attribute_literal(self, name: str, value: str) -> Literal:
+        """The typed literal of an attribute value; an ill-typed value stays ill-typed so SHACL reports it."""
+        attr = self.attributes[name]
+        return Literal(str(value), datatype=XSD[attr.datatype] if attr.datatype else XSD.string)
+
     def facts_graph(self, facts: dict) -> Graph:
-        """RDF data graph of one document's facts, in the terms the shapes speak."""
+        """RDF data graph of one document's facts, in the terms the shapes speak (the ontology's own URIs)."""
         data = Graph()
         for entity in facts.get("entities", []):
             node = entity_uri(entity["id"])
@@ -124,15 +250,21 @@ class Ontology:
             cls = self.classes[label].uri if label in self.classes else INFRA[quote(str(label), safe="")]
             data.add((node, RDF.type, cls))
             if entity.get("name") is not None:
-                data.add((node, INFRA.name, Literal(entity["name"], datatype=XSD.string)))
+                data.add((node, KG.name, Literal(entity["name"], datatype=XSD.string)))
             for alias in entity.get("aliases", []):
-                data.add((node, INFRA.alias, Literal(alias, datatype=XSD.string)))
+                data.add((node, KG.alias, Literal(alias, datatype=XSD.string)))
             for chunk_id in entity.get("chunk_ids", []):
                 data.add((node, KG.mentionedIn, URIRef(CHUNK_NS + quote(chunk_id, safe=""))))
         for rel in facts.get("relations", []):
             rel_type = rel.get("type")
             predicate = self.relations[rel_type].uri if rel_type in self.relations else INFRA[quote(str(rel_type), safe="")]
             data.add((entity_uri(rel["source"]), predicate, entity_uri(rel["target"])))
+        for attr in facts.get("attributes", []):
+            name = attr.get("property")
+            if name in self.attributes:
+                data.add((entity_uri(attr["entity"]), self.attributes[name].uri, self.attribute_literal(name, attr["value"])))
+            else:
+                data.add((entity_uri(attr["entity"]), KG[quote(str(name), safe="")], Literal(str(attr.get("value")))))
         return data
 
     def validate_shacl(self, facts: dict) -> tuple[bool, str, int]:
@@ -147,7 +279,6 @@ class Ontology:
             abort_on_first=False,
             allow_warnings=False,
         )
-        SH = Namespace("http://www.w3.org/ns/shacl#")
         violations = len(set(report_graph.subjects(RDF.type, SH.ValidationResult)))
         return bool(conforms), report_text, violations
 
@@ -165,89 +296,260 @@ def entity_uri(entity_id: str) -> URIRef:
     return URIRef(ENTITY_NS + quote(str(entity_id), safe=""))
 
 
-def _local(uri: URIRef) -> str:
+# ---------------------------------------------------------------------------------------------- parsing
+
+def _local(uri) -> str:
     text = str(uri)
-    return re.split(r"[#/]", text)[-1]
+    return re.split(r"[#/:]", text.rstrip("#/"))[-1]
 
 
-def _strings(graph: Graph, subject, predicate) -> tuple[str, ...]:
-    return tuple(sorted({str(o) for o in graph.objects(subject, predicate) if isinstance(o, Literal)}))
+def _strings(graph: Graph, subject, *predicates) -> tuple[str, ...]:
+    return tuple(sorted({str(o).strip() for p in predicates for o in graph.objects(subject, p)
+                         if isinstance(o, Literal) and str(o).strip()}))
 
 
-def _ancestors(graph: Graph, cls: URIRef) -> tuple[str, ...]:
+def _english_label(graph: Graph, subject, fallback: str) -> str:
+    """rdfs:label / skos:prefLabel in English (or without a language tag), else any label, else the local name."""
+    candidates = [o for p in (RDFS.label, SKOS.prefLabel) for o in graph.objects(subject, p) if isinstance(o, Literal)]
+    for lang_ok in (lambda l: l in (None, "") or str(l).lower().startswith("en"), lambda l: True):
+        chosen = sorted(str(o).strip() for o in candidates if lang_ok(o.language) and str(o).strip())
+        if chosen:
+            return chosen[0]
+    return fallback
+
+
+def _ancestors(graph: Graph, cls: URIRef, names: dict[URIRef, str]) -> tuple[str, ...]:
     order, seen, frontier = [], set(), [cls]
     while frontier:
         current = frontier.pop(0)
         if current in seen:
             continue
         seen.add(current)
-        order.append(_local(current))
+        if current in names:
+            order.append(names[current])
         frontier.extend(sorted(o for o in graph.objects(current, RDFS.subClassOf) if isinstance(o, URIRef)))
     return tuple(order)
 
 
+def _class_refs(graph: Graph, node, names: dict[URIRef, str], what: str) -> tuple[str, ...]:
+    """Class ids of an rdfs:domain/range value: a class, or an owl:unionOf list of classes."""
+    if node is None or node == OWL.Thing or node == RDFS.Resource:
+        return ()
+    if isinstance(node, BNode):
+        union = graph.value(node, OWL.unionOf)
+        if union is None:
+            raise OntologyError(f"{what} is an anonymous class other than owl:unionOf; declare a named class")
+        return tuple(_class_refs(graph, member, names, what)[0] for member in Collection(graph, union))
+    if node not in names:
+        raise OntologyError(f"{what} is {node}, which is not a class declared in the ontology (owl:Class)")
+    return (names[node],)
+
+
+def _parse_file(path: Path) -> Graph:
+    graph = Graph()
+    formats = [ONTOLOGY_SUFFIXES[path.suffix.lower()]] if ONTOLOGY_SUFFIXES[path.suffix.lower()] else ["xml", "turtle"]
+    errors = []
+    for fmt in formats:
+        try:
+            graph.parse(path, format=fmt)
+            return graph
+        except Exception as exc:  # rdflib raises many parser-specific errors
+            errors.append(f"{fmt}: {type(exc).__name__}: {str(exc)[:300]}")
+    raise OntologyError(f"ontology file {path} cannot be parsed ({'; '.join(errors)})")
+
+
+def _keywords(graph: Graph, subject, local_name: str) -> tuple[str, ...]:
+    words = {s.lower() for s in _strings(graph, subject, RDFS.label, SKOS.prefLabel, SKOS.altLabel)}
+    words.add(humanize(local_name))
+    return tuple(sorted(w for w in words if w))
+
+
+def _check_unique(kind: str, mapping: dict[str, URIRef], ident: str, uri: URIRef, reserved=frozenset()) -> None:
+    if ident in mapping and mapping[ident] != uri:
+        raise OntologyError(f"{kind} {uri} and {mapping[ident]} both map to the identifier {ident!r}; rename one")
+    if ident.lower() in reserved:
+        raise OntologyError(f"{kind} {uri} maps to {ident!r}, a name the graph store reserves for itself")
+
+
+def _generated_shapes(classes: dict[str, ClassInfo], relations: dict[str, RelationInfo],
+                      attributes: dict[str, AttributeInfo]) -> Graph:
+    """Shapes every ontology gets: named, typed, traceable entities; domain/range of relations; attribute datatypes."""
+    shapes = Graph()
+    shape_ns = Namespace("urn:docplatform:shape:")
+    typed = shape_ns["TypedEntity"]
+    shapes.add((typed, RDF.type, SH.NodeShape))
+    shapes.add((typed, SH.targetSubjectsOf, KG.name))
+    for path, message, extra in (
+        (KG.name, "an entity has exactly one non-empty name", [(SH.minCount, 1), (SH.maxCount, 1), (SH.minLength, 1)]),
+        (KG.mentionedIn, "every entity is traceable to at least one chunk", [(SH.minCount, 1), (SH.nodeKind, SH.IRI)]),
+    ):
+        prop = BNode()
+        shapes.add((typed, SH.property, prop))
+        shapes.add((prop, SH.path, path))
+        shapes.add((prop, SH.message, Literal(message)))
+        for p, o in extra:
+            shapes.add((prop, p, Literal(o) if isinstance(o, int) else o))
+    classes_by_name = {c.name: c for c in classes.values()}
+
+    def class_constraint(node, allowed: tuple[str, ...]) -> None:
+        if len(allowed) == 1:
+            shapes.add((node, SH["class"], classes_by_name[allowed[0]].uri))
+        elif allowed:
+            members = []
+            for name in allowed:
+                member = BNode()
+                shapes.add((member, SH["class"], classes_by_name[name].uri))
+                members.append(member)
+            head = BNode()
+            Collection(shapes, head, members)
+            shapes.add((node, SH["or"], head))
+
+    for rel in relations.values():
+        shape = shape_ns[f"Relation_{rel.name}"]
+        shapes.add((shape, RDF.type, SH.NodeShape))
+        shapes.add((shape, SH.targetSubjectsOf, rel.uri))
+        shapes.add((shape, SH.message, Literal(f"{rel.name}: the source must be {' or '.join(rel.domains) or 'any class'}")))
+        class_constraint(shape, rel.domains)
+        if rel.ranges:
+            prop = BNode()
+            shapes.add((shape, SH.property, prop))
+            shapes.add((prop, SH.path, rel.uri))
+            shapes.add((prop, SH.message, Literal(f"{rel.name} must point to {' or '.join(rel.ranges)}")))
+            class_constraint(prop, rel.ranges)
+    for attr in attributes.values():
+        shape = shape_ns[f"Attribute_{attr.name}"]
+        shapes.add((shape, RDF.type, SH.NodeShape))
+        shapes.add((shape, SH.targetSubjectsOf, attr.uri))
+        if attr.domain:
+            class_constraint(shape, (attr.domain,))
+        prop = BNode()
+        shapes.add((shape, SH.property, prop))
+        shapes.add((prop, SH.path, attr.uri))
+        shapes.add((prop, SH.datatype, XSD[attr.datatype]))
+        shapes.add((prop, SH.message, Literal(f"{attr.name} values must be xsd:{attr.datatype}")))
+    return shapes
+
+
+def ontology_files(directory: Path) -> list[Path]:
+    return sorted(p for p in Path(directory).iterdir() if p.is_file() and p.suffix.lower() in ONTOLOGY_SUFFIXES
+                  and not p.name.startswith("."))
+
+
 def parse_ontology(directory: Path) -> Ontology:
     directory = Path(directory)
-    graph = Graph()
-    graph.parse(directory / "infrastructure.ttl", format="turtle")
-    shapes = Graph()
-    shapes.parse(directory / "shapes.ttl", format="turtle")
+    if not directory.is_dir():
+        raise OntologyError(f"ontology folder {directory} does not exist")
+    files = ontology_files(directory)
+    if not files:
+        raise OntologyError(f"ontology folder {directory} has no ontology files ({', '.join(sorted(ONTOLOGY_SUFFIXES))})")
+    graph, shapes = Graph(), Graph()
+    for path in files:
+        parsed = _parse_file(path)
+        is_shapes = any(True for _ in parsed.subjects(RDF.type, SH.NodeShape)) or \
+            any(True for _ in parsed.subjects(RDF.type, SH.PropertyShape))
+        target = shapes if is_shapes else graph
+        for triple in parsed:
+            target.add(triple)
+        for prefix, ns in parsed.namespaces():
+            target.bind(prefix, ns, override=False)
+
+    class_uris = sorted({c for t in (OWL.Class, RDFS.Class) for c in graph.subjects(RDF.type, t)
+                         if isinstance(c, URIRef) and c not in (OWL.Thing, RDFS.Resource)})
+    if not class_uris:
+        raise OntologyError(f"ontology in {directory} declares no classes (owl:Class or rdfs:Class) in "
+                            f"{', '.join(p.name for p in files)}")
+    names: dict[URIRef, str] = {}
+    by_ident: dict[str, URIRef] = {}
+    for uri in class_uris:
+        local = _local(uri)
+        ident = class_identifier(local)
+        if not IDENTIFIER.match(ident):
+            raise OntologyError(f"ontology class {uri} cannot be a graph label ({ident!r})")
+        _check_unique("class", by_ident, ident, uri, RESERVED_CLASS_NAMES)
+        by_ident[ident] = uri
+        names[uri] = ident
 
     classes: dict[str, ClassInfo] = {}
-    for cls in sorted(set(graph.subjects(RDF.type, OWL.Class))):
-        if not isinstance(cls, URIRef):
-            continue
-        name = _local(cls)
-        if not IDENTIFIER.match(name) or name in RESERVED_LABELS:
-            raise OntologyError(f"ontology class {cls} cannot be a graph label (need ^[A-Z][A-Za-z0-9_]*$, not reserved)")
-        classes[name] = ClassInfo(
-            name=name,
-            uri=cls,
-            ancestors=_ancestors(graph, cls),
-            keywords=tuple(k.lower() for k in _strings(graph, cls, SKOS.altLabel)),
-            name_patterns=_strings(graph, cls, KG.namePattern),
-            headwords=_strings(graph, cls, KG.headword),
-            ner_labels=_strings(graph, cls, KG.nerLabel),
+    for uri in class_uris:
+        ident, local = names[uri], _local(uri)
+        classes[ident] = ClassInfo(
+            name=ident, uri=uri, ancestors=_ancestors(graph, uri, names), local_name=local,
+            label=_english_label(graph, uri, humanize(local)),
+            labels=_strings(graph, uri, RDFS.label, SKOS.prefLabel, SKOS.altLabel),
+            comment=" ".join(_strings(graph, uri, RDFS.comment, SKOS.definition)),
+            keywords=_keywords(graph, uri, local),
+            name_patterns=_strings(graph, uri, KG.namePattern),
+            headwords=_strings(graph, uri, KG.headword),
+            ner_labels=_strings(graph, uri, KG.nerLabel),
         )
-    for info in classes.values():
-        for pattern in info.name_patterns:
-            re.compile(pattern)
+        for pattern in classes[ident].name_patterns:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise OntologyError(f"kg:namePattern {pattern!r} of {uri} is not a valid regex: {exc}") from exc
 
     relations: dict[str, RelationInfo] = {}
+    rel_idents: dict[str, URIRef] = {}
     for prop in sorted(set(graph.subjects(RDF.type, OWL.ObjectProperty))):
-        if not isinstance(prop, URIRef) or not str(prop).startswith(str(INFRA)):
+        if not isinstance(prop, URIRef) or prop in _PLATFORM_PROPERTIES or str(prop).startswith(str(KG)):
             continue  # kg:mentionedIn is provenance, not a domain relation
-        name = _local(prop)
-        if not IDENTIFIER.match(name) or name in RESERVED_LABELS:
-            raise OntologyError(f"ontology relation {prop} cannot be a relationship type")
-        domain, range_ = graph.value(prop, RDFS.domain), graph.value(prop, RDFS.range)
-        if domain is None or range_ is None or _local(domain) not in classes or _local(range_) not in classes:
-            raise OntologyError(f"ontology relation {prop} needs an rdfs:domain and rdfs:range that are classes")
-        relations[name] = RelationInfo(
-            name=name,
-            uri=prop,
-            domain=_local(domain),
-            range=_local(range_),
+        local = _local(prop)
+        ident = relation_identifier(local)
+        if not IDENTIFIER.match(ident):
+            raise OntologyError(f"ontology relation {prop} cannot be a relationship type ({ident!r})")
+        _check_unique("relation", rel_idents, ident, prop, RESERVED_RELATION_NAMES)
+        rel_idents[ident] = prop
+        domains = _class_refs(graph, graph.value(prop, RDFS.domain), names, f"rdfs:domain of relation {prop}")
+        ranges = _class_refs(graph, graph.value(prop, RDFS.range), names, f"rdfs:range of relation {prop}")
+        relations[ident] = RelationInfo(
+            name=ident, uri=prop, domain=domains[0] if domains else "", range=ranges[0] if ranges else "",
+            domains=domains, ranges=ranges, local_name=local,
+            label=_english_label(graph, prop, humanize(local)),
+            labels=_strings(graph, prop, RDFS.label, SKOS.prefLabel, SKOS.altLabel),
+            comment=" ".join(_strings(graph, prop, RDFS.comment, SKOS.definition)),
             phrases=_strings(graph, prop, KG.phrase),
             inverse_phrases=_strings(graph, prop, KG.inversePhrase),
         )
 
+    attributes: dict[str, AttributeInfo] = {}
+    attr_idents: dict[str, URIRef] = {}
+    for prop in sorted(set(graph.subjects(RDF.type, OWL.DatatypeProperty))):
+        if not isinstance(prop, URIRef) or prop in _PLATFORM_PROPERTIES or str(prop).startswith(str(KG)):
+            continue
+        local = _local(prop)
+        ident = attribute_identifier(local)
+        _check_unique("datatype property", attr_idents, ident, prop)
+        attr_idents[ident] = prop
+        domains = _class_refs(graph, graph.value(prop, RDFS.domain), names, f"rdfs:domain of datatype property {prop}")
+        range_ = graph.value(prop, RDFS.range)
+        datatype = _local(range_) if isinstance(range_, URIRef) and str(range_).startswith(str(XSD)) else "string"
+        attributes[ident] = AttributeInfo(
+            name=ident, uri=prop, domain=domains[0] if len(domains) == 1 else None, datatype=datatype,
+            local_name=local, label=_english_label(graph, prop, humanize(local)),
+            labels=_strings(graph, prop, RDFS.label, SKOS.prefLabel, SKOS.altLabel),
+            comment=" ".join(_strings(graph, prop, RDFS.comment, SKOS.definition)),
+            phrases=_strings(graph, prop, KG.phrase),
+        )
+
+    # known individuals: any subject typed with a declared class (canonical name = label, aliases = altLabels)
     known: list[KnownEntity] = []
-    known_path = directory / "known_entities.ttl"
-    if known_path.exists():
-        individuals = Graph()
-        individuals.parse(known_path, format="turtle")
-        for subject, cls in sorted(individuals.subject_objects(RDF.type)):
-            label = _local(cls)
-            name = individuals.value(subject, RDFS.label)
-            if label not in classes or name is None:
-                raise OntologyError(f"known entity {subject} needs an ontology class and an rdfs:label")
-            known.append(KnownEntity(label=label, name=str(name), aliases=_strings(individuals, subject, SKOS.altLabel)))
+    for subject, cls in sorted(graph.subject_objects(RDF.type)):
+        if cls in _META_TYPES or cls not in names or subject in names:
+            continue
+        name = _english_label(graph, subject, "")
+        if not name:
+            raise OntologyError(f"known individual {subject} (a {names[cls]}) needs an rdfs:label")
+        known.append(KnownEntity(label=names[cls], name=name,
+                                 aliases=tuple(a for a in _strings(graph, subject, RDFS.label, SKOS.prefLabel,
+                                                                   SKOS.altLabel) if a != name)))
+    # SHACL: the folder's own shapes plus the shapes every ontology gets
+    shapes += _generated_shapes(classes, relations, attributes)
     digest = hashlib.sha256()
-    for path in sorted(directory.glob("*.ttl")):
+    for path in files:
         digest.update(path.name.encode() + b"\0" + path.read_bytes())
     return Ontology(directory=directory, graph=graph, shapes=shapes, classes=classes, relations=relations,
-                    known_entities=known, fingerprint=digest.hexdigest())
+                    known_entities=known, fingerprint=digest.hexdigest(), attributes=attributes,
+                    files=tuple(p.name for p in files))
 
 
 @lru_cache(maxsize=8)
@@ -258,5 +560,8 @@ def _cached(directory: str, stamp: tuple) -> Ontology:
 def load_ontology(directory: str | Path | None = None) -> Ontology:
     """The ontology in directory (default: ontology_schemas/ or $DOCPLATFORM_ONTOLOGY_DIR), cached per file change."""
     path = Path(directory or default_ontology_dir()).resolve()
-    stamp = tuple(sorted((p.name, p.stat().st_mtime_ns) for p in path.glob("*.ttl")))
+    if not path.is_dir():
+        raise OntologyError(f"ontology folder {path} does not exist (set DOCPLATFORM_ONTOLOGY_DIR to a folder of "
+                            f"OWL/Turtle files)")
+    stamp = tuple(sorted((p.name, p.stat().st_mtime_ns, p.stat().st_size) for p in ontology_files(path)))
     return _cached(str(path), stamp)

@@ -54,15 +54,6 @@ def test_ontology_classes_relations_and_hierarchy(ontology):
     assert ontology.labels_of("Database") == ["Database", "Software", "Resource", "Entity"]
 
 
-def test_ontology_refuses_a_class_that_cannot_be_a_label(tmp_path):
-    for name in ("infrastructure.ttl", "shapes.ttl", "known_entities.ttl"):
-        shutil.copy(load_ontology().directory / name, tmp_path / name)
-    with (tmp_path / "infrastructure.ttl").open("a") as handle:
-        handle.write('\n<https://docplatform.local/ontology/infra#bad-label> a owl:Class .\n')
-    with pytest.raises(OntologyError, match="cannot be a graph label"):
-        parse_ontology(tmp_path)
-
-
 # ------------------------------------------------------------------------------------------ extraction + resolution
 
 def test_extraction_on_sample_corpus(corpus_facts):
@@ -374,7 +365,7 @@ def test_failing_shacl_check_blocks_the_graph_write(tmp_path, monkeypatch):
     shutil.copytree(load_ontology().directory, onto)
     with (onto / "shapes.ttl").open("a") as handle:
         handle.write('\nshapes:StrictTeamShape a sh:NodeShape ; sh:targetClass infra:Team ;\n'
-                     '    sh:property [ sh:path infra:name ; sh:pattern "^x" ] .\n')
+                     '    sh:property [ sh:path kg:name ; sh:pattern "^x" ] .\n')
     monkeypatch.setenv("DOCPLATFORM_ONTOLOGY_DIR", str(onto))
     docs = tmp_path / "docs"
     docs.mkdir()

@@ -14,9 +14,9 @@ from dagster import (
 )
 
 from assets import _offline  # noqa: F401
-from assets.ingestion import PurgeConfig
+from assets.ingestion import PurgeConfig, batch_of, emit
 from assets.knowledge_graph.extract import extract_facts
-from pipelines.partitions import documents_partitions
+from pipelines.partitions import documents_backfill_policy, documents_partitions
 from resources.graph_store import GraphStore
 from resources.ontology import Ontology, load_ontology
 
@@ -48,6 +48,7 @@ def domain_range_violations(facts: dict, ontology: Ontology) -> list[str]:
 
 @asset(
     partitions_def=documents_partitions,
+    backfill_policy=documents_backfill_policy,
     group_name=GROUP,
     description="Entities and relations extracted from the document's chunks (spaCy + ontology EntityRuler), "
                 "resolved to canonical ids; every fact carries the chunk id it came from.",
@@ -58,33 +59,44 @@ def domain_range_violations(facts: dict, ontology: Ontology) -> list[str]:
                        description="Every relation is an ontology relation whose rdfs:domain/rdfs:range hold."),
     ],
 )
-def graph_facts(context: AssetExecutionContext, document_chunks: list[dict]):
+def graph_facts(context: AssetExecutionContext, document_chunks):
+    # one document, or a batch of them (context.partition_keys): the checks cover every document of the run
     ontology = load_ontology()
-    facts = extract_facts(document_chunks, ontology)
-    facts["doc_id"] = facts["doc_id"] or context.partition_key
-    conforms, report, violations = ontology.validate_shacl(facts)
-    problems = domain_range_violations(facts, ontology)
-    labels = Counter(e["label"] for e in facts["entities"])
-    types = Counter(r["type"] for r in facts["relations"])
+    results, conforms, reports, violations, problems = {}, True, [], 0, []
+    for key, chunks in batch_of(context, document_chunks).items():
+        facts = extract_facts(chunks, ontology)
+        facts["doc_id"] = facts["doc_id"] or key
+        ok, report, count = ontology.validate_shacl(facts)
+        conforms, violations = conforms and ok, violations + count
+        if not ok:
+            reports.append(f"{key}: {report}")
+        problems += [f"{key}: {p}" for p in domain_range_violations(facts, ontology)]
+        results[key] = facts
+    all_entities = [e for f in results.values() for e in f["entities"]]
+    all_relations = [r for f in results.values() for r in f["relations"]]
+    labels = Counter(e["label"] for e in all_entities)
+    types = Counter(r["type"] for r in all_relations)
     yield Output(
-        facts,
+        emit(context, results, {}),
         metadata={
-            "entities": len(facts["entities"]),
-            "relations": len(facts["relations"]),
+            "documents": len(results),
+            "entities": len(all_entities),
+            "relations": len(all_relations),
             "entity_labels": MetadataValue.json(dict(labels)),
             "relation_types": MetadataValue.json(dict(types)),
             "preview": MetadataValue.md("\n".join(
-                f"- {r['source']} **{r['type']}** {r['target']}" for r in facts["relations"][:20]) or "(no relations)"),
+                f"- {r['source']} **{r['type']}** {r['target']}" for r in all_relations[:20]) or "(no relations)"),
         },
     )
     yield AssetCheckResult(check_name="shacl_conformance", passed=conforms,
-                           metadata={"violations": violations, "report": MetadataValue.text(report[:4000])})
+                           metadata={"violations": violations, "report": MetadataValue.text("\n".join(reports)[:4000])})
     yield AssetCheckResult(check_name="domain_range_valid", passed=not problems,
                            metadata={"violations": len(problems), "problems": MetadataValue.json(problems[:50])})
 
 
 @asset(
     partitions_def=documents_partitions,
+    backfill_policy=documents_backfill_policy,
     group_name=GROUP,
     description="The document's facts written to the graph store (ladybug embedded by default, or Neo4j), "
                 "replacing what the document said before; entities other documents mention survive.",
@@ -98,23 +110,34 @@ def graph_facts(context: AssetExecutionContext, document_chunks: list[dict]):
                                    "and its edges respect domain/range."),
     ],
 )
-def knowledge_graph(context: AssetExecutionContext, graph_facts: dict, document_chunks: list[dict], graph_store: GraphStore):
-    doc_id = graph_facts["doc_id"]
+def knowledge_graph(context: AssetExecutionContext, graph_facts, document_chunks, graph_store: GraphStore):
+    # one document, or a batch: each document's facts replace its earlier ones; the integrity checks are scoped
+    # to what this run touched (its documents' chunks and edges, the entities they mention or mentioned)
+    facts_by_doc, chunks_by_doc = batch_of(context, graph_facts), batch_of(context, document_chunks)
+    summaries, touched, mismatched, violations = {}, set(), [], 0
     with graph_store.session() as graph:
-        summary = graph.replace_document(doc_id, graph_facts, document_chunks)
-        orphans = graph.orphan_nodes()
-        untraceable = graph.untraceable_edges()
-        stored = graph.document_facts(doc_id)
-        violations = graph.domain_range_violations(doc_id)
+        for doc_id, facts in facts_by_doc.items():
+            touched |= {e["id"] for e in graph.document_facts(doc_id)["entities"]} | {e["id"] for e in facts["entities"]}
+            summaries[doc_id] = graph.replace_document(doc_id, facts, chunks_by_doc.get(doc_id, []))
+            stored = graph.document_facts(doc_id)
+            doc_violations = graph.domain_range_violations(doc_id)
+            expected = ({e["id"] for e in facts["entities"]},
+                        {(r["source"], r["type"], r["target"], r["chunk_id"]) for r in facts["relations"]})
+            have = ({e["id"] for e in stored["entities"]},
+                    {(r["source"], r["type"], r["target"], r["chunk_id"]) for r in stored["relations"]})
+            if expected != have or doc_violations:
+                mismatched.append(doc_id)
+            violations += len(doc_violations)
+        orphans = graph.orphan_nodes(entity_ids=sorted(touched), doc_ids=sorted(facts_by_doc))
+        untraceable = graph.untraceable_edges(doc_ids=sorted(facts_by_doc))
         stats = graph.stats()
-    expected_entities = {e["id"] for e in graph_facts["entities"]}
-    expected_relations = {(r["source"], r["type"], r["target"], r["chunk_id"]) for r in graph_facts["relations"]}
-    stored_entities = {e["id"] for e in stored["entities"]}
-    stored_relations = {(r["source"], r["type"], r["target"], r["chunk_id"]) for r in stored["relations"]}
-    matches = expected_entities == stored_entities and expected_relations == stored_relations and not violations
+    totals = Counter()
+    for summary in summaries.values():
+        totals.update({k: v for k, v in summary.items() if isinstance(v, int)})
+    value = {doc: summary | {"backend": graph_store.backend} for doc, summary in summaries.items()}
     yield Output(
-        summary | {"backend": graph_store.backend},
-        metadata={**{k: v for k, v in summary.items() if isinstance(v, int)}, "backend": graph_store.backend,
+        emit(context, value, {}),
+        metadata={**dict(totals), "documents": len(summaries), "backend": graph_store.backend,
                   "graph_entities_total": stats["entities"], "graph_relations_total": MetadataValue.json(stats["relations"])},
     )
     yield AssetCheckResult(check_name="no_orphan_nodes", passed=not orphans,
@@ -122,10 +145,9 @@ def knowledge_graph(context: AssetExecutionContext, graph_facts: dict, document_
     yield AssetCheckResult(check_name="edges_traceable_to_chunks", passed=not untraceable,
                            metadata={"untraceable": len(untraceable), "sample": MetadataValue.json(untraceable[:20])})
     yield AssetCheckResult(
-        check_name="graph_matches_facts", passed=matches,
-        metadata={"entities_expected": len(expected_entities), "entities_stored": len(stored_entities),
-                  "relations_expected": len(expected_relations), "relations_stored": len(stored_relations),
-                  "domain_range_violations": len(violations)})
+        check_name="graph_matches_facts", passed=not mismatched,
+        metadata={"documents": len(summaries), "mismatched_documents": MetadataValue.json(mismatched[:50]),
+                  "domain_range_violations": violations})
 
 
 @op(description="Remove deleted documents' facts and provenance from the knowledge graph.")

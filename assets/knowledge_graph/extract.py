@@ -1,354 +1,322 @@
-"""Knowledge-graph stage: ontology-guided extraction from chunks -> resolved entities and relations -> graph store.
+"""Knowledge-graph extraction for one document: layers in, validated facts out. No Dagster needed:
 
-Per document (same dynamic partitions as ingestion):
-    graph_facts      spaCy (en_core_web_sm NER + an EntityRuler built from the ontology's labels, aliases,
-                     name patterns and known individuals) finds typed mentions; a document-level gazetteer
-                     finds the later bare mentions; relations come from the ontology's trigger phrases,
-                     kept only when domain and range hold; entity resolution gives canonical ids.
-                     Checks: SHACL conformance (pyshacl, inference none), domain/range.
-    knowledge_graph  the document's facts replace its earlier ones in the graph store (ladybug or Neo4j).
-                     Checks: no orphan nodes, every edge traceable to a chunk, store matches facts.
+    from assets.knowledge_graph.extract import extract_facts
+    facts = extract_facts(chunks, ontology, elements=element_dicts)
+
+Layers (each switchable in ExtractionConfig, each fact says which layer found it):
+    structure   tables and key-value blocks (structure.py)
+    sentences   English sentences: dependency paths scored zero-shot against the ontology (sentences.py)
+    korean      Korean sentences: kiwipiepy morphology, particles and predicates (korean.py)
+    llm         a served model through the vLLM endpoint, JSON-schema constrained, cached per chunk (llm.py)
+
+Names are typed from evidence gathered over the whole document (mentions.py), resolved to canonical entities
+(resolve.py), and every relation is checked against domain/range before it is kept; rejected facts are listed
+with their chunk so the asset can report them.
 """
 
+from __future__ import annotations
+
 import re
-from collections import Counter, defaultdict
-from dataclasses import dataclass
-from functools import lru_cache
+from dataclasses import dataclass, field
 
 from assets import _offline  # noqa: F401
+from assets.knowledge_graph.mentions import (
+    HANGUL,
+    EVIDENCE_WEIGHT,
+    Mention,
+    TypeVotes,
+    english_pipeline,
+    find_mentions,
+    gazetteer_mentions,
+    lexicon_for,
+)
+from assets.knowledge_graph.resolve import Resolver
+from assets.knowledge_graph.scoring import scorer_for
+from assets.knowledge_graph.sentences import sentence_attributes, sentence_relations
+from assets.knowledge_graph.structure import StructureExtractor, tables_and_blocks
 from resources.ontology import Ontology, OntologyError, load_ontology, normalize_name
 
-
-# Hyphen/underscore-joined identifiers (srv-db-01, billing-db) that spaCy's tokenizer splits apart.
-_IDENT = re.compile(r"(?<![\w-])[A-Za-z0-9]+(?:[-_][A-Za-z0-9]+)+(?![\w-])")
-_PROPER_WORD = r"^[A-Z][A-Za-z0-9]*$"
-_LOWER_IDENT = r"^[a-z0-9]+(?:[-_][a-z0-9]+)+$"
-# Tokens allowed between a trigger phrase and its object, or between coordinated mentions.
-_FILLER = {"the", "a", "an", "its", "their", "our", "this", "that", "these", "those", "both", "each", "every", "all"}
-_COORD = {",", "and", "or", "&", "as", "well", "plus"}
-_PRONOUNS = {"it", "this", "they"}
-
-
-# --------------------------------------------------------------------------------------------- spaCy pipeline
-
-class _IdentifierMerger:
-    """Merges the tokens of identifier-like names so that one token carries 'srv-db-01'."""
-
-    def __init__(self, patterns: list[str]):
-        self.patterns = [re.compile(p) for p in patterns]
-
-    def __call__(self, doc):
-        spans = []
-        for match in _IDENT.finditer(doc.text):
-            text = match.group(0)
-            if any(ch.isdigit() for ch in text) or any(p.match(text) for p in self.patterns):
-                span = doc.char_span(match.start(), match.end())
-                if span is not None and len(span) > 1:
-                    spans.append(span)
-        if spans:
-            with doc.retokenize() as retokenizer:
-                for span in spans:
-                    retokenizer.merge(span)
-        return doc
-
-
-def _register_merger():
-    from spacy.language import Language
-
-    if not Language.has_factory("kg_identifier_merger"):
-        @Language.factory("kg_identifier_merger", default_config={"patterns": []})
-        def make_identifier_merger(nlp, name, patterns):  # noqa: ARG001
-            return _IdentifierMerger(patterns)
-
-
-def _name_tokens(name: str) -> list[dict]:
-    """Token pattern for a known name, tokenised the way the merger + tokenizer will see it."""
-    if _IDENT.fullmatch(name):
-        return [{"LOWER": name.lower()}]
-    return [{"LOWER": part.lower()} for part in re.findall(r"[A-Za-z0-9]+(?:[-_][A-Za-z0-9]+)*|[^\sA-Za-z0-9]", name)]
-
-
-def ruler_patterns(ontology: Ontology) -> list[dict]:
-    """EntityRuler patterns from the ontology: keyword introductions, name patterns, headwords, known names."""
-    patterns = []
-    for cls in ontology.extractable_classes:
-        if cls.keywords and not cls.headwords:
-            # "the application Billing Service", "the server srv-app-01": keyword + name (keyword trimmed later)
-            patterns.append({"label": cls.name, "id": "intro", "pattern": [
-                {"LOWER": {"IN": list(cls.keywords)}}, {"TEXT": {"REGEX": _PROPER_WORD}, "OP": "+"}]})
-            patterns.append({"label": cls.name, "id": "intro", "pattern": [
-                {"LOWER": {"IN": list(cls.keywords)}}, {"TEXT": {"REGEX": _LOWER_IDENT}}]})
-        for regex in cls.name_patterns:
-            patterns.append({"label": cls.name, "id": "name_pattern", "pattern": [{"TEXT": {"REGEX": regex}}]})
-        if cls.headwords:
-            # "Platform Team": capitalised non-stop words ending with the class' headword
-            patterns.append({"label": cls.name, "id": "headword", "pattern": [
-                {"TEXT": {"REGEX": _PROPER_WORD}, "IS_STOP": False, "OP": "+"},
-                {"TEXT": {"IN": list(cls.headwords)}}]})
-    for known in ontology.known_entities:
-        for form in (known.name, *known.aliases):
-            patterns.append({"label": known.label, "id": "known", "pattern": _name_tokens(form)})
-    return patterns
-
-
-@lru_cache(maxsize=4)
-def _pipeline(directory: str, fingerprint: str):
-    import spacy
-
-    ontology = load_ontology(directory)
-    _register_merger()
-    nlp = spacy.load("en_core_web_sm")
-    name_patterns = [p for c in ontology.classes.values() for p in c.name_patterns]
-    nlp.add_pipe("kg_identifier_merger", first=True, config={"patterns": name_patterns})
-    ruler = nlp.add_pipe("entity_ruler", before="ner", config={"overwrite_ents": True})
-    ruler.add_patterns(ruler_patterns(ontology))
-    return nlp
-
-
-def nlp_for(ontology: Ontology):
-    """The spaCy pipeline for this ontology (built once per ontology content)."""
-    return _pipeline(str(ontology.directory), ontology.fingerprint)
-
-
-# --------------------------------------------------------------------------------------------- resolution
-
-normalize = normalize_name
-
-
-class Resolver:
-    """Canonical ids: ontology label + normalised canonical name; known individuals' aliases map to them."""
-
-    def __init__(self, ontology: Ontology):
-        self.ontology = ontology
-        self.known: dict[tuple[str, str], str] = {}
-        for known in ontology.known_entities:
-            for form in (known.name, *known.aliases):
-                self.known[(known.label, normalize(form))] = known.name
-
-    def canonical_name(self, label: str, surface: str) -> str:
-        return self.known.get((label, normalize(surface)), surface)
-
-    def is_known(self, label: str, surface: str) -> bool:
-        return (label, normalize(surface)) in self.known
-
-    def entity_id(self, label: str, canonical: str) -> str:
-        return f"{label}:{normalize(canonical)}"
+LAYERS = ("structure", "sentences", "korean", "llm")
+STRONG_EVIDENCE = {"known", "pattern", "keyword", "table", "header"}
 
 
 @dataclass
-class Mention:
-    label: str
-    surface: str
-    start: int  # token offsets in the chunk's Doc
-    end: int
+class ExtractionConfig:
+    """Which layers run. The LLM layer needs a served model (vLLM, OpenAI-compatible) and is off by default."""
+
+    structure: bool = True
+    sentences: bool = True
+    korean: bool = True
+    llm: bool = False
+    llm_url: str = ""
+    llm_model: str = ""
+    llm_timeout_s: float = 120.0
+
+
+@dataclass
+class _RawRelation:
+    source: str
+    source_label: str | None
+    type: str
+    target: str
+    target_label: str | None
     chunk_id: str
-    entity_id: str = ""
+    sentence: str
+    layer: str
+    score: float
 
 
-def _clean_surface(span, cls_keywords: set[str]) -> tuple[int, int]:
-    """Trim a leading article and the class keyword of an introduction ('the application X' -> 'X')."""
-    start, end = span.start, span.end
-    doc = span.doc
-    while end - start > 1 and (doc[start].lower_ in _FILLER or doc[start].lower_ in cls_keywords):
-        start += 1
-    return start, end
+@dataclass
+class _Document:
+    chunks: list[dict]
+    texts: list[str]
+    docs: list = field(default_factory=list)
+    mentions: list[list[Mention]] = field(default_factory=list)
 
 
-def _typed_mentions(doc, ontology: Ontology, chunk_id: str) -> list[Mention]:
-    mentions = []
-    for ent in doc.ents:
-        label = ent.label_
-        cls = ontology.classes.get(label)
-        if cls is None:
-            # spaCy NER label (ORG...): accepted for a class that declares it, when the headword fits
-            candidates = [c for c in ontology.extractable_classes if label in c.ner_labels]
-            words = [t for t in ent if t.lower_ not in _FILLER]
-            cls = next((c for c in candidates if words and words[-1].text in c.headwords), None)
-            if cls is None:
-                continue
-        start, end = _clean_surface(ent, set(cls.keywords))
-        surface = doc[start:end].text.strip()
-        if surface and not surface.lower() in cls.keywords:
-            mentions.append(Mention(cls.name, surface, start, end, chunk_id))
-    return mentions
+def hangul_share(text: str) -> float:
+    letters = [ch for ch in text if ch.isalpha()]
+    return sum(1 for ch in letters if HANGUL.match(ch)) / len(letters) if letters else 0.0
 
 
-def _gazetteer_matcher(vocab, known_forms: dict[str, tuple[str, list[str]]]):
-    """One phrase matcher (token sequences, case-insensitive) for the whole document; None when it has no names.
+def _chunk_locator(chunks: list[dict]):
+    flat = [(c["chunk_id"], re.sub(r"\s+", " ", c["text"])) for c in chunks]
 
-    Built once, not per chunk, and hash-based: a per-chunk token Matcher made long documents quadratic."""
-    from spacy.matcher import PhraseMatcher
-    from spacy.tokens import Doc
+    def chunk_for(text: str) -> str:
+        probe = re.sub(r"\s+", " ", text).strip()[:80]
+        for chunk_id, body in flat:
+            if probe and probe in body:
+                return chunk_id
+        words = probe.split()[:4]
+        for chunk_id, body in flat:
+            if words and all(w in body for w in words):
+                return chunk_id
+        return flat[0][0] if flat else ""
 
-    if not known_forms:
-        return None
-    matcher = PhraseMatcher(vocab, attr="LOWER")
-    for key, (label, tokens) in known_forms.items():
-        matcher.add(f"{label}|{key}", [Doc(vocab, words=tokens)])
-    return matcher
-
-
-def _gazetteer_mentions(doc, matcher, taken: list[Mention], chunk_id: str):
-    """Bare mentions of names this document introduced elsewhere ('depends on Billing Service')."""
-    if matcher is None:
-        return []
-    occupied = {i for m in taken for i in range(m.start, m.end)}
-    found = []
-    for match_id, start, end in sorted(matcher(doc), key=lambda m: (m[1], -(m[2] - m[1]))):
-        if any(i in occupied for i in range(start, end)):
-            continue
-        label = doc.vocab.strings[match_id].split("|", 1)[0]
-        found.append(Mention(label, doc[start:end].text, start, end, chunk_id))
-        occupied.update(range(start, end))
-    return found
+    return chunk_for
 
 
-# --------------------------------------------------------------------------------------------- relations
-
-def _trigger_matcher(nlp, ontology: Ontology):
-    from spacy.matcher import Matcher
-
-    matcher = Matcher(nlp.vocab)
-    for rel in ontology.relations.values():
-        for inverse, phrases in ((False, rel.phrases), (True, rel.inverse_phrases)):
-            if phrases:
-                matcher.add(f"{rel.name}|{int(inverse)}", [[{"LOWER": w} for w in p.lower().split()] for p in phrases])
-    return matcher
+def _without(text: str, consumed: list[str]) -> str:
+    """Chunk text less the tables/key-value blocks the structure layer read (their flattened cells are no prose)."""
+    for piece in consumed:
+        piece = piece.strip()
+        if len(piece) > 5 and piece in text:
+            text = text.replace(piece, "\n")
+    return text
 
 
-def _gap_ok(doc, start: int, end: int, allowed: set[str], keywords: set[str], limit: int = 4) -> bool:
-    """Only articles, class keywords, adjectives (and, between coordinated names, commas/and/or) in between."""
-    gap = doc[start:end]
-    return len(gap) <= limit and all(t.lower_ in allowed or t.lower_ in keywords or t.pos_ == "ADJ" for t in gap)
-
-
-def _relations_in_chunk(doc, mentions: list[Mention], ontology: Ontology, matcher, chunk_id: str) -> list[dict]:
-    keywords = {k for c in ontology.classes.values() for k in c.keywords}
-    triggers = []
-    for match_id, start, end in matcher(doc):
-        rel_name, inverse = doc.vocab.strings[match_id].split("|")
-        triggers.append((start, end, rel_name, inverse == "1"))
-    # the longest trigger wins where several overlap ("is managed by" over "managed by")
-    triggers.sort(key=lambda t: (t[0], -(t[1] - t[0])))
-    kept, last_end = [], -1
-    for trig in triggers:
-        if trig[0] >= last_end:
-            kept.append(trig)
-            last_end = trig[1]
-    occupied = {i for m in mentions for i in range(m.start, m.end)}
-    kept = [t for t in kept if not any(i in occupied for i in range(t[0], t[1]))]
-
-    relations = []
-    last_subject: Mention | None = None
-    for sent in doc.sents:
-        in_sent = sorted((m for m in mentions if m.start >= sent.start and m.end <= sent.end), key=lambda m: m.start)
-        trigs = [t for t in kept if t[0] >= sent.start and t[1] <= sent.end]
-        taken_as_object: set[int] = set()
-        for index, (t_start, t_end, rel_name, inverse) in enumerate(trigs):
-            rel = ontology.relations[rel_name]
-            left_class, right_class = (rel.range, rel.domain) if inverse else (rel.domain, rel.range)
-            next_trigger = trigs[index + 1][0] if index + 1 < len(trigs) else sent.end
-            # subject side: nearest earlier mention of the right class not already an object, plus its coordinates
-            left = [m for m in in_sent if m.end <= t_start and id(m) not in taken_as_object]
-            subjects: list[Mention] = []
-            for m in reversed(left):
-                if ontology.is_a(m.label, left_class):
-                    subjects = [m]
-                    break
-            if subjects:
-                for m in reversed([x for x in left if x.end <= subjects[0].start]):
-                    if ontology.is_a(m.label, left_class) and _gap_ok(doc, m.end, subjects[-1].start, _FILLER | _COORD, keywords):
-                        subjects.append(m)
-                    else:
-                        break
-            elif last_subject is not None and ontology.is_a(last_subject.label, left_class) and any(
-                    t.lower_ in _PRONOUNS and t.pos_ == "PRON" for t in doc[max(sent.start, t_start - 3):t_start]):
-                subjects = [last_subject]  # "It runs on srv-app-02": the previous sentence's subject
-            # object side: first mention after the trigger (only fillers between), plus coordinated ones
-            right = [m for m in in_sent if m.start >= t_end and m.end <= next_trigger]
-            objects: list[Mention] = []
-            cursor = t_end
-            for m in right:
-                allowed = _FILLER if not objects else _FILLER | _COORD
-                if not ontology.is_a(m.label, right_class) or not _gap_ok(doc, cursor, m.start, allowed, keywords):
-                    break
-                objects.append(m)
-                cursor = m.end
-            for m in objects:
-                taken_as_object.add(id(m))
-            for subj in subjects:
-                for obj in objects:
-                    source, target = (obj, subj) if inverse else (subj, obj)
-                    if source.entity_id == target.entity_id:
-                        continue
-                    relations.append({"source": source.entity_id, "type": rel_name, "target": target.entity_id,
-                                      "chunk_id": chunk_id, "sentence": sent.text.strip()})
-            if subjects:
-                last_subject = subjects[0] if not inverse or not objects else objects[0]
-        sent_subjects = [m for m in in_sent if id(m) not in taken_as_object]
-        if sent_subjects:
-            last_subject = sent_subjects[0]
-    return relations
-
-
-# --------------------------------------------------------------------------------------------- extraction
-
-def extract_facts(chunks: list[dict], ontology: Ontology | None = None) -> dict:
-    """graph_facts for one document's chunks: {"doc_id", "entities": [...], "relations": [...]}."""
+def extract_facts(chunks: list[dict], ontology: Ontology | None = None, elements: list[dict] | None = None,
+                  config: ExtractionConfig | None = None, llm_extractor=None) -> dict:
+    """Entities, relations and attributes of one document's chunks, each fact with its chunk and layer."""
     ontology = ontology or load_ontology()
-    nlp = nlp_for(ontology)
-    resolver = Resolver(ontology)
+    config = config or ExtractionConfig()
+    lexicon, scorer = lexicon_for(ontology), scorer_for(ontology)
+    votes = TypeVotes(ontology, lexicon)
+    resolver = Resolver(ontology, lexicon)
     doc_id = chunks[0]["doc_id"] if chunks else ""
-    docs = list(nlp.pipe([c["text"] for c in chunks], batch_size=32))
+    chunk_for = _chunk_locator(chunks)
+    raw: list[_RawRelation] = []
+    raw_attributes: list[dict] = []
+    rejected: list[str] = []
+    named: list[tuple[str | None, str, str, str]] = []  # (label hint, surface, chunk_id, evidence)
 
-    # pass 1: typed mentions (ruler + NER); pass 2: the document's own names found bare
-    per_chunk = [_typed_mentions(doc, ontology, c["chunk_id"]) for doc, c in zip(docs, chunks)]
-    votes: dict[str, Counter] = defaultdict(Counter)
-    token_forms: dict[str, list[str]] = {}
-    for doc, mentions in zip(docs, per_chunk):
+    # structure first: which element texts it consumes, so prose parsing skips them
+    tables = tables_and_blocks(elements, chunks) if config.structure else []
+    consumed = [part for t in tables for part in t.parts]
+    document = _Document(chunks=chunks, texts=[_without(c["text"], consumed) for c in chunks])
+    nlp = english_pipeline()
+    document.docs = list(nlp.pipe(document.texts, batch_size=32))
+    document.mentions = [find_mentions(doc, c["chunk_id"], lexicon) for doc, c in zip(document.docs, chunks)]
+    for mentions in document.mentions:
+        for mention in mentions:
+            votes.add_mention(mention)
+
+    def intrinsic(surface: str) -> None:
+        """Evidence a name carries by itself: known individual, name pattern, class word inside it."""
+        key = normalize_name(surface)
+        name, inner = lexicon.strip_class_words(surface)
+        known = lexicon.known.get(key) or lexicon.known.get(normalize_name(name))
+        if known:
+            votes.add(key, known[0], "known")
+        if lexicon.pattern_class(surface):
+            votes.add(key, lexicon.pattern_class(surface), "pattern")
+        for cls in inner | lexicon.classes_in_identifier(surface):
+            votes.add(key, cls, "keyword")
+
+    def type_of(surface: str) -> str | None:
+        intrinsic(surface)
+        return votes.label(normalize_name(surface))
+
+    if tables:
+        structure = StructureExtractor(ontology, lexicon, scorer, type_of).extract(tables, chunk_for)
+        for surface, cls, evidence, chunk_id in structure.typed_names:
+            votes.add(normalize_name(surface), cls, evidence)
+            named.append((cls, surface, chunk_id, evidence))
+        for rel in structure.relations:
+            raw.append(_RawRelation(rel["source"], rel["source_label"], rel["type"], rel["target"], rel["target_label"],
+                                    rel["chunk_id"], rel["sentence"], "structure", rel["score"]))
+        raw_attributes.extend(structure.attributes)
+
+    # names typed anywhere in the document are found bare in every chunk
+    gazetteer = {}
+    for mentions in document.mentions:
         for m in mentions:
-            key = normalize(m.surface)
-            votes[key][m.label] += 1
-            token_forms.setdefault(key, [t.lower_ for t in doc[m.start:m.end]])
-    known_forms = {key: (counter.most_common(1)[0][0], token_forms[key]) for key, counter in votes.items() if key}
-    gazetteer = _gazetteer_matcher(nlp.vocab, known_forms)
-    for doc, mentions, chunk in zip(docs, per_chunk, chunks):
-        mentions.extend(_gazetteer_mentions(doc, gazetteer, mentions, chunk["chunk_id"]))
+            if votes.label(m.key) and any(kind in STRONG_EVIDENCE for _, kind in m.evidence):
+                gazetteer.setdefault(m.key, m.surface)
+    for _, surface, _, _ in named:
+        gazetteer.setdefault(normalize_name(surface), surface)
+    for doc, mentions, chunk in zip(document.docs, document.mentions, chunks):
+        mentions.extend(gazetteer_mentions(doc, chunk["chunk_id"], gazetteer, mentions))
         mentions.sort(key=lambda m: m.start)
-
-    # resolution: canonical name per (label, key); the most frequent capitalised surface form wins
-    surfaces: dict[tuple[str, str], Counter] = defaultdict(Counter)
-    for mentions in per_chunk:
         for m in mentions:
-            canonical = resolver.canonical_name(m.label, m.surface)
-            surfaces[(m.label, normalize(canonical))][m.surface] += 1
-    entities: dict[str, dict] = {}
-    for mentions in per_chunk:
-        for m in mentions:
-            canonical = resolver.canonical_name(m.label, m.surface)
-            group = surfaces[(m.label, normalize(canonical))]
-            if not resolver.is_known(m.label, m.surface):  # not a known individual: the best surface form seen
-                canonical = max(group, key=lambda s: (group[s], s != s.lower(), -len(s), s))
-            m.entity_id = resolver.entity_id(m.label, canonical)
-            entity = entities.setdefault(m.entity_id, {"id": m.entity_id, "label": m.label, "name": canonical,
-                                                       "aliases": set(), "chunk_ids": []})
-            if m.surface != entity["name"]:
-                entity["aliases"].add(m.surface)
-            if m.chunk_id not in entity["chunk_ids"]:
-                entity["chunk_ids"].append(m.chunk_id)
+            m.label = votes.label(m.key)
 
-    matcher = _trigger_matcher(nlp, ontology)
-    relations, seen = [], set()
-    for doc, mentions, chunk in zip(docs, per_chunk, chunks):
-        for rel in _relations_in_chunk(doc, mentions, ontology, matcher, chunk["chunk_id"]):
-            key = (rel["source"], rel["type"], rel["target"], rel["chunk_id"])
-            if key not in seen:
-                seen.add(key)
-                relations.append(rel)
+    if config.sentences:
+        for doc, mentions, chunk in zip(document.docs, document.mentions, chunks):
+            english = [m for m in mentions if hangul_share(doc[max(0, m.start - 3):m.end + 3].text) < 0.3]
+            for found in sentence_relations(doc, english, ontology, scorer):
+                if hangul_share(found.sentence) >= 0.3:
+                    continue
+                for end, label in ((found.source, ontology.relations[found.type].domain),
+                                   (found.target, ontology.relations[found.type].range)):
+                    if end.label is None and label:
+                        votes.add(end.key, label, "relation")
+                raw.append(_RawRelation(found.source.surface, found.source.label, found.type, found.target.surface,
+                                        found.target.label, chunk["chunk_id"], found.sentence, "sentence", found.score))
+            for mention, attribute, value, sentence in sentence_attributes(doc, mentions, ontology, scorer):
+                raw_attributes.append({"entity": mention.surface, "entity_label": mention.label, "property": attribute,
+                                       "value": value, "chunk_id": chunk["chunk_id"], "sentence": sentence,
+                                       "layer": "sentence"})
+
+    if config.korean:
+        raw.extend(_korean_layer(chunks, ontology, type_of, rejected))
+
+    if config.llm:
+        raw_llm, attrs_llm = _llm_layer(chunks, ontology, config, llm_extractor, votes, rejected)
+        raw.extend(raw_llm)
+        raw_attributes.extend(attrs_llm)
+
+    return _assemble(doc_id, ontology, resolver, votes, document, raw, raw_attributes, named, rejected)
+
+
+def _korean_layer(chunks, ontology, type_of, rejected) -> list[_RawRelation]:
+    try:
+        from assets.knowledge_graph import korean
+        korean.korean_relations  # noqa: B018
+    except (ImportError, AttributeError) as exc:  # kiwipiepy missing: say so, extract the rest
+        rejected.append(f"korean layer unavailable: {exc}")
+        return []
+    out = []
+    for chunk in chunks:
+        if not korean.is_korean(chunk["text"]):
+            continue
+        for rel in korean.korean_relations(chunk["text"], chunk["chunk_id"], ontology, type_of):
+            out.append(_RawRelation(rel["source"], rel.get("source_label"), rel["type"], rel["target"],
+                                    rel.get("target_label"), chunk["chunk_id"], rel.get("sentence", ""), "korean",
+                                    float(rel.get("score", 0.0))))
+    return out
+
+
+def _llm_layer(chunks, ontology, config, extractor, votes, rejected):
+    from assets.knowledge_graph.llm import LLMExtractor
+
+    if extractor is None:
+        kwargs = {"timeout_s": config.llm_timeout_s}
+        if config.llm_url:
+            kwargs["base_url"] = config.llm_url
+        if config.llm_model:
+            kwargs["model"] = config.llm_model
+        extractor = LLMExtractor(**kwargs)
+    relations, attributes = [], []
+    for chunk in chunks:
+        answer = extractor.extract_chunk(chunk, ontology)
+        rejected.extend(answer.get("rejected", []))
+        labels = {}
+        for entity in answer.get("entities", []):
+            labels[entity["name"]] = entity["label"]
+            votes.add(normalize_name(entity["name"]), entity["label"], "relation")
+        for rel in answer.get("relations", []):
+            relations.append(_RawRelation(rel["source"], labels.get(rel["source"]), rel["type"], rel["target"],
+                                          labels.get(rel["target"]), chunk["chunk_id"], chunk["text"][:300], "llm", 1.0))
+        for attr in answer.get("attributes", []):
+            attributes.append({"entity": attr["entity"], "entity_label": labels.get(attr["entity"]),
+                               "property": attr["property"], "value": attr["value"], "chunk_id": chunk["chunk_id"],
+                               "sentence": chunk["text"][:300], "layer": "llm"})
+    return relations, attributes
+
+
+def _assemble(doc_id, ontology, resolver, votes, document, raw, raw_attributes, named, rejected) -> dict:
+    """Final labels, resolution, domain/range, dedup: the facts as graph_facts stores them."""
+    def final_label(surface: str, hint: str | None) -> str | None:
+        label = votes.label(normalize_name(surface))
+        if label is None:
+            return hint if hint in ontology.classes and hint not in votes.roots else None
+        if hint and ontology.is_a(hint, label) and hint != label:
+            return hint
+        return label
+
+    kept_named: list[tuple[str, str, str]] = []
+    relations: list[tuple] = []
+    for rel in raw:
+        source_label = final_label(rel.source, rel.source_label)
+        target_label = final_label(rel.target, rel.target_label)
+        if source_label is None or target_label is None:
+            rejected.append(f"{rel.chunk_id}: {rel.source} -{rel.type}-> {rel.target} ({rel.layer}): untyped end")
+            continue
+        if rel.type not in ontology.relations or not ontology.domain_range_ok(rel.type, source_label, target_label):
+            rejected.append(f"{rel.chunk_id}: {rel.source} ({source_label}) -{rel.type}-> {rel.target} "
+                            f"({target_label}) ({rel.layer}): breaks domain/range")
+            continue
+        if normalize_name(rel.source) == normalize_name(rel.target):
+            continue
+        kept_named += [(source_label, rel.source, rel.chunk_id), (target_label, rel.target, rel.chunk_id)]
+        relations.append((rel, source_label, target_label))
+    attributes = []
+    for attr in raw_attributes:
+        label = final_label(attr["entity"], attr.get("entity_label"))
+        if label is None or not ontology.attribute_ok(attr["property"], label):
+            rejected.append(f"{attr['chunk_id']}: {attr['entity']}.{attr['property']} = {attr['value']!r} "
+                            f"({attr['layer']}): entity untyped or outside the property's domain")
+            continue
+        kept_named.append((label, attr["entity"], attr["chunk_id"]))
+        attributes.append((attr, label))
+    # strongly typed mentions are entities even without a relation (a server list, a team page)
+    for mentions in document.mentions:
+        for m in mentions:
+            if m.label and (any(k in STRONG_EVIDENCE for _, k in m.evidence) or
+                            votes.votes[m.key][m.label] >= EVIDENCE_WEIGHT["keyword"]):
+                kept_named.append((m.label, m.surface, m.chunk_id))
+    for hint, surface, chunk_id, evidence in named:
+        label = final_label(surface, hint)
+        if label and evidence in STRONG_EVIDENCE:
+            kept_named.append((label, surface, chunk_id))
+
+    ids, entities = resolver.resolve(kept_named)
+    out_relations, seen = [], set()
+    for rel, source_label, target_label in relations:
+        source, target = ids[(source_label, rel.source)], ids[(target_label, rel.target)]
+        key = (source, rel.type, target, rel.chunk_id, rel.layer)
+        if source == target or key in seen:
+            continue
+        seen.add(key)
+        out_relations.append({"source": source, "type": rel.type, "target": target, "chunk_id": rel.chunk_id,
+                              "sentence": rel.sentence, "layer": rel.layer, "score": round(float(rel.score), 3)})
+    out_attributes, seen_attr = [], set()
+    for attr, label in attributes:
+        entity = ids[(label, attr["entity"])]
+        key = (entity, attr["property"], attr["value"], attr["chunk_id"])
+        if key in seen_attr:
+            continue
+        seen_attr.add(key)
+        out_attributes.append({"entity": entity, "property": attr["property"], "value": str(attr["value"]),
+                               "chunk_id": attr["chunk_id"], "sentence": attr["sentence"], "layer": attr["layer"]})
     return {
         "doc_id": doc_id,
         "entities": [dict(e, aliases=sorted(e["aliases"])) for e in sorted(entities.values(), key=lambda e: e["id"])],
-        "relations": relations,
+        "relations": out_relations,
+        "attributes": out_attributes,
+        "rejected": rejected,
     }
 
 
+__all__ = ["ExtractionConfig", "LAYERS", "OntologyError", "Resolver", "extract_facts"]

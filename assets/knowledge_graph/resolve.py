@@ -1,0 +1,108 @@
+"""Entity resolution: one canonical entity per thing a document names, every merge explainable.
+
+    known individuals   the ontology's individuals anchor names: any label or alias maps to the canonical name
+    class words         'Fraud Ops team' = 'Fraud Ops', 'the billing database' = 'billing', '인프라팀' = '인프라'
+    normalisation       case, punctuation, articles: 'order api' = 'Order API' = 'order-api'
+    similarity          within one class, near-identical names (ratio >= SIMILARITY) of one document merge
+
+Ids are '<Class>:<key>' where the key is the normalised name without class words, so the same thing named
+differently in two documents gets one id. Aliases keep where each came from (reason), and since the graph stores
+them per document, a merge is undone when the document that caused it leaves.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections import Counter, defaultdict
+
+from assets.knowledge_graph.mentions import HANGUL, ClassLexicon
+from resources.ontology import Ontology, normalize_name
+
+SIMILARITY = 0.92
+
+
+class Resolver:
+    def __init__(self, ontology: Ontology, lexicon: ClassLexicon):
+        self.ontology = ontology
+        self.lexicon = lexicon
+        self.known: dict[tuple[str, str], str] = {}
+        for known in ontology.known_entities:
+            for form in (known.name, *known.aliases):
+                for label in ontology.classes[known.label].ancestors:
+                    self.known.setdefault((label, self.key(known.label, form)), known.name)
+                    self.known.setdefault((label, normalize_name(form)), known.name)
+
+    def key(self, label: str, surface: str) -> str:
+        """Normalised name less the class words of its own class ('Platform Team' -> 'platform')."""
+        stripped, classes = self.lexicon.strip_class_words(surface)
+        if classes and not any(self.ontology.is_a(label, c) or self.ontology.is_a(c, label) for c in classes):
+            stripped = surface
+        key = normalize_name(stripped) or normalize_name(surface)
+        if HANGUL.search(key):
+            for keyword in sorted(self.lexicon.keyword_classes, key=len, reverse=True):
+                classes = self.lexicon.keyword_classes[keyword]
+                if HANGUL.search(keyword) and key.endswith(keyword) and len(key) > len(keyword) and any(
+                        self.ontology.is_a(label, c) for c in classes):
+                    key = key[: -len(keyword)].strip("-")
+                    break
+        return key
+
+    def canonical_known(self, label: str, surface: str) -> str | None:
+        return self.known.get((label, self.key(label, surface))) or self.known.get((label, normalize_name(surface)))
+
+    def entity_id(self, label: str, canonical: str) -> str:
+        return f"{label}:{self.key(label, canonical)}"
+
+    def resolve(self, named: list[tuple[str, str, str]]) -> tuple[dict[tuple[str, str], str], dict[str, dict]]:
+        """named: (label, surface, chunk_id) of every mention kept. Returns ((label, surface) -> entity id,
+        entities by id with name, aliases (and why each merged) and chunk ids)."""
+        groups: dict[tuple[str, str], Counter] = defaultdict(Counter)
+        reasons: dict[tuple[str, str], str] = {}
+        for label, surface, _ in named:
+            known = self.canonical_known(label, surface)
+            anchor = (label, self.key(label, known or surface))
+            groups[anchor][surface] += 1
+            if known:
+                reasons[(label, surface)] = "known individual"
+            elif normalize_name(surface) != anchor[1]:
+                reasons[(label, surface)] = "class word"
+        # near-identical names of one class merge into the more frequent one ('Billing Servce' -> 'Billing Service')
+        merged_into: dict[tuple[str, str], tuple[str, str]] = {}
+        by_label: dict[str, list[tuple[str, str]]] = defaultdict(list)
+        for anchor in groups:
+            by_label[anchor[0]].append(anchor)
+        for label, anchors in by_label.items():
+            anchors.sort(key=lambda a: (-sum(groups[a].values()), a[1]))
+            for i, small in enumerate(anchors):
+                for big in anchors[:i]:
+                    if big in merged_into or len(small[1]) < 6:
+                        continue
+                    ratio = difflib.SequenceMatcher(None, small[1], big[1]).ratio()
+                    if ratio >= SIMILARITY:
+                        merged_into[small] = big
+                        for surface in groups[small]:
+                            reasons[(label, surface)] = f"similar name ({ratio:.2f})"
+                        break
+        for small, big in merged_into.items():
+            groups[big].update(groups.pop(small))
+        ids: dict[tuple[str, str], str] = {}
+        entities: dict[str, dict] = {}
+        for (label, key), surfaces in groups.items():
+            known = next((self.canonical_known(label, s) for s in surfaces if self.canonical_known(label, s)), None)
+            name = known or max(surfaces, key=lambda s: (surfaces[s], s != s.lower(), -len(s), s))
+            entity_id = f"{label}:{key}"
+            entities[entity_id] = {"id": entity_id, "label": label, "name": name, "aliases": set(), "chunk_ids": [],
+                                   "merges": {}}
+            for surface in surfaces:
+                ids[(label, surface)] = entity_id
+        for label, surface, chunk_id in named:
+            anchor_id = ids.get((label, surface))
+            if anchor_id is None:
+                continue
+            entity = entities[anchor_id]
+            if surface != entity["name"]:
+                entity["aliases"].add(surface)
+                entity["merges"][surface] = reasons.get((label, surface), "same normalised name")
+            if chunk_id not in entity["chunk_ids"]:
+                entity["chunk_ids"].append(chunk_id)
+        return ids, entities

@@ -1,0 +1,376 @@
+"""Facts from document structure: tables (markdown, HTML, docx) and key-value blocks ('Host: app-node-3').
+
+A table's header words say what its columns hold: a class ('Hostname', 'Deployed apps', 'Responsible team',
+'실행 서버') or a relation ('Administered by', 'Depends on'), or a datatype property ('Port', 'Runway length (m)').
+The first column is the row's subject; every other column relates to it through the one relation that the
+header names, or that the ontology's domain/range allow between the two column classes. Cells may hold several
+values ('payments-api, search-api'); a parenthesis after a name ('invoice-store (MySQL 8)') is not part of it
+but may say its class. A key-value block under a heading is a one-row table whose subject is the heading.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from dataclasses import dataclass, field
+from html.parser import HTMLParser
+
+from assets.knowledge_graph.mentions import IDENT, ClassLexicon
+from assets.knowledge_graph.scoring import RelationScorer
+from assets.knowledge_graph.sentences import normalize_value
+from resources.ontology import Ontology
+
+HEADER_RELATION_THRESHOLD = 0.55
+KIND_KEYS = {"kind", "type", "category", "class", "role", "종류", "유형"}
+NAME_KEYS = {"name", "id", "identifier", "이름"}
+_SPLIT = re.compile(r"\s*(?:[,;/、·\n]|\band\b|\s&\s|그리고)\s*")
+_KV = re.compile(r"^\s*(?:[-*•]\s*)?(?:\*\*)?([^:：|]{1,40}?)(?:\*\*)?\s*[:：]\s*(.+?)\s*$")
+
+
+@dataclass
+class Table:
+    header: list[str]
+    rows: list[list[str]]
+    text: str  # the element's flattened text, to find its chunk
+    subject: str | None = None  # key-value blocks: the heading the block describes
+    parts: list[str] = field(default_factory=list)  # the element texts it was read from
+
+
+@dataclass
+class StructureOutput:
+    relations: list[dict] = field(default_factory=list)  # source/target surfaces + labels, type, chunk_id, sentence
+    attributes: list[dict] = field(default_factory=list)
+    typed_names: list[tuple[str, str, str, str]] = field(default_factory=list)  # (surface, class, evidence, chunk_id)
+    names: list[tuple[str, str]] = field(default_factory=list)  # every name a cell/value held: (surface, chunk_id)
+    consumed_texts: list[str] = field(default_factory=list)  # element texts the sentence layer should skip
+
+
+class _TableParser(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.rows: list[list[str]] = []
+        self.header_rows = 0
+        self._cell: list[str] | None = None
+        self._row: list[str] | None = None
+        self._row_is_header = False
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "tr":
+            self._row, self._row_is_header = [], False
+        elif tag in ("td", "th"):
+            self._cell = []
+            self._row_is_header |= tag == "th"
+        elif tag == "br" and self._cell is not None:
+            self._cell.append("\n")
+
+    def handle_endtag(self, tag):
+        if tag in ("td", "th") and self._cell is not None and self._row is not None:
+            self._row.append(html.unescape("".join(self._cell)).strip())
+            self._cell = None
+        elif tag == "tr" and self._row is not None:
+            if any(self._row):
+                self.rows.append(self._row)
+                if self._row_is_header and len(self.rows) == self.header_rows + 1:
+                    self.header_rows += 1
+            self._row = None
+
+    def handle_data(self, data):
+        if self._cell is not None:
+            self._cell.append(data)
+
+
+def parse_html_table(markup: str) -> tuple[list[str], list[list[str]]]:
+    parser = _TableParser()
+    parser.feed(markup)
+    rows = parser.rows
+    if not rows:
+        return [], []
+    return rows[0], rows[1:]
+
+
+def parse_pipe_table(lines: list[str]) -> tuple[list[str], list[list[str]]]:
+    rows = []
+    for line in lines:
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if all(re.fullmatch(r":?-{2,}:?", c) for c in cells if c):
+            continue
+        rows.append(cells)
+    return (rows[0], rows[1:]) if rows else ([], [])
+
+
+def tables_and_blocks(elements: list[dict] | None, chunks: list[dict]) -> list[Table]:
+    """Tables (HTML from unstructured's text_as_html, or pipe tables in text) and key-value blocks."""
+    items: list[tuple[str, str, str | None]] = []  # (kind, text, html)
+    if elements:
+        for element in elements:
+            text = element.get("text") or ""
+            markup = (element.get("metadata") or {}).get("text_as_html")
+            kind = element.get("type", "")
+            items.append(("Table" if kind == "Table" and markup else kind, text, markup))
+    else:
+        for chunk in chunks:
+            items.extend(_pseudo_elements(chunk["text"]))
+    tables: list[Table] = []
+    subject: str | None = None
+    block: list[tuple[str, str]] = []
+    block_text: list[str] = []
+
+    def close_block():
+        if block:
+            tables.append(Table(header=[k for k, _ in block], rows=[[v for _, v in block]],
+                                text="\n".join(block_text), subject=subject, parts=list(block_text)))
+        block.clear()
+        block_text.clear()
+
+    for kind, text, markup in items:
+        if kind == "Table":
+            close_block()
+            header, rows = parse_html_table(markup)
+            if header and rows:
+                tables.append(Table(header, rows, text, parts=[text]))
+            continue
+        if kind == "PipeTable":
+            close_block()
+            header, rows = parse_pipe_table(text.splitlines())
+            if header and rows:
+                tables.append(Table(header, rows, text, parts=[text]))
+            continue
+        if kind == "Title":
+            close_block()
+            subject = text.strip().strip("#").strip()
+            continue
+        pairs = [m.groups() for m in (_KV.match(line) for line in text.splitlines()) if m and _is_kv(*m.groups())]
+        if subject is not None and pairs and len(pairs) == len([l for l in text.splitlines() if l.strip()]):
+            block.extend((k.strip(), v.strip()) for k, v in pairs)
+            block_text.append(text)
+        else:
+            close_block()
+    close_block()
+    return tables
+
+
+def _is_kv(key: str, value: str) -> bool:
+    """'Host: app-node-3', 'Owning team: Payments Platform' — not '[10:02] mina: anyone know ...' or prose."""
+    key = key.strip()
+    return (bool(re.fullmatch(r"[\w\s\-/&().]+", key)) and len(key.split()) <= 4 and not re.search(r"\d", key)
+            and len(value.split()) <= 12)
+
+
+def _pseudo_elements(text: str) -> list[tuple[str, str, None]]:
+    """Element-like pieces of plain chunk text: '#' headings, pipe tables, key-value lines, paragraphs."""
+    out, lines = [], text.splitlines()
+    i = 0
+    while i < len(lines):
+        line = lines[i]
+        if line.strip().startswith("|") and line.count("|") >= 2:
+            block = []
+            while i < len(lines) and lines[i].strip().startswith("|"):
+                block.append(lines[i])
+                i += 1
+            out.append(("PipeTable", "\n".join(block), None))
+            continue
+        if line.strip().startswith("#"):
+            out.append(("Title", line.strip().lstrip("#").strip(), None))
+        elif line.strip():
+            out.append(("ListItem" if _KV.match(line) else "NarrativeText", line, None))
+        i += 1
+    return out
+
+
+def clean_cell_value(value: str) -> tuple[str, str]:
+    """('invoice-store', 'MySQL 8') from 'invoice-store (MySQL 8)'; markdown emphasis, code and links removed."""
+    value = re.sub(r"\[([^\]]+)\]\([^)]*\)", r"\1", value)
+    value = value.replace("`", "").replace("**", "").strip()
+    note = ""
+    match = re.match(r"^(.*?)\s*[(（]([^)）]*)[)）]\s*$", value)
+    if match and match.group(1):
+        value, note = match.group(1).strip(), match.group(2).strip()
+    value = re.sub(r"^(the|a|an)\s+", "", value, flags=re.IGNORECASE)
+    return value.strip(" .:-—"), note
+
+
+def split_values(cell: str) -> list[str]:
+    """Several names in one cell: commas, semicolons, slashes, 'and', line breaks (not inside parentheses)."""
+    protected = re.sub(r"\(([^)]*)\)", lambda m: "(" + m.group(1).replace(",", "\0") + ")", cell)
+    parts = [p.replace("\0", ",") for p in _SPLIT.split(protected)]
+    return [p for p in (x.strip() for x in parts) if p and p not in ("-", "—", "n/a", "N/A", "none", "None")]
+
+
+def _looks_like_name(text: str) -> bool:
+    if not text or len(text) > 60 or len(text.split()) > 6:
+        return False
+    if IDENT.fullmatch(text) or re.search(r"[A-Z0-9\uac00-\ud7a3]", text[:1]):
+        return True
+    return bool(re.search(r"\d", text))
+
+
+class StructureExtractor:
+    def __init__(self, ontology: Ontology, lexicon: ClassLexicon, scorer: RelationScorer, type_of):
+        self.ontology = ontology
+        self.lexicon = lexicon
+        self.scorer = scorer
+        self.type_of = type_of  # surface -> class id or None (evidence found elsewhere in the document)
+
+    def header_class(self, header: str) -> str | None:
+        classes = {c for c in self.lexicon.classes_for_phrase(header) if c not in self.lexicon.abstract_roots()}
+        if not classes:
+            return None
+        return max(classes, key=lambda c: (self.ontology.specificity(c), c))
+
+    def header_relation(self, header: str, key_class: str | None, column_class: str | None):
+        """(relation, key_is_source, score) that a header names ('Administered by', 'Depends on'), type-checked:
+        a header read forward ('Depends on') makes the row's subject the source, an inverse one ('Hosts') the target."""
+        best = None
+        for name, rel in self.ontology.relations.items():
+            forward, inverse = self.scorer.score(header, name)
+            orientations = []
+            for key_is_source in (True, False):
+                src, tgt = (key_class, column_class) if key_is_source else (column_class, key_class)
+                if (src is None or self.ontology.fits(src, rel.domains)) and (tgt is None or self.ontology.fits(tgt, rel.ranges)):
+                    orientations.append(key_is_source)
+            if not orientations:
+                continue
+            preferred = forward >= inverse
+            key_is_source = preferred if preferred in orientations else orientations[0]
+            similarity = max(forward, inverse)
+            if best is None or similarity > best[2]:
+                best = (name, key_is_source, similarity)
+        return best
+
+    def fitting_relations(self, key_class: str, column_class: str) -> list[tuple[str, bool]]:
+        out = []
+        for name in self.ontology.relations:
+            if self.ontology.domain_range_ok(name, key_class, column_class):
+                out.append((name, True))
+            if self.ontology.domain_range_ok(name, column_class, key_class):
+                out.append((name, False))
+        return out
+
+    def column_class_from_cells(self, values: list[str]) -> str | None:
+        """The most specific class every typed cell belongs to; when some cells are untyped, one level more general
+        (a column with two databases and five unknown names holds software, not databases)."""
+        values = [v for v in values if _looks_like_name(v)]
+        labels = [l for l in (self.type_of(v) for v in values) if l]
+        if not labels:
+            return None
+        common = [c for c in self.ontology.classes[labels[0]].ancestors if all(self.ontology.is_a(l, c) for l in labels)]
+        roots = self.lexicon.abstract_roots()
+        if len(labels) < len(values) and len(common) > 1 and common[1] not in roots:
+            common = common[1:]
+        common = [c for c in common if c not in roots]
+        return common[0] if common else None
+
+    def extract(self, tables: list[Table], chunk_for) -> StructureOutput:
+        out = StructureOutput()
+        for table in tables:
+            chunk_id = chunk_for(table.text)
+            out.consumed_texts.append(table.text)
+            if table.subject is not None:
+                self._block(table, chunk_id, out)
+            else:
+                self._table(table, chunk_id, out)
+        return out
+
+    # ------------------------------------------------------------------ tables
+    def _table(self, table: Table, chunk_id: str, out: StructureOutput, key_class: str | None = None) -> None:
+        """Relations and attributes of every row; key_class: the subject class when the caller knows it."""
+        width = len(table.header)
+        rows = [r + [""] * (width - len(r)) for r in table.rows]
+        cells = [[[clean_cell_value(v) for v in split_values(r[j])] for r in rows] for j in range(width)]
+        classes = []
+        for j, header in enumerate(table.header):
+            if j == 0 and key_class is not None:
+                classes.append((key_class, "table"))
+                continue
+            cls = self.header_class(header)
+            evidence = "header"
+            if cls is None:
+                cls, evidence = self.column_class_from_cells([v for row in cells[j] for v, _ in row]), "relation"
+            classes.append((cls, evidence))
+        key_class = classes[0][0]
+        for j in range(1, width):
+            header = table.header[j]
+            column_class, evidence = classes[j]
+            attribute = None
+            if key_class is not None and column_class is None:
+                attribute, _ = self.scorer.best_attribute(header, key_class)
+            if attribute:
+                for row_index, row in enumerate(rows):
+                    subjects = [v for v, _ in cells[0][row_index] if _looks_like_name(v)]
+                    value = normalize_value(row[j], self.ontology.attributes[attribute].numeric)
+                    for subject in subjects:
+                        if value:
+                            out.attributes.append({"entity": subject, "entity_label": key_class, "property": attribute,
+                                                   "value": value, "chunk_id": chunk_id,
+                                                   "sentence": " | ".join(row), "layer": "structure"})
+                continue
+            choice = self._column_relation(header, key_class, column_class)
+            if choice is None:
+                continue
+            rel, key_is_source, score = choice
+            info = self.ontology.relations[rel]
+            key_cls = key_class or (info.domain if key_is_source else info.range) or None
+            col_cls = column_class or (info.range if key_is_source else info.domain) or None
+            for row_index, row in enumerate(rows):
+                subjects = [(v, n) for v, n in cells[0][row_index] if _looks_like_name(v)]
+                objects = [(v, n) for v, n in cells[j][row_index] if _looks_like_name(v)]
+                for subject, note in subjects:
+                    self._typed(out, subject, key_cls, classes[0][1] if key_class else "relation", note, chunk_id)
+                    for obj, obj_note in objects:
+                        self._typed(out, obj, col_cls, evidence if column_class else "relation", obj_note, chunk_id)
+                        source, target = (subject, obj) if key_is_source else (obj, subject)
+                        out.relations.append({
+                            "source": source, "source_label": key_cls if key_is_source else col_cls,
+                            "target": target, "target_label": col_cls if key_is_source else key_cls,
+                            "type": rel, "chunk_id": chunk_id, "layer": "structure", "score": round(score, 3),
+                            "sentence": " | ".join(f"{h}: {c}" for h, c in zip(table.header, row))})
+
+    def _column_relation(self, header: str, key_class: str | None, column_class: str | None):
+        named = self.header_relation(header, key_class, column_class)
+        if named and named[2] >= HEADER_RELATION_THRESHOLD:
+            return named
+        if key_class is None or column_class is None:
+            return None
+        fitting = self.fitting_relations(key_class, column_class)
+        if len(fitting) == 1:
+            return fitting[0][0], fitting[0][1], 0.5
+        if len(fitting) > 1 and named and named[2] >= 0.3:
+            for rel, key_is_source in fitting:
+                if rel == named[0]:
+                    return rel, key_is_source, named[2]
+        return None
+
+    def _typed(self, out: StructureOutput, surface: str, cls: str | None, evidence: str, note: str, chunk_id: str):
+        out.names.append((surface, chunk_id))
+        if cls:
+            out.typed_names.append((surface, cls, evidence, chunk_id))
+        for note_cls in self.lexicon.classes_for_phrase(note) if note else ():
+            out.typed_names.append((surface, note_cls, "keyword", chunk_id))
+
+    # ------------------------------------------------------------------ key-value blocks
+    def _block(self, table: Table, chunk_id: str, out: StructureOutput) -> None:
+        pairs = list(zip(table.header, table.rows[0]))
+        subject = clean_cell_value(table.subject or "")[0]
+        subject_class = None
+        remaining = []
+        for key, value in pairs:
+            lowered = key.strip().lower()
+            if lowered in KIND_KEYS:
+                subject_class = self.header_class(value) or subject_class
+            elif lowered in NAME_KEYS or (not _looks_like_name(subject) and self.header_class(key)
+                                          and (self.header_relation(key, None, None) or ('', True, 0.0))[2] < HEADER_RELATION_THRESHOLD
+                                          and len(pairs) > 1 and (key, value) == pairs[0]):
+                subject = clean_cell_value(value)[0]
+                subject_class = subject_class or self.header_class(key)
+            else:
+                remaining.append((key, value))
+        if not _looks_like_name(subject):
+            return
+        subject_class = subject_class or self.type_of(subject)
+        if subject_class:
+            out.typed_names.append((subject, subject_class, "table", chunk_id))
+        out.names.append((subject, chunk_id))
+        synthetic = Table(header=[table.subject or "name", *[k for k, _ in remaining]],
+                          rows=[[subject, *[v for _, v in remaining]]], text=table.text)
+        if remaining:
+            self._table(synthetic, chunk_id, out, key_class=subject_class)

@@ -1,0 +1,245 @@
+"""Parsing one document into unstructured elements, and many of them in a process pool.
+
+Plain functions (no Dagster run needed). The pool isolates the parser: a document that crashes the
+worker or runs past the per-document timeout is reported by name and skipped; the others proceed.
+"""
+
+import hashlib
+import io
+import multiprocessing
+import os
+import time
+import zipfile
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from pathlib import PurePosixPath
+
+from dagster import Failure
+
+from resources.documents import SUPPORTED_SUFFIXES
+
+TEXT_SUFFIXES = {".md", ".markdown", ".txt", ".text", ".html", ".htm"}
+# a .docx whose parts inflate past this (or by more than the ratio) is refused as a zip bomb
+MAX_DOCX_UNCOMPRESSED = 256 * 1024 * 1024
+MAX_DOCX_RATIO = 200
+
+
+class DocumentError(Failure):
+    """A problem with one document's content: reported clearly, stops only that document."""
+
+    def __init__(self, doc_id: str, problem: str):
+        super().__init__(description=f"document {doc_id!r}: {problem}", metadata={"doc_id": doc_id, "problem": problem})
+
+
+def decode_text(doc_id: str, data: bytes) -> str:
+    """Text of a text-like document, refusing binary junk that merely carries a text suffix."""
+    if b"\x00" in data[:65536]:
+        raise DocumentError(doc_id, "looks like binary data (NUL bytes), not text")
+    for encoding in ("utf-8-sig", "utf-16") if data[:2] in (b"\xff\xfe", b"\xfe\xff") else ("utf-8-sig",):
+        try:
+            text = data.decode(encoding)
+            break
+        except UnicodeDecodeError:
+            continue
+    else:
+        text = data.decode("latin-1")
+    sample = text[:65536]
+    control = sum(1 for ch in sample if ord(ch) < 32 and ch not in "\n\r\t\f") + sample.count("\ufffd")
+    if sample and control / len(sample) > 0.05:
+        raise DocumentError(doc_id, f"looks like binary data ({control} control characters in {len(sample)}), not text")
+    return text
+
+
+def validate_content(doc_id: str, suffix: str, data: bytes) -> None:
+    if suffix not in SUPPORTED_SUFFIXES:
+        raise DocumentError(
+            doc_id, f"unsupported file type {suffix or '(no extension)'!r}; supported: {', '.join(sorted(SUPPORTED_SUFFIXES))}"
+        )
+    if not data.strip():
+        raise DocumentError(doc_id, "the file is empty")
+    if suffix == ".pdf" and not data.lstrip()[:5] == b"%PDF-":
+        raise DocumentError(doc_id, "not a PDF file (missing %PDF- header)")
+    if suffix == ".docx" and not zipfile.is_zipfile(io.BytesIO(data)):
+        raise DocumentError(doc_id, "not a valid .docx file (not a zip archive)")
+    if suffix in TEXT_SUFFIXES:
+        decode_text(doc_id, data)
+
+
+def check_docx_archive(doc_id: str, data: bytes) -> None:
+    """Refuse zip bombs (huge or extreme inflation) and XML entity declarations (billion laughs) before parsing."""
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        infos = archive.infolist()
+        total = sum(i.file_size for i in infos)
+        packed = max(1, sum(i.compress_size for i in infos))
+        if total > MAX_DOCX_UNCOMPRESSED or total / packed > MAX_DOCX_RATIO:
+            raise DocumentError(doc_id, f"refused as a zip bomb: {total:,} bytes uncompressed from {packed:,}")
+        for info in infos:
+            if info.filename.endswith((".xml", ".rels")):
+                with archive.open(info) as handle:
+                    head = handle.read(1 << 16)
+                if b"<!ENTITY" in head or b"<!DOCTYPE" in head:
+                    raise DocumentError(doc_id, f"refused: {info.filename} declares XML entities/DOCTYPE (possible XML bomb)")
+
+
+def pdf_page_count(data: bytes) -> int:
+    from pdfminer.pdfdocument import PDFDocument
+    from pdfminer.pdfpage import PDFPage
+    from pdfminer.pdfparser import PDFParser
+
+    document = PDFDocument(PDFParser(io.BytesIO(data)))
+    return sum(1 for _ in PDFPage.create_pages(document))
+
+
+def partition_document(doc_id: str, suffix: str, data: bytes) -> list:
+    """unstructured elements for one document, strategy fast, no network."""
+    filename = PurePosixPath(doc_id).name
+    kwargs = {"metadata_filename": filename, "languages": ["eng"]}
+    try:
+        if suffix in (".md", ".markdown"):
+            from unstructured.partition.md import partition_md
+
+            return partition_md(text=decode_text(doc_id, data), **kwargs)
+        if suffix in (".txt", ".text"):
+            from unstructured.partition.text import partition_text
+
+            return partition_text(text=decode_text(doc_id, data), **kwargs)
+        if suffix in (".html", ".htm"):
+            from unstructured.partition.html import partition_html
+
+            return partition_html(text=decode_text(doc_id, data), **kwargs)
+        if suffix == ".docx":
+            from unstructured.partition.docx import partition_docx
+
+            return partition_docx(file=io.BytesIO(data), **kwargs)
+        if suffix == ".pdf":
+            from unstructured.partition.pdf import partition_pdf
+
+            # unstructured logs and swallows pdfminer errors; check the structure first to say why.
+            pages = pdf_page_count(data)
+            if pages == 0:
+                raise ValueError("the PDF has no readable pages")
+
+            return partition_pdf(file=io.BytesIO(data), strategy="fast", **kwargs)
+    except DocumentError:
+        raise
+    except Exception as exc:  # corrupt files surface as parser errors of many kinds
+        raise DocumentError(doc_id, f"could not be parsed as {suffix}: {type(exc).__name__}: {exc}") from exc
+    raise DocumentError(doc_id, f"unsupported file type {suffix!r}")
+
+
+def parse_records(doc_id: str, suffix: str, data: bytes) -> list[dict]:
+    """Element dicts of one document (DocumentError when no text comes out)."""
+    if suffix == ".docx":
+        check_docx_archive(doc_id, data)
+    records = [element.to_dict() for element in partition_document(doc_id, suffix, data)]
+    if not records or not any((r.get("text") or "").strip() for r in records):
+        raise DocumentError(doc_id, "no text could be extracted (scanned image or empty document?)")
+    return records
+
+
+def _worker(doc_id: str, suffix: str, data: bytes):
+    """Runs in a pool process: ("ok", records) or ("error", message) — never raises across the pipe."""
+    try:
+        return "ok", parse_records(doc_id, suffix, data)
+    except DocumentError as exc:
+        return "error", exc.description
+    except Exception as exc:  # noqa: BLE001
+        return "error", f"document {doc_id!r}: parser failed: {type(exc).__name__}: {exc}"
+
+
+def _warm() -> bool:
+    from unstructured.partition import docx, html, md, text  # noqa: F401
+
+    return True
+
+
+_POOL: dict = {}
+
+
+def _pool(workers: int) -> ProcessPoolExecutor:
+    """A process pool kept for the life of this process (forkserver: no torch state is forked)."""
+    pool = _POOL.get(workers)
+    if pool is None:
+        ctx = multiprocessing.get_context("forkserver")
+        pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx)
+        _POOL[workers] = pool
+    return pool
+
+
+def _discard_pool(workers: int) -> None:
+    pool = _POOL.pop(workers, None)
+    if pool is None:
+        return
+    for proc in list(getattr(pool, "_processes", {}).values()):
+        try:
+            proc.kill()
+        except Exception:  # noqa: BLE001
+            pass
+    pool.shutdown(wait=False, cancel_futures=True)
+
+
+def default_workers() -> int:
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
+
+
+def parse_many(docs: list[tuple[str, str, bytes]], workers: int = 0, timeout_s: float = 120.0,
+               progress=None) -> tuple[dict[str, list[dict]], dict[str, str]]:
+    """Parse (doc_id, suffix, bytes) documents in a process pool over all cores.
+
+    Returns ({doc_id: element dicts}, {doc_id: error}). A document running past timeout_s (measured
+    from when a worker took it) or crashing its worker is an error for that document only: the pool
+    is replaced and the rest are parsed again in a fresh one.
+    """
+    workers = workers or default_workers()
+    parsed: dict[str, list[dict]] = {}
+    errors: dict[str, str] = {}
+    todo = list(docs)
+    isolate = False  # after a crash, parse one at a time to find the culprit
+    while todo:
+        pool = _pool(1 if isolate else workers)
+        batch = todo[:1] if isolate else todo
+        futures = {pool.submit(_worker, *doc): doc for doc in batch}
+        started: dict = {}
+        pending = set(futures)
+        broken = False
+        while pending:
+            done, pending = wait(pending, timeout=1.0, return_when=FIRST_COMPLETED)
+            now = time.monotonic()
+            for future in done:
+                doc_id = futures[future][0]
+                try:
+                    status, value = future.result()
+                except BrokenProcessPool:
+                    broken = True
+                    continue
+                (parsed if status == "ok" else errors)[doc_id] = value
+                if progress:
+                    progress(len(parsed) + len(errors), len(docs))
+            for future in pending:
+                if future.running():
+                    started.setdefault(future, now)
+            hung = [f for f in pending if f in started and now - started[f] > timeout_s]
+            if hung or broken:
+                for future in hung:
+                    doc_id = futures[future][0]
+                    errors[doc_id] = f"document {doc_id!r}: parsing took longer than {timeout_s:g} s; skipped"
+                _discard_pool(1 if isolate else workers)
+                break
+        finished = set(parsed) | set(errors)
+        if broken and isolate:
+            doc_id = batch[0][0]
+            if doc_id not in finished:
+                errors[doc_id] = f"document {doc_id!r}: the parser crashed (worker process died); skipped"
+                finished.add(doc_id)
+        if broken:
+            isolate = True
+        todo = [doc for doc in todo if doc[0] not in finished]
+    return parsed, errors
+
+
+def content_sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def suffix_of(doc_id: str) -> str:
+    return PurePosixPath(doc_id).suffix.lower()
