@@ -8,6 +8,8 @@ integrity queries for the asset checks, and multi-hop queries. Graph model, iden
     (:Chunk {id, doc_id, doc_sha256, seq})          provenance: a chunk some fact was extracted from
     (Entity)-[:MENTIONED_IN {doc_id, aliases}]->(Chunk)   aliases: the surface forms that document used
     (Entity)-[:<RELATION> {chunk_id, doc_id, sentence}]->(Entity)   one edge per supporting chunk
+    (Entity)-[:HAS_ATTRIBUTE {property, value, doc_id, sentence}]->(Chunk)   a literal-valued fact (datatype
+                                                    property of the ontology) and the chunk that states it
 
 Cypher cannot take labels or relationship types as parameters, so they are spliced into the query
 text; the only strings ever spliced are class and relation names that the ontology declares
@@ -95,6 +97,10 @@ class GraphBackend:
                 raise OntologyError(f"relation {rel!r} points to an entity that the facts do not define")
             if not rel.get("chunk_id"):
                 raise OntologyError(f"relation {rel!r} has no chunk id (provenance)")
+        for attr in facts.get("attributes", []):
+            self.ontology.require_attribute(attr["property"])
+            if attr["entity"] not in ids or not attr.get("chunk_id") or attr.get("value") in (None, ""):
+                raise OntologyError(f"attribute {attr!r} needs an entity the facts define, a value and a chunk id")
 
     def _delete_document(self, tx, doc_id: str) -> dict:
         previous = [r["id"] for r in tx(
@@ -108,6 +114,7 @@ class GraphBackend:
             if count:
                 tx(f"MATCH ()-[r:{self._rel_type(rel_type)}]->() WHERE r.doc_id = $doc_id DELETE r", {"doc_id": doc_id})
                 removed_relations += count
+        tx("MATCH (:Entity)-[a:HAS_ATTRIBUTE]->(:Chunk) WHERE a.doc_id = $doc_id DELETE a", {"doc_id": doc_id})
         rows = tx("MATCH (k:Chunk) WHERE k.doc_id = $doc_id RETURN count(k) AS n", {"doc_id": doc_id})
         removed_chunks = int(rows[0]["n"]) if rows else 0
         tx("MATCH (k:Chunk) WHERE k.doc_id = $doc_id DETACH DELETE k", {"doc_id": doc_id})
@@ -148,7 +155,8 @@ class GraphBackend:
         self._validate_facts(facts)
         chunk_meta = {c["chunk_id"]: c for c in chunks or []}
         used_chunks = sorted({cid for e in facts["entities"] for cid in e["chunk_ids"]} |
-                             {r["chunk_id"] for r in facts["relations"]})
+                             {r["chunk_id"] for r in facts["relations"]} |
+                             {a["chunk_id"] for a in facts.get("attributes", [])})
         chunk_rows = [{"id": cid, "doc_id": doc_id, "doc_sha256": chunk_meta.get(cid, {}).get("doc_sha256", ""),
                        "seq": int(chunk_meta.get(cid, {}).get("seq", -1))} for cid in used_chunks]
         entity_rows = [{"id": e["id"], "label": e["label"], "classes": self.ontology.labels_of(e["label"]),
@@ -180,10 +188,17 @@ class GraphBackend:
                 self._batched(tx, f"UNWIND $rows AS row MATCH (s:Entity {{id: row.source}}), (t:Entity {{id: row.target}}) "
                                   f"MERGE (s)-[r:{self._rel_type(rel_type)} {{chunk_id: row.chunk_id}}]->(t) "
                                   f"SET r.doc_id = row.doc_id, r.sentence = row.sentence", rows)
+            attribute_rows = sorted({(a["entity"], a["chunk_id"], a["property"], str(a["value"]), a.get("sentence", ""))
+                                     for a in facts.get("attributes", [])})
+            self._batched(tx, "UNWIND $rows AS row MATCH (e:Entity {id: row.entity}), (k:Chunk {id: row.chunk}) "
+                              "MERGE (e)-[a:HAS_ATTRIBUTE {property: row.property, value: row.value}]->(k) "
+                              "SET a.doc_id = row.doc_id, a.sentence = row.sentence",
+                          [{"entity": e, "chunk": c, "property": p, "value": v, "sentence": t, "doc_id": doc_id}
+                           for e, c, p, v, t in attribute_rows])
             touched = sorted(set(removed["previous_entity_ids"]) | {e["id"] for e in entity_rows})
             removed_entities = self._drop_orphans_and_refresh(tx, touched)
         return {"doc_id": doc_id, "entities": len(entity_rows), "relations": sum(len(r) for r in by_type.values()),
-                "chunks": len(chunk_rows), "removed_relations": removed["removed_relations"],
+                "attributes": len(attribute_rows), "chunks": len(chunk_rows), "removed_relations": removed["removed_relations"],
                 "removed_chunks": removed["removed_chunks"], "removed_entities": removed_entities}
 
     def purge_document(self, doc_id: str) -> dict:
@@ -223,8 +238,26 @@ class GraphBackend:
             entity["chunk_ids"].sort()
         relations = [{"source": r["source"], "type": r["type"], "target": r["target"], "chunk_id": r["chunk_id"],
                       "sentence": r["sentence"]} for r in self.relation_rows(doc_id)]
+        attributes = self.attribute_rows(doc_id)
         return {"doc_id": doc_id, "entities": sorted(entities.values(), key=lambda e: e["id"]),
-                "relations": sorted(relations, key=lambda r: (r["source"], r["type"], r["target"], r["chunk_id"]))}
+                "relations": sorted(relations, key=lambda r: (r["source"], r["type"], r["target"], r["chunk_id"])),
+                "attributes": attributes}
+
+    def attribute_rows(self, doc_id: str | None = None, entity_id: str | None = None) -> list[dict]:
+        """Literal-valued facts (entity, property, value, chunk_id), optionally of one document or one entity."""
+        wheres, params = [], {}
+        if doc_id is not None:
+            wheres.append("a.doc_id = $doc_id")
+            params["doc_id"] = doc_id
+        if entity_id is not None:
+            wheres.append("e.id = $entity_id")
+            params["entity_id"] = entity_id
+        where = f"WHERE {' AND '.join(wheres)} " if wheres else ""
+        rows = self._read(f"MATCH (e:Entity)-[a:HAS_ATTRIBUTE]->(k:Chunk) {where}"
+                          "RETURN e.id AS entity, a.property AS property, a.value AS value, k.id AS chunk_id, "
+                          "a.doc_id AS doc_id", params)
+        return sorted(({"entity": r["entity"], "property": r["property"], "value": r["value"], "chunk_id": r["chunk_id"]}
+                       for r in rows), key=lambda r: (r["entity"], r["property"], r["value"], r["chunk_id"]))
 
     def entity(self, entity_id: str) -> dict | None:
         rows = self._read("MATCH (e:Entity) WHERE e.id = $id RETURN e.id AS id, e.label AS label, e.name AS name, "
@@ -377,6 +410,8 @@ class LadybugBackend(GraphBackend):
                       "name STRING, aliases STRING[])")
         self._execute("CREATE NODE TABLE IF NOT EXISTS Chunk(id STRING PRIMARY KEY, doc_id STRING, doc_sha256 STRING, seq INT64)")
         self._execute("CREATE REL TABLE IF NOT EXISTS MENTIONED_IN(FROM Entity TO Chunk, doc_id STRING, aliases STRING[])")
+        self._execute("CREATE REL TABLE IF NOT EXISTS HAS_ATTRIBUTE(FROM Entity TO Chunk, property STRING, value STRING, "
+                      "doc_id STRING, sentence STRING)")
         for rel_type in sorted(self.ontology.relations):
             self._execute(f"CREATE REL TABLE IF NOT EXISTS {self._rel_type(rel_type)}"
                           "(FROM Entity TO Entity, chunk_id STRING, doc_id STRING, sentence STRING)")

@@ -59,28 +59,28 @@ def test_ontology_classes_relations_and_hierarchy(ontology):
 def test_extraction_on_sample_corpus(corpus_facts):
     infra = corpus_facts["infrastructure-overview.md"]
     assert {
-        ("Application:billing-service", "RUNS_ON", "Server:srv-app-01"),
-        ("Application:billing-service", "DEPENDS_ON", "Database:billing-db"),
+        ("Application:billing", "RUNS_ON", "Server:srv-app-01"),
+        ("Application:billing", "DEPENDS_ON", "Database:billing-db"),
         ("Application:customer-portal", "RUNS_ON", "Server:srv-app-02"),
-        ("Application:customer-portal", "DEPENDS_ON", "Application:billing-service"),
+        ("Application:customer-portal", "DEPENDS_ON", "Application:billing"),
         ("Application:reporting-engine", "RUNS_ON", "Server:srv-app-01"),
         ("Application:reporting-engine", "DEPENDS_ON", "Database:analytics-db"),
         ("Database:billing-db", "RUNS_ON", "Server:srv-db-01"),
-        ("Database:billing-db", "MANAGED_BY", "Team:data-team"),
-        ("Database:analytics-db", "MANAGED_BY", "Team:data-team"),
+        ("Database:billing-db", "MANAGED_BY", "Team:data"),
+        ("Database:analytics-db", "MANAGED_BY", "Team:data"),
     } <= triples(infra)
     charter = triples(corpus_facts["team-charter.docx"])
-    assert {("Server:srv-app-01", "MANAGED_BY", "Team:platform-team"),
-            ("Server:srv-app-02", "MANAGED_BY", "Team:platform-team"),
-            ("Server:srv-db-01", "MANAGED_BY", "Team:platform-team"),
-            ("Application:billing-service", "MANAGED_BY", "Team:payments-team"),
-            ("Application:customer-portal", "MANAGED_BY", "Team:payments-team")} <= charter
+    assert {("Server:srv-app-01", "MANAGED_BY", "Team:platform"),
+            ("Server:srv-app-02", "MANAGED_BY", "Team:platform"),
+            ("Server:srv-db-01", "MANAGED_BY", "Team:platform"),
+            ("Application:billing", "MANAGED_BY", "Team:payments"),
+            ("Application:customer-portal", "MANAGED_BY", "Team:payments")} <= charter
     # "... escalate to the Platform Team, which manages srv-db-01."
-    assert ("Server:srv-db-01", "MANAGED_BY", "Team:platform-team") in triples(corpus_facts["oncall-handbook.txt"])
+    assert ("Server:srv-db-01", "MANAGED_BY", "Team:platform") in triples(corpus_facts["oncall-handbook.txt"])
     runbook = triples(corpus_facts["deployment-runbook.pdf"])
-    assert {("Application:inventory-api", "RUNS_ON", "Server:srv-app-02"),
+    assert {("Application:inventory", "RUNS_ON", "Server:srv-app-02"),
             ("Database:inventory-db", "RUNS_ON", "Server:srv-db-01"),
-            ("Application:reporting-engine", "MANAGED_BY", "Team:data-team")} <= runbook
+            ("Application:reporting-engine", "MANAGED_BY", "Team:data")} <= runbook
     # "It runs on srv-app-02": the previous sentence's subject
     assert ("Application:customer-portal", "RUNS_ON", "Server:srv-app-02") in triples(corpus_facts["security-policy.html"])
 
@@ -88,10 +88,12 @@ def test_extraction_on_sample_corpus(corpus_facts):
         assert facts["doc_id"] == doc_id
         ids = {e["id"] for e in facts["entities"]}
         for entity in facts["entities"]:
-            assert set(entity) == {"id", "label", "name", "aliases", "chunk_ids"}
+            assert set(entity) == {"id", "label", "name", "aliases", "chunk_ids", "merges"}
+            assert set(entity["merges"]) == set(entity["aliases"])  # every merged surface says why
             assert entity["id"].startswith(entity["label"] + ":") and entity["chunk_ids"]
         for rel in facts["relations"]:
-            assert set(rel) == {"source", "type", "target", "chunk_id", "sentence"}
+            assert set(rel) == {"source", "type", "target", "chunk_id", "sentence", "layer", "score"}
+            assert rel["layer"] in ("structure", "sentence", "korean", "llm") and 0 < rel["score"] <= 1.01
             assert rel["source"] in ids and rel["target"] in ids and rel["sentence"]
         # no spurious entities: "Acme Corp", "reverse proxy" etc. are not ontology individuals
         assert all(e["label"] in {"Server", "Application", "Database", "Team"} for e in facts["entities"])
@@ -107,23 +109,23 @@ def test_entity_resolution_merges_aliases_and_variants(ontology):
         "Later, order api depends on billing-db and is managed by the Payments Squad.",
     ), ontology)
     entities = {e["id"]: e for e in facts["entities"]}
-    assert "Team:infra-team" not in entities and "Team:payments-squad" not in entities
-    platform = entities["Team:platform-team"]
+    assert "Team:infra" not in entities and "Payments Squad" in entities["Team:payments"]["aliases"]
+    platform = entities["Team:platform"]
     assert platform["name"] == "Platform Team" and "Infra Team" in platform["aliases"]
     assert platform["chunk_ids"] == ["notes.md#0", "notes.md#1"]
     assert "billing database" in entities["Database:billing-db"]["aliases"]
-    order = entities["Application:order-api"]
+    order = entities["Application:order"]
     assert order["name"] == "Order API" and "order api" in order["aliases"]
     assert order["chunk_ids"] == ["notes.md#0", "notes.md#1", "notes.md#2"]
     assert {
-        ("Server:srv-web-01", "MANAGED_BY", "Team:platform-team"),
-        ("Server:srv-web-02", "MANAGED_BY", "Team:platform-team"),
-        ("Application:order-api", "RUNS_ON", "Server:srv-web-01"),
-        ("Application:order-api", "DEPENDS_ON", "Database:billing-db"),
-        ("Application:order-api", "MANAGED_BY", "Team:payments-team"),
+        ("Server:srv-web-01", "MANAGED_BY", "Team:platform"),
+        ("Server:srv-web-02", "MANAGED_BY", "Team:platform"),
+        ("Application:order", "RUNS_ON", "Server:srv-web-01"),
+        ("Application:order", "DEPENDS_ON", "Database:billing-db"),
+        ("Application:order", "MANAGED_BY", "Team:payments"),
     } == triples(facts)
     by_key = {(r["source"], r["type"], r["target"]): r for r in facts["relations"]}
-    assert by_key[("Application:order-api", "MANAGED_BY", "Team:payments-team")]["chunk_id"] == "notes.md#2"
+    assert by_key[("Application:order", "MANAGED_BY", "Team:payments")]["chunk_id"] == "notes.md#2"
 
 
 def test_relations_respect_domain_and_range(ontology):
@@ -131,7 +133,7 @@ def test_relations_respect_domain_and_range(ontology):
     facts = extract_facts(text_chunks("bad.md", "The Data Team runs on srv-x-01. The server srv-x-01 depends on the Data Team."),
                           ontology)
     assert facts["relations"] == []
-    assert {e["id"] for e in facts["entities"]} == {"Team:data-team", "Server:srv-x-01"}
+    assert {e["id"] for e in facts["entities"]} == {"Team:data", "Server:srv-x-01"}
 
 
 # ------------------------------------------------------------------------------------------ checks
@@ -147,17 +149,17 @@ def test_shacl_and_domain_range_fail_on_bad_facts(ontology, corpus_facts):
     facts = corpus_facts["infrastructure-overview.md"]
     chunk = facts["relations"][0]["chunk_id"]
     bad = dict(facts, relations=facts["relations"] + [
-        {"source": "Team:data-team", "type": "RUNS_ON", "target": "Server:srv-db-01", "chunk_id": chunk, "sentence": "x"}])
+        {"source": "Team:data", "type": "RUNS_ON", "target": "Server:srv-db-01", "chunk_id": chunk, "sentence": "x"}])
     conforms, report, violations = ontology.validate_shacl(bad)
     assert not conforms and violations >= 1 and "RunsOnShape" in report
     assert any("needs Software -> Server" in p for p in domain_range_violations(bad, ontology))
 
     unknown = dict(facts, relations=facts["relations"] + [
-        {"source": "Server:srv-db-01", "type": "HOSTS_TEAM", "target": "Team:data-team", "chunk_id": chunk, "sentence": "x"}])
+        {"source": "Server:srv-db-01", "type": "HOSTS_TEAM", "target": "Team:data", "chunk_id": chunk, "sentence": "x"}])
     assert not ontology.validate_shacl(unknown)[0]
     assert any("not an ontology relation" in p for p in domain_range_violations(unknown, ontology))
 
-    untraced = dict(facts, entities=[dict(e, chunk_ids=[]) if e["id"] == "Team:data-team" else e for e in facts["entities"]])
+    untraced = dict(facts, entities=[dict(e, chunk_ids=[]) if e["id"] == "Team:data" else e for e in facts["entities"]])
     conforms, report, _ = ontology.validate_shacl(untraced)
     assert not conforms and "traceable" in report
 
@@ -215,7 +217,7 @@ def test_replace_keeps_shared_entities_and_multi_hop(store, corpus_facts):
             assert path["names"][2] == "Platform Team" and all(path["evidence"])
         # by alias of the known individual, and by id
         assert graph.applications_on_servers_managed_by("Infra Team") == apps
-        assert graph.applications_on_servers_managed_by("Team:platform-team") == apps
+        assert graph.applications_on_servers_managed_by("Team:platform") == apps
         assert graph.applications_on_servers_managed_by("Payments Team") == []
         assert graph.applications_on_servers_managed_by("Nobody") == []
         # three hops: applications depending on software that runs on a server the Platform Team manages
@@ -229,8 +231,9 @@ def test_replace_keeps_shared_entities_and_multi_hop(store, corpus_facts):
         # srv-db-01 is mentioned by several documents: purging one keeps it and the other documents' facts
         graph.purge_document("team-charter.docx")
         assert graph.entity("Server:srv-db-01") is not None
-        assert graph.document_facts("team-charter.docx") == {"doc_id": "team-charter.docx", "entities": [], "relations": []}
-        assert graph.entity("Team:security-team") is not None  # security-policy.html still mentions it
+        assert graph.document_facts("team-charter.docx") == {"doc_id": "team-charter.docx", "entities": [], "relations": [],
+                                                                 "attributes": []}
+        assert graph.entity("Team:security") is not None  # security-policy.html still mentions it
         apps = graph.applications_on_servers_managed_by("Platform Team")
         assert apps == []  # srv-app-0x were said to be Platform-managed only by the charter
         assert graph.orphan_nodes() == [] and graph.untraceable_edges() == []
@@ -309,11 +312,11 @@ def test_pipeline_changed_document_replaces_facts_and_purge(tmp_path):
         assert graph.document_facts("infra.md")["entities"] == []
         assert graph.entity("Application:reporting-engine") is None
         # shared entities survive with the other document's facts
-        assert graph.entity("Server:srv-app-01") is not None and graph.entity("Application:billing-service") is not None
+        assert graph.entity("Server:srv-app-01") is not None and graph.entity("Application:billing") is not None
         assert triples(graph.document_facts("ops.txt")) == {
-            ("Server:srv-app-01", "MANAGED_BY", "Team:platform-team"),
-            ("Server:srv-db-01", "MANAGED_BY", "Team:platform-team"),
-            ("Application:billing-service", "RUNS_ON", "Server:srv-app-01")}
+            ("Server:srv-app-01", "MANAGED_BY", "Team:platform"),
+            ("Server:srv-db-01", "MANAGED_BY", "Team:platform"),
+            ("Application:billing", "RUNS_ON", "Server:srv-app-01")}
         assert graph.orphan_nodes() == [] and graph.untraceable_edges() == []
 
 
@@ -348,13 +351,13 @@ def test_aliases_merge_across_documents_and_leave_with_them(store, ontology):
     with store.session() as graph:
         graph.replace_document("a.md", a)
         graph.replace_document("b.md", b)
-        order = graph.entity("Application:order-api")
+        order = graph.entity("Application:order")
         assert order["name"] == "Order API" and order["aliases"] == ["ORDER API"]  # b.md's spelling is an alias
-        assert "Infra Team" in graph.entity("Team:platform-team")["aliases"]
+        assert "Infra Team" in graph.entity("Team:platform")["aliases"]
         assert [p["names"][0] for p in graph.applications_on_servers_managed_by("Platform Team")] == ["Order API"]
         graph.purge_document("b.md")
-        assert graph.entity("Application:order-api")["aliases"] == []
-        assert graph.entity("Team:platform-team") is None and graph.entity("Database:billing-db") is None
+        assert graph.entity("Application:order")["aliases"] == []
+        assert graph.entity("Team:platform") is None and graph.entity("Database:billing-db") is None
         assert graph.orphan_nodes() == [] and graph.untraceable_edges() == []
 
 
@@ -416,7 +419,7 @@ def test_same_document_twice_is_idempotent_and_an_entity_free_version_empties_it
         assert graph.document_facts("a.md") == first and graph.stats() == stats
         # the document changes to text without any entity: its facts go, the run must not fail
         empty = extract_facts(text_chunks("a.md", "Lunch menu: soup of the day is tomato."), ontology)
-        assert empty == {"doc_id": "a.md", "entities": [], "relations": []}
+        assert empty == {"doc_id": "a.md", "entities": [], "relations": [], "attributes": [], "rejected": []}
         assert ontology.validate_shacl(empty)[0] and domain_range_violations(empty, ontology) == []
         graph.replace_document("a.md", empty)
         assert graph.stats() == {"entities": 0, "chunks": 0, "relations": {"DEPENDS_ON": 0, "MANAGED_BY": 0, "RUNS_ON": 0}}
@@ -431,17 +434,17 @@ def test_entity_name_follows_the_documents_that_still_mention_it(store, ontology
     with store.session() as graph:
         graph.replace_document("a.md", a)
         graph.replace_document("b.md", b)
-        assert graph.entity("Application:order-api")["name"] == "Order API"
+        assert graph.entity("Application:order")["name"] == "Order API"
         graph.purge_document("a.md")  # the spelling "Order API" left with a.md
-        order = graph.entity("Application:order-api")
+        order = graph.entity("Application:order")
         assert order["name"] == "ORDER API" and order["aliases"] == []
-        assert graph.find_entities("order api")[0]["id"] == "Application:order-api"
+        assert graph.find_entities("order api")[0]["id"] == "Application:order"
         # a.md comes back: its spelling is an alias again, the name does not flip back and forth
         graph.replace_document("a.md", a)
-        assert graph.entity("Application:order-api")["aliases"] == ["Order API"]
+        assert graph.entity("Application:order")["aliases"] == ["Order API"]
         # known individuals keep their canonical name whatever alias the remaining document uses
         graph.replace_document("c.md", extract_facts(text_chunks("c.md", "The Infra Team manages srv-web-01."), ontology))
-        assert graph.entity("Team:platform-team")["name"] == "Platform Team"
+        assert graph.entity("Team:platform")["name"] == "Platform Team"
 
 
 def test_non_ascii_names_keep_distinct_ids_and_queries(store, ontology):
@@ -452,7 +455,9 @@ def test_non_ascii_names_keep_distinct_ids_and_queries(store, ontology):
     assert normalize_name("The Platform Team") == "platform-team" and normalize_name("billing_db") == "billing-db"
     assert normalize_name("결제 Team") != normalize_name("보안 Team")
     assert normalize_name("Café Team") == normalize_name("CAFÉ team") == normalize_name("Cafe\u0301 Team") != "caf-team"
-    resolver = Resolver(ontology)
+    from assets.knowledge_graph.mentions import lexicon_for
+
+    resolver = Resolver(ontology, lexicon_for(ontology))
     ids = {name: resolver.entity_id("Team", name) for name in ("결제 Team", "보안 Team")}
     facts = {"doc_id": "ko.md", "entities": [
         {"id": ids["결제 Team"], "label": "Team", "name": "결제 Team", "aliases": [], "chunk_ids": ["ko#0"]},
@@ -468,7 +473,7 @@ def test_non_ascii_names_keep_distinct_ids_and_queries(store, ontology):
         assert len(graph.multi_hop("Server", [("MANAGED_BY", "Team")], end="결제 team")) == 1
         assert graph.find_entities("???") == []
     café = extract_facts(text_chunks("fr.md", "The Café Team operates srv-z-01."), ontology)
-    assert {e["id"] for e in café["entities"]} == {"Team:café-team", "Server:srv-z-01"}
+    assert {e["id"] for e in café["entities"]} == {"Team:café", "Server:srv-z-01"}
 
 
 def test_long_document_many_chunks_small_batches(tmp_path, ontology, monkeypatch):
@@ -477,8 +482,8 @@ def test_long_document_many_chunks_small_batches(tmp_path, ontology, monkeypatch
     import assets.knowledge_graph.extract as kg
 
     built = []
-    original = kg._gazetteer_matcher
-    monkeypatch.setattr(kg, "_gazetteer_matcher", lambda *a: built.append(1) or original(*a))
+    original = kg.Gazetteer
+    monkeypatch.setattr(kg, "Gazetteer", lambda *a: built.append(1) or original(*a))
     n = 60
     chunks = text_chunks("long.md", *[
         f"The application Service{i} runs on the server srv-n{i}-01. The Platform Team manages srv-n{i}-01. "
@@ -495,7 +500,7 @@ def test_long_document_many_chunks_small_batches(tmp_path, ontology, monkeypatch
         stored = graph.document_facts("long.md")
         assert {e["id"] for e in stored["entities"]} == {e["id"] for e in facts["entities"]}
         assert triples(stored) == triples(facts)
-        assert graph.entity("Team:platform-team")["name"] == "Platform Team"
+        assert graph.entity("Team:platform")["name"] == "Platform Team"
         assert len(graph.applications_on_servers_managed_by("Infra Team")) == n
         assert graph.orphan_nodes() == [] and graph.untraceable_edges() == []
 
@@ -518,8 +523,8 @@ def test_pipeline_entity_free_and_odd_named_documents(tmp_path):
         assert result.output_for_node("knowledge_graph")["relations"] == 2
     with store.session() as graph:
         facts = graph.document_facts(odd)
-        assert triples(facts) == {("Server:srv-q-01", "MANAGED_BY", "Team:platform-team"),
-                                  ("Application:quote-service", "RUNS_ON", "Server:srv-q-01")}
+        assert triples(facts) == {("Server:srv-q-01", "MANAGED_BY", "Team:platform"),
+                                  ("Application:quote", "RUNS_ON", "Server:srv-q-01")}
         assert graph.stats()["chunks"] == 1
         graph.purge_document(odd)
         assert graph.stats()["entities"] == 0

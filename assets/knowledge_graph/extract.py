@@ -21,23 +21,24 @@ from dataclasses import dataclass, field
 
 from assets import _offline  # noqa: F401
 from assets.knowledge_graph.mentions import (
-    HANGUL,
     EVIDENCE_WEIGHT,
+    HANGUL,
+    Gazetteer,
     Mention,
     TypeVotes,
-    english_pipeline,
     find_mentions,
-    gazetteer_mentions,
     lexicon_for,
+    parse_english,
+    prose,
 )
 from assets.knowledge_graph.resolve import Resolver
 from assets.knowledge_graph.scoring import scorer_for
-from assets.knowledge_graph.sentences import sentence_attributes, sentence_relations
+from assets.knowledge_graph.sentences import sentence_attributes, sentence_relations, weak_typed
 from assets.knowledge_graph.structure import StructureExtractor, tables_and_blocks
 from resources.ontology import Ontology, OntologyError, load_ontology, normalize_name
 
 LAYERS = ("structure", "sentences", "korean", "llm")
-STRONG_EVIDENCE = {"known", "pattern", "keyword", "table", "header"}
+STRONG_EVIDENCE = {"known", "pattern", "keyword", "table", "header", "inner"}
 
 
 @dataclass
@@ -123,9 +124,8 @@ def extract_facts(chunks: list[dict], ontology: Ontology | None = None, elements
     # structure first: which element texts it consumes, so prose parsing skips them
     tables = tables_and_blocks(elements, chunks) if config.structure else []
     consumed = [part for t in tables for part in t.parts]
-    document = _Document(chunks=chunks, texts=[_without(c["text"], consumed) for c in chunks])
-    nlp = english_pipeline()
-    document.docs = list(nlp.pipe(document.texts, batch_size=32))
+    document = _Document(chunks=chunks, texts=[prose(_without(c["text"], consumed)) for c in chunks])
+    document.docs = parse_english(document.texts)
     document.mentions = [find_mentions(doc, c["chunk_id"], lexicon) for doc, c in zip(document.docs, chunks)]
     for mentions in document.mentions:
         for mention in mentions:
@@ -140,8 +140,10 @@ def extract_facts(chunks: list[dict], ontology: Ontology | None = None, elements
             votes.add(key, known[0], "known")
         if lexicon.pattern_class(surface):
             votes.add(key, lexicon.pattern_class(surface), "pattern")
-        for cls in inner | lexicon.classes_in_identifier(surface):
+        for cls in inner:
             votes.add(key, cls, "keyword")
+        for cls in lexicon.classes_in_identifier(surface):
+            votes.add(key, cls, "inner")
 
     def type_of(surface: str) -> str | None:
         intrinsic(surface)
@@ -165,28 +167,37 @@ def extract_facts(chunks: list[dict], ontology: Ontology | None = None, elements
                 gazetteer.setdefault(m.key, m.surface)
     for _, surface, _, _ in named:
         gazetteer.setdefault(normalize_name(surface), surface)
+    finder = Gazetteer(gazetteer)
     for doc, mentions, chunk in zip(document.docs, document.mentions, chunks):
-        mentions.extend(gazetteer_mentions(doc, chunk["chunk_id"], gazetteer, mentions))
+        mentions.extend(finder.mentions(doc, chunk["chunk_id"], mentions))
         mentions.sort(key=lambda m: m.start)
         for m in mentions:
             m.label = votes.label(m.key)
 
     if config.sentences:
-        for doc, mentions, chunk in zip(document.docs, document.mentions, chunks):
-            english = [m for m in mentions if hangul_share(doc[max(0, m.start - 3):m.end + 3].text) < 0.3]
-            for found in sentence_relations(doc, english, ontology, scorer):
-                if hangul_share(found.sentence) >= 0.3:
-                    continue
-                for end, label in ((found.source, ontology.relations[found.type].domain),
-                                   (found.target, ontology.relations[found.type].range)):
-                    if end.label is None and label:
-                        votes.add(end.key, label, "relation")
-                raw.append(_RawRelation(found.source.surface, found.source.label, found.type, found.target.surface,
-                                        found.target.label, chunk["chunk_id"], found.sentence, "sentence", found.score))
-            for mention, attribute, value, sentence in sentence_attributes(doc, mentions, ontology, scorer):
-                raw_attributes.append({"entity": mention.surface, "entity_label": mention.label, "property": attribute,
-                                       "value": value, "chunk_id": chunk["chunk_id"], "sentence": sentence,
-                                       "layer": "sentence"})
+        # two passes: a name typed only by a relation in pass 1 ('It is deployed on app-node-3') is typed in pass 2
+        for final in (False, True):
+            for doc, mentions, chunk in zip(document.docs, document.mentions, chunks):
+                if final:
+                    for m in mentions:
+                        m.label = votes.label(m.key)
+                english = [m for m in mentions if hangul_share(doc[max(0, m.start - 3):m.end + 3].text) < 0.3]
+                for found in sentence_relations(doc, english, ontology, scorer):
+                    if hangul_share(found.sentence) >= 0.3:
+                        continue
+                    if not final:
+                        for end, label in ((found.source, ontology.relations[found.type].domain),
+                                           (found.target, ontology.relations[found.type].range)):
+                            if label and (end.label is None or weak_typed(end)):
+                                votes.add(end.key, label, "relation")
+                        continue
+                    raw.append(_RawRelation(found.source.surface, found.source.label, found.type, found.target.surface,
+                                            found.target.label, chunk["chunk_id"], found.sentence, "sentence", found.score))
+                if final:
+                    for mention, attribute, value, sentence in sentence_attributes(doc, mentions, ontology, scorer):
+                        raw_attributes.append({"entity": mention.surface, "entity_label": mention.label,
+                                               "property": attribute, "value": value, "chunk_id": chunk["chunk_id"],
+                                               "sentence": sentence, "layer": "sentence"})
 
     if config.korean:
         raw.extend(_korean_layer(chunks, ontology, type_of, rejected))

@@ -26,8 +26,10 @@ IDENT = re.compile(r"(?<![\w.-])[A-Za-z0-9]+(?:[-_][A-Za-z0-9]+)+(?![\w-])")
 HANGUL = re.compile(r"[\uac00-\ud7a3]")
 _FILLER = {"the", "a", "an", "its", "their", "our", "this", "that", "these", "those", "both", "each", "every", "all",
            "new", "old", "main", "primary", "internal", "external", "existing", "shared", "same", "other"}
-EVIDENCE_WEIGHT = {"known": 10.0, "pattern": 6.0, "keyword": 4.0, "table": 4.0, "header": 3.0, "ner": 1.0,
-                   "relation": 1.5, "default": 0.1}
+EVIDENCE_WEIGHT = {"known": 10.0, "pattern": 6.0, "keyword": 4.0, "table": 4.0, "header": 3.0, "inner": 2.0,
+                   "ner": 1.0, "relation": 1.5}
+WEAK_EVIDENCE = {"ner", "relation"}
+INTRINSIC_EVIDENCE = {"known", "pattern", "inner"}
 # spaCy NER labels described in words, to map them onto any ontology's classes by similarity.
 NER_DESCRIPTIONS = {
     "ORG": "organization: a company, team, department, agency, airline or institution",
@@ -41,6 +43,7 @@ NER_DESCRIPTIONS = {
     "EVENT": "event: a named event",
     "LAW": "law or regulation",
 }
+_VALUE_ENTS = {"DATE", "TIME", "MONEY", "PERCENT", "CARDINAL", "ORDINAL", "QUANTITY"}
 _NOT_NAMES = {"i", "we", "you", "he", "she", "it", "they", "this", "that", "there", "here", "step", "note", "todo",
               "status", "context", "decision", "consequences", "yes", "no", "ok", "thanks", "thx", "hi", "hello"}
 
@@ -53,6 +56,7 @@ class Mention:
     end: int = -1
     label: str | None = None  # class id once typed
     evidence: list[tuple[str, str]] = field(default_factory=list)  # (class id, evidence kind)
+    class_words: set[int] = field(default_factory=set)  # tokens of class words that introduce it ('the server')
 
     @property
     def key(self) -> str:
@@ -73,8 +77,80 @@ class _IdentifierMerger:
         if spans:
             with doc.retokenize() as retokenizer:
                 for span in spans:
-                    retokenizer.merge(span, attrs={"POS": "PROPN", "TAG": "NNP"})
+                    retokenizer.merge(span)
         return doc
+
+
+class _LineSentences:
+    """Rule-based sentence boundaries, set before the parser: after . ! ? and at every new line (chat lines, list
+    items, table rows), and nowhere else — the statistical parser splits at names that start in lower case
+    ('... Storefront Web. catalog-db belongs to ...' became three sentences)."""
+
+    def __call__(self, doc):
+        for token in doc[1:]:
+            previous = doc[token.i - 1]
+            token.is_sent_start = bool(previous.text in (".", "!", "?") or "\n" in previous.whitespace_
+                                       or (previous.is_space and "\n" in previous.text))
+        return doc
+
+
+_ADJECTIVAL_PARTS = re.compile(r"(ing|ed|ly|ible|able|ive|ous|ful|less|al)$|^(only|end|time|side|wide|like|free|up|in|off|"
+                               r"out|level|based|term|party|premise|friendly|safe|aware|scale|grade|class|to|by|new|old)$")
+
+
+def is_identifier(text: str) -> bool:
+    """'app-node-3', 'payments-gateway', 'srv_db_01' name things; 'customer-facing', 'read-only' describe them."""
+    if not IDENT.fullmatch(text):
+        return False
+    if re.search(r"\d|_|[A-Z]", text):
+        return True
+    return not _ADJECTIVAL_PARTS.search(text.lower().split("-")[-1])
+
+
+def mask_identifiers(text: str) -> str:
+    """Identifiers replaced by a capitalised placeholder of the same length ('app-node-3' -> 'Xxxxxxxxxx'): the
+    tagger and parser, trained on prose, then treat them as the proper nouns they are instead of verbs or
+    adjectives. Offsets stay the same, so names are read back from the original text."""
+    return IDENT.sub(lambda m: "X" + "x" * (len(m.group(0)) - 1) if is_identifier(m.group(0)) else m.group(0), text)
+
+
+def parse_english(texts: list[str]) -> list:
+    """spaCy Docs of the texts, identifiers masked for the parser; doc.user_data['original'] keeps the text."""
+    nlp = english_pipeline()
+    docs = list(nlp.pipe([mask_identifiers(t) for t in texts], batch_size=32))
+    for doc, text in zip(docs, texts):
+        doc.user_data["original"] = text
+    return docs
+
+
+def original_text(doc, start: int, end: int) -> str:
+    """The original words of tokens start..end (identifiers unmasked)."""
+    if start >= end:
+        return ""
+    text = doc.user_data.get("original", doc.text)
+    return text[doc[start].idx: doc[end - 1].idx + len(doc[end - 1].text)]
+
+
+def token_text(token) -> str:
+    return original_text(token.doc, token.i, token.i + 1)
+
+
+def prose(text: str) -> str:
+    """Text as the English pipeline reads it: a wrapped line is joined to the line before; a line that starts a
+    new item (bullet, number, bracket, table row) or follows a line ending in . : ! ? stays on its own."""
+    lines = text.split("\n")
+    out = [lines[0]]
+    for line in lines[1:]:
+        previous = out[-1].rstrip()
+        stripped = line.strip()
+        new_item = re.match(r"^([-*•>|\[(#]|\d+[.)]\s|[A-Z][\w .-]{0,30}:\s)", stripped) is not None
+        ends = previous.endswith((".", ":", "!", "?", ";")) or not previous.strip()
+        short_previous = len(previous) < 40 and stripped[:1].isupper()
+        if stripped and not new_item and not ends and not short_previous:
+            out[-1] = previous + " " + stripped
+        else:
+            out.append(line)
+    return "\n".join(out)
 
 
 def _register_merger():
@@ -84,6 +160,10 @@ def _register_merger():
         @Language.factory("kg_identifier_merger")
         def make_identifier_merger(nlp, name):  # noqa: ARG001
             return _IdentifierMerger()
+    if not Language.has_factory("kg_line_sentences"):
+        @Language.factory("kg_line_sentences")
+        def make_line_sentences(nlp, name):  # noqa: ARG001
+            return _LineSentences()
 
 
 @lru_cache(maxsize=2)
@@ -94,6 +174,7 @@ def english_pipeline():
     _register_merger()
     nlp = spacy.load("en_core_web_sm")
     nlp.add_pipe("kg_identifier_merger", first=True)
+    nlp.add_pipe("kg_line_sentences", after="kg_identifier_merger")
     return nlp
 
 
@@ -195,7 +276,8 @@ class ClassLexicon:
             found |= self.classes_for_word(words[-1])
             words = words[:-1]
         # a leading class word only introduces an identifier ('server srv-01', 'Team Phoenix' is a name)
-        while len(words) == 2 and self.classes_for_word(words[0]) and IDENT.fullmatch(words[1]):
+        while len(words) == 2 and self.classes_for_word(words[0]) and (IDENT.fullmatch(words[1]) or
+                                                                       re.search(r"\d", words[1])):
             found |= self.classes_for_word(words[0])
             words = words[1:]
         return " ".join(words), found
@@ -213,25 +295,43 @@ def lexicon_for(ontology: Ontology) -> ClassLexicon:
 # ---------------------------------------------------------------------------------------------- finding names
 
 def _is_name_token(token) -> bool:
-    text = token.text
+    text = token_text(token)
+    if text != token.text:
+        return True  # a masked identifier
+    if token.ent_type_ in _VALUE_ENTS:
+        return False
     if IDENT.fullmatch(text):
-        return True
+        # 'customer-facing', 'on-premise', 'read-only' modify a noun; 'search-indexer is running' names a thing
+        modifier = token.dep_ in ("amod", "advmod") and not re.search(r"\d", text) and token.head.pos_ == "NOUN" or (
+            token.dep_ == "compound" and token.head.pos_ == "NOUN" and token.head.text.islower())
+        return bool(re.search(r"\d|[A-Z]", text)) or not modifier
     if token.is_stop or token.is_punct or token.like_num or len(text) < 2:
         return False
     if text.lower() in _NOT_NAMES:
         return False
-    if token.pos_ == "PROPN" or (text[0].isupper() and token.i > token.sent.start):
+    first_word = next((t.i for t in token.sent if t.is_alpha), token.sent.start)
+    if text[0].isupper() and token.i > first_word:
+        return True
+    if token.pos_ == "PROPN" and (token.i > first_word or token.dep_ not in ("ROOT",)):
         return True
     # CamelCase / mixed-case single words (PaymentsGateway, iOS) and words with digits (web01)
     return bool(re.search(r"[a-z][A-Z]|[A-Za-z]\d|\d[A-Za-z]", text))
 
 
 def _name_spans(doc):
-    """Maximal runs of name-like tokens (proper nouns, identifiers), split at identifiers."""
+    """Maximal runs of name-like tokens (proper nouns, identifiers), split at identifiers; a number right after a
+    capitalised name belongs to it ('Boeing 737', 'Runway 33')."""
     spans, start = [], None
     for token in doc:
-        if _is_name_token(token) and not (start is not None and (IDENT.fullmatch(token.text) or
-                                                                 IDENT.fullmatch(doc[token.i - 1].text))):
+        if start is not None and token.like_num and doc[token.i - 1].text[:1].isupper() and \
+                not IDENT.fullmatch(token_text(doc[token.i - 1])):
+            continue
+        if start is None and token.text[:1].isupper() and token.i + 1 < len(doc) and \
+                doc[token.i + 1].pos_ == "PROPN" and _is_name_token(doc[token.i + 1]) and not token.is_stop:
+            start = token.i  # 'Orders API ...': a capitalised first word before a proper noun
+            continue
+        if _is_name_token(token) and not (start is not None and (IDENT.fullmatch(token_text(token)) or
+                                                                 IDENT.fullmatch(token_text(doc[token.i - 1])))):
             if start is None:
                 start = token.i
             continue
@@ -245,34 +345,47 @@ def _name_spans(doc):
     return spans
 
 
-def _context_classes(doc, start: int, end: int, lexicon: ClassLexicon) -> set[str]:
+def _word_classes(lexicon: ClassLexicon, token) -> set[str]:
+    return lexicon.classes_for_word(token.lower_) | lexicon.classes_for_word(token.lemma_.lower())
+
+
+def _context_classes(doc, start: int, end: int, lexicon: ClassLexicon) -> tuple[set[str], set[int]]:
     """Class words right before ('the server X', 'team X') or after ('X database', 'X service') a name, in a
-    parenthesis after it ('X (MySQL database)') or as the copula's attribute ('X is a database')."""
+    parenthesis after it ('X (MySQL database)') or as the copula's attribute ('X is a database'); with the
+    indices of the class words next to the name (they stand for the name in the parse)."""
     found: set[str] = set()
+    owned: set[int] = set()
     before = start - 1
     while before >= 0 and doc[before].lower_ in _FILLER:
         before -= 1
     if before >= 0 and doc[before].pos_ in ("NOUN", "PROPN") and before >= doc[start].sent.start:
-        found |= lexicon.classes_for_word(doc[before].lower_) | lexicon.classes_for_word(doc[before].lemma_.lower())
-    if end < len(doc) and doc[end].pos_ in ("NOUN", "PROPN") and not _is_name_token(doc[end]):
-        found |= lexicon.classes_for_word(doc[end].lower_) | lexicon.classes_for_word(doc[end].lemma_.lower())
+        classes = _word_classes(lexicon, doc[before])
+        if classes:
+            found |= classes
+            owned.add(before)
+    if end < len(doc) and doc[end].pos_ in ("NOUN", "PROPN") and not _is_name_token(doc[end]) \
+            and doc[end].dep_ not in ("compound", "amod"):  # 'the PostgreSQL database cluster' is a cluster
+        classes = _word_classes(lexicon, doc[end])
+        if classes:
+            found |= classes
+            owned.add(end)
     if end < len(doc) and doc[end].text == "(":
         close = next((t.i for t in doc[end:min(len(doc), end + 12)] if t.text == ")"), None)
         if close is not None:
             for token in doc[end + 1:close]:
-                found |= lexicon.classes_for_word(token.lower_) | lexicon.classes_for_word(token.lemma_.lower())
+                found |= _word_classes(lexicon, token)
     head = doc[end - 1]
     # apposition / copula: "X, a PostgreSQL database", "X is a database"
     for token in head.children:
         if token.dep_ == "appos":
-            found |= lexicon.classes_for_word(token.lemma_.lower()) | lexicon.classes_for_word(token.lower_)
+            found |= _word_classes(lexicon, token)
     if head.dep_ in ("nsubj", "nsubjpass") and head.head.lemma_ == "be":
         for token in head.head.children:
             if token.dep_ == "attr" and not _is_name_token(token):
-                found |= lexicon.classes_for_word(token.lemma_.lower()) | lexicon.classes_for_word(token.lower_)
+                found |= _word_classes(lexicon, token)
     if head.dep_ == "appos" and not _is_name_token(head.head):
-        found |= lexicon.classes_for_word(head.head.lemma_.lower()) | lexicon.classes_for_word(head.head.lower_)
-    return found
+        found |= _word_classes(lexicon, head.head)
+    return found, owned
 
 
 def find_mentions(doc, chunk_id: str, lexicon: ClassLexicon) -> list[Mention]:
@@ -283,9 +396,15 @@ def find_mentions(doc, chunk_id: str, lexicon: ClassLexicon) -> list[Mention]:
             ner[i] = ent.label_
     mentions = []
     for start, end in _name_spans(doc):
-        surface = doc[start:end].text.strip()
+        surface = original_text(doc, start, end).strip()
         if not surface or surface.lower() in _NOT_NAMES or not re.search(r"[A-Za-z0-9\uac00-\ud7a3]", surface):
             continue
+        if start > 1 and doc[start - 1].text == "(" and token_text(doc[start]) == doc[start].text and \
+                _is_name_token(doc[start - 2]) and normalize_name(surface) not in lexicon.known:
+            continue  # 'catalog-db (MySQL, on pg-node-2)': what the name is, not another thing
+        if surface.islower() and not IDENT.fullmatch(surface) and not re.search(r"\d", surface) and \
+                normalize_name(surface) not in lexicon.known:
+            continue  # 'mina', 'joon': lower-case words are names only when they are identifiers
         mention = Mention(surface=surface, chunk_id=chunk_id, start=start, end=end)
         name, inner = lexicon.strip_class_words(surface)
         known = lexicon.known.get(normalize_name(surface)) or lexicon.known.get(normalize_name(name))
@@ -296,36 +415,58 @@ def find_mentions(doc, chunk_id: str, lexicon: ClassLexicon) -> list[Mention]:
             mention.evidence.append((pattern, "pattern"))
         for cls in inner:
             mention.evidence.append((cls, "keyword"))  # "Platform Team", "billing database"
-        for cls in _context_classes(doc, start, end, lexicon):
+        context, mention.class_words = _context_classes(doc, start, end, lexicon)
+        for cls in context:
             mention.evidence.append((cls, "keyword"))
         for cls in lexicon.classes_in_identifier(surface):
-            mention.evidence.append((cls, "keyword"))
-        labels = Counter(ner[i] for i in range(start, end) if i in ner)
+            mention.evidence.append((cls, "inner"))
+        labels = Counter(ner[i] for i in range(start, end) if i in ner and token_text(doc[i]) == doc[i].text)
         if labels:
             for cls in lexicon.ner_classes.get(labels.most_common(1)[0][0], []):
                 mention.evidence.append((cls, "ner"))
         mentions.append(mention)
+    taken = {i for m in mentions for i in range(m.start, m.end)}
+    for token in doc:
+        # 'the checkout service', 'the payments team': a class word with a noun before it names one thing
+        if token.tag_ != "NN" or token.i in taken or not token.text.islower():
+            continue
+        classes = lexicon.classes_for_word(token.lower_)
+        modifiers = [c for c in token.lefts if c.dep_ == "compound" and c.pos_ in ("NOUN", "PROPN") and c.i not in taken]
+        if not classes or not modifiers or any(c.dep_ == "appos" for c in token.children) or any(
+                c.lower_ in ("a", "an", "any", "every", "each", "some") for c in token.lefts):
+            continue
+        start = min(c.i for c in modifiers)
+        if any(doc[i].pos_ not in ("NOUN", "PROPN") for i in range(start, token.i)):
+            continue
+        mention = Mention(surface=original_text(doc, start, token.i + 1), chunk_id=chunk_id, start=start, end=token.i + 1)
+        mention.evidence.extend((cls, "keyword") for cls in classes)
+        mentions.append(mention)
+    mentions.sort(key=lambda m: m.start)
     return mentions
 
 
-def gazetteer_mentions(doc, chunk_id: str, names: dict[str, str], taken: list[Mention]) -> list[Mention]:
-    """Bare, lower-case or differently cased mentions of names the document typed elsewhere."""
-    from spacy.matcher import PhraseMatcher
+class Gazetteer:
+    """The names a document typed anywhere, found bare, lower-case or differently cased in every chunk: one
+    compiled pattern per document (whole words, longest name first), matched on the original text."""
 
-    if not names:
-        return []
-    matcher = PhraseMatcher(doc.vocab, attr="LOWER")
-    nlp = english_pipeline()
-    for key, surface in names.items():
-        matcher.add(key, [nlp.make_doc(surface)])
-    occupied = {i for m in taken for i in range(m.start, m.end)}
-    found = []
-    for match_id, start, end in sorted(matcher(doc), key=lambda m: (m[1], -(m[2] - m[1]))):
-        if any(i in occupied for i in range(start, end)):
-            continue
-        found.append(Mention(surface=doc[start:end].text, chunk_id=chunk_id, start=start, end=end))
-        occupied.update(range(start, end))
-    return found
+    def __init__(self, names: dict[str, str]):
+        surfaces = sorted(set(names.values()), key=lambda n: (-len(n), n))
+        self.pattern = re.compile(r"(?<![\w-])(?:" + "|".join(re.escape(n) for n in surfaces) + r")(?![\w-])",
+                                  re.IGNORECASE) if surfaces else None
+
+    def mentions(self, doc, chunk_id: str, taken: list[Mention]) -> list[Mention]:
+        if self.pattern is None:
+            return []
+        text = doc.user_data.get("original", doc.text)
+        occupied = {i for m in taken for i in range(m.start, m.end)}
+        found = []
+        for match in self.pattern.finditer(text):
+            span = doc.char_span(match.start(), match.end(), alignment_mode="expand")
+            if span is None or any(i in occupied for i in range(span.start, span.end)):
+                continue
+            found.append(Mention(surface=match.group(0), chunk_id=chunk_id, start=span.start, end=span.end))
+            occupied.update(range(span.start, span.end))
+        return found
 
 
 # ---------------------------------------------------------------------------------------------- typing
@@ -339,14 +480,24 @@ class TypeVotes:
         self.lexicon = lexicon
         self.votes: dict[str, Counter] = defaultdict(Counter)
         self.roots = lexicon.abstract_roots()
+        self._intrinsic: set[tuple[str, str, str]] = set()
 
-    def add(self, key: str, cls: str, kind: str) -> None:
-        if key and cls in self.ontology.classes and cls not in self.roots:
-            self.votes[key][cls] += EVIDENCE_WEIGHT[kind]
+    def add(self, key: str, cls: str, kind: str, weight: float = 1.0) -> None:
+        """One piece of evidence; what a name says by itself (known, pattern, a class word inside it) counts once
+        per name, what its context says counts per occurrence."""
+        if not key or cls not in self.ontology.classes or cls in self.roots:
+            return
+        if kind in INTRINSIC_EVIDENCE:
+            if (key, cls, kind) in self._intrinsic:
+                return
+            self._intrinsic.add((key, cls, kind))
+        self.votes[key][cls] += EVIDENCE_WEIGHT[kind] * weight
 
     def add_mention(self, mention: Mention) -> None:
+        ner = [cls for cls, kind in mention.evidence if kind == "ner"]
         for cls, kind in mention.evidence:
-            self.add(mention.key, cls, kind)
+            # one NER label may stand for several classes (ORG: airline, organization): it is one vote, shared
+            self.add(mention.key, cls, kind, 1.0 / len(ner) if kind == "ner" else 1.0)
 
     def label(self, key: str) -> str | None:
         counter = self.votes.get(key)

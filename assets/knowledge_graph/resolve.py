@@ -13,6 +13,7 @@ them per document, a merge is undone when the document that caused it leaves.
 from __future__ import annotations
 
 import difflib
+import re
 from collections import Counter, defaultdict
 
 from assets.knowledge_graph.mentions import HANGUL, ClassLexicon
@@ -75,8 +76,8 @@ class Resolver:
             anchors.sort(key=lambda a: (-sum(groups[a].values()), a[1]))
             for i, small in enumerate(anchors):
                 for big in anchors[:i]:
-                    if big in merged_into or len(small[1]) < 6:
-                        continue
+                    if big in merged_into or len(small[1]) < 6 or re.findall(r"\d+", small[1]) != re.findall(r"\d+", big[1]):
+                        continue  # 'service10' is not a typo of 'service1', nor 'app-node-3' of 'app-node-4'
                     ratio = difflib.SequenceMatcher(None, small[1], big[1]).ratio()
                     if ratio >= SIMILARITY:
                         merged_into[small] = big

@@ -8,6 +8,7 @@ direction. Nothing here knows about a particular ontology.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -74,7 +75,13 @@ def describe(rel: RelationInfo) -> RelationDescription:
         if active:
             inverse.add(active)
     if rel.comment:
-        forward.add(rel.comment.lower().rstrip("."))
+        comment = rel.comment.lower().rstrip(".")
+        forward.add(comment)
+        # 'The software needs, calls, queries or stores its data in the other software': each verb phrase
+        for piece in re.split(r",|;|\bor\b|\band\b", comment):
+            words = [w for w in piece.split() if w not in ("the", "a", "an", "its", "their")]
+            if 0 < len(words) <= 4:
+                forward.add(" ".join(words))
     return RelationDescription(rel, sorted(t for t in forward if t), sorted(t for t in inverse if t))
 
 

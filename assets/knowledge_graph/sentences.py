@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from assets.knowledge_graph.mentions import Mention
+from assets.knowledge_graph.mentions import Mention, original_text
 from assets.knowledge_graph.scoring import RelationScorer, is_passive_label
 from resources.ontology import Ontology
 
@@ -22,9 +22,11 @@ MAX_PATH_WORDS = 4
 THRESHOLD_SINGLE = 0.34  # only one relation fits the two classes: is there a relation at all?
 THRESHOLD_MULTI = 0.42  # several fit: the best must be clear
 UNTYPED_THRESHOLD = 0.55  # one end untyped: its class comes from the relation, so be sure
+BOTH_UNTYPED_THRESHOLD = 0.75  # neither end typed: only an unmistakable predicate ('depends on') types both
 MARGIN = 0.04
-PAST_CUES = {"previously", "formerly", "until", "originally", "no longer", "anymore", "any more", "used to",
-             "decommissioned", "retired", "earlier", "former", "legacy", "old", "was moved", "were moved"}
+OTHER_RELATION_MARGIN = 0.25  # the predicate names another relation clearly better than any that fits
+PAST_CUES = {"previously", "formerly", "until now", "until recently", "until last", "originally", "no longer", "anymore",
+             "any more", "used to", "decommissioned", "retired", "former", "was moved", "were moved", "in the past"}
 CHANGE_VERBS = {"move", "migrate", "transfer", "switch", "take", "hand", "relocate", "replace", "shift"}
 MODALS = {"would", "could", "might", "may", "should", "will", "shall", "wo", "ca"}
 _TRANSPARENT_DEPS = {"conj", "appos", "cc", "punct", "det", "compound", "amod", "poss", "nummod", "prep_skip"}
@@ -41,16 +43,35 @@ class SentenceRelation:
     predicate: str
 
 
-def _token_span_map(mentions: list[Mention]) -> dict[int, Mention]:
+def _token_span_map(mentions: list[Mention], doc=None) -> dict[int, Mention]:
+    """Token index -> mention, the class word a name modifies included ('the host web-07', 'Platform team')."""
     owner = {}
     for m in mentions:
         for i in range(m.start, m.end):
             owner[i] = m
+        for i in m.class_words:
+            owner.setdefault(i, m)
+        if doc is not None and m.start >= 0:
+            root = _root(doc, m)
+            if root.i not in range(m.start, m.end):
+                owner.setdefault(root.i, m)
     return owner
 
 
 def _root(doc, mention: Mention):
-    return doc[mention.start:mention.end].root
+    """The token that stands for the mention in the parse: its span's root, or the class word it modifies
+    ('web-07' in 'the host web-07 runs ...' hangs off 'host'; 'Finance Platform' off 'team')."""
+    root = doc[mention.start:mention.end].root
+    head = root.head
+    if root.dep_ in ("compound", "amod", "appos", "nmod", "nn") and head.i != root.i and head.pos_ == "NOUN" \
+            and head.i not in range(mention.start, mention.end) and mention.label is not None \
+            and _is_class_word(head, mention):
+        return head
+    return root
+
+
+def _is_class_word(token, mention: Mention) -> bool:
+    return any(kind == "keyword" for _, kind in mention.evidence) and token.text.islower()
 
 
 def _path(a, b):
@@ -84,9 +105,12 @@ def _clause_flags(tokens) -> tuple[bool, bool, bool]:
     return negated, hypothetical, passive
 
 
-def _past(sentence_text: str, tokens) -> bool:
-    """A statement about how things were ('until now', 'used to', 'moved from X')."""
-    lowered = " " + sentence_text.lower() + " "
+def _past(tokens) -> bool:
+    """A statement about how things were ('until now', 'used to', 'moved from X'), within the clause that joins
+    the pair (the subtree of the path's top token), so 'expect staleness until step 2 is fixed' does not count."""
+    top = min(tokens, key=lambda t: len(list(t.ancestors)))
+    subtree = list(top.subtree)
+    lowered = " " + " ".join(t.lower_ for t in subtree) + " "
     if any(f" {cue} " in lowered for cue in PAST_CUES):
         return True
     for token in tokens:
@@ -107,7 +131,11 @@ def _from_of_change(path_tokens) -> bool:
 
 def predicate_of(doc, a: Mention, b: Mention, owner: dict[int, Mention]):
     """(predicate words, path tokens, blocked) for the pair, or None when no usable path joins them."""
-    path = _path(_root(doc, a), _root(doc, b))
+    roots = (_root(doc, a), _root(doc, b))
+    for root in roots:
+        if root.dep_ in ("compound", "amod") and root.head.pos_ == "NOUN" and root.head.i not in owner:
+            return None  # 'hosts the PostgreSQL database cluster': the name only modifies what is related
+    path = _path(*roots)
     if path is None or len(path) < 2:
         return None
     interior = path[1:-1]
@@ -116,18 +144,34 @@ def predicate_of(doc, a: Mention, b: Mention, owner: dict[int, Mention]):
         other = owner.get(token.i)
         if other is not None and other is not a and other is not b:
             # passing through another mention: only coordination/apposition keeps the pair related
-            if token.dep_ in ("conj", "appos") or any(c.dep_ in ("conj", "appos") and owner.get(c.i) in (a, b)
+            on_path = {t.i for t in path}
+            if token.dep_ in ("conj", "appos") or any(c.dep_ in ("conj", "appos") and c.i in on_path
                                                       for c in token.children):
                 continue
             blocked = True
             break
         if other is a or other is b:
             continue
-        if token.dep_ in ("conj", "appos", "cc", "punct", "det") and token.pos_ in ("PROPN", "NOUN", "PUNCT", "CCONJ", "DET"):
-            continue
+        if any(c.dep_ == "appos" and owner.get(c.i) in (a, b) for c in token.children):
+            continue  # 'The storefront app, Storefront Web, queries ...': the noun the name stands beside
+        if token.pos_ in ("VERB", "AUX"):
+            foreign = [c for c in token.children if c.dep_ in ("nsubj", "nsubjpass") and owner.get(c.i) not in (a, b)
+                       and c.lower_ not in ("who", "which", "that")
+                       and not any(g.dep_ == "appos" and owner.get(g.i) in (a, b) for g in c.children)]
+            if foreign:
+                return None  # a clause with a subject of its own: 'T1 owns X, T2 runs the host' joins nothing
         words.append(token)
     if blocked:
         return None
+    # 'X runs on Y and depends on Z': X-Z is read from the second verb alone (shared subject); Y-Z, the objects of
+    # two coordinated verbs, are not related
+    heads = {t.head.i for t in words if t.dep_ == "conj" and t.pos_ in ("VERB", "AUX")}
+    for head in heads:
+        subjects = {c.i for c in doc[head].children if c.dep_ in ("nsubj", "nsubjpass")}
+        subjects |= {g.i for i in subjects for g in doc[i].children if g.dep_ == "appos"}
+        if subjects and not any(owner.get(i) in (a, b) for i in subjects):
+            return None
+    words = [t for t in words if t.i not in heads or t.pos_ not in ("VERB", "AUX")]
     # particles and 'by' agents hang off the verbs
     extra = [c for t in words for c in t.children if c.dep_ in ("prt",) and c not in words]
     tokens = sorted(words + extra, key=lambda t: t.i)
@@ -142,7 +186,7 @@ def predicate_of(doc, a: Mention, b: Mention, owner: dict[int, Mention]):
 
 
 def classify(scorer: RelationScorer, ontology: Ontology, phrase: str, passive: bool,
-             first_label: str | None, second_label: str | None):
+             first_label: str | None, second_label: str | None, weak_first: bool = False, weak_second: bool = False):
     """Best (relation, first_is_source, score) for 'FIRST phrase SECOND', or None.
 
     Similarity says which relation; voice says which way: a passive predicate against a passive label ('is
@@ -151,9 +195,11 @@ def classify(scorer: RelationScorer, ontology: Ontology, phrase: str, passive: b
     ('serves' for depends on) reverses it again. Where domain/range allow one direction only, they decide."""
     passive = passive or phrase.split()[-1:] == ["by"]
     scored = []
+    anywhere = {}  # how well the phrase names each relation, classes aside
     for name, rel in ontology.relations.items():
         forward, inverse = scorer.score(phrase, name)
         similarity = max(forward, inverse)
+        anywhere[name] = similarity
         preferred = passive == is_passive_label(rel.label)
         if inverse > forward + 0.05:
             preferred = not preferred
@@ -164,19 +210,36 @@ def classify(scorer: RelationScorer, ontology: Ontology, phrase: str, passive: b
             if tgt is not None and not ontology.fits(tgt, rel.ranges):
                 continue
             scored.append((similarity, first_is_source == preferred, name, first_is_source))
+    weak = weak_first or weak_second
     if not scored:
-        return None
+        return classify(scorer, ontology, phrase, passive, None if weak_first else first_label,
+                        None if weak_second else second_label) if weak else None
     scored.sort(reverse=True)
-    similarity, _, best, first_is_source = scored[0]
+    similarity, voice_ok, best, first_is_source = scored[0]
+    if not voice_ok and (weak_first or weak_second):
+        # the classes force the reading against the voice, but one of them is only a guess (NER): drop the guess
+        retry = classify(scorer, ontology, phrase, passive, None if weak_first else first_label,
+                         None if weak_second else second_label)
+        if retry is not None and retry[0] == best and retry[1] != first_is_source:
+            return retry
     fitting = {name for _, _, name, _ in scored}
     untyped = first_label is None or second_label is None
     threshold = UNTYPED_THRESHOLD if untyped else (THRESHOLD_SINGLE if len(fitting) == 1 else THRESHOLD_MULTI)
+    if first_label is None and second_label is None:
+        threshold = BOTH_UNTYPED_THRESHOLD
     if similarity < threshold:
         return None
     rival = next((s for s, _, name, _ in scored if name != best), None)
     if rival is not None and similarity - rival < MARGIN:
         return None
+    if max(anywhere.values()) > similarity + OTHER_RELATION_MARGIN:
+        return None  # 'The Data Team runs on srv-x-01' says RUNS_ON, which the classes rule out: not MANAGED_BY
     return best, first_is_source, similarity
+
+
+def weak_typed(mention: Mention) -> bool:
+    """Typed only by NER or by an earlier relation guess."""
+    return bool(mention.label) and all(kind in ("ner", "relation") for _, kind in mention.evidence)
 
 
 def _antecedents(doc, sent, mentions: list[Mention]) -> dict[int, Mention]:
@@ -213,26 +276,26 @@ def sentence_relations(doc, mentions: list[Mention], ontology: Ontology, scorer:
         resolve = {id(p): a for p, a in proxies}
         if len(pool) < 2:
             continue
-        owner = _token_span_map(pool)
+        owner = _token_span_map(pool, doc)
         pool.sort(key=lambda m: m.start)
         for i, first in enumerate(pool):
             for second in pool[i + 1:]:
                 a, b = resolve.get(id(first), first), resolve.get(id(second), second)
-                if a.key == b.key or (a.label is None and b.label is None):
+                if a.key == b.key:
                     continue
                 result = predicate_of(doc, first, second, owner)
                 if result is None:
                     continue
                 phrase, path = result
                 negated, hypothetical, passive = _clause_flags(path)
-                if negated or hypothetical or _past(sent.text, path) or _from_of_change(path):
+                if negated or hypothetical or _past(path) or _from_of_change(path):
                     continue
-                chosen = classify(scorer, ontology, phrase, passive, a.label, b.label)
+                chosen = classify(scorer, ontology, phrase, passive, a.label, b.label, weak_typed(a), weak_typed(b))
                 if chosen is None:
                     continue
                 rel, first_is_source, score = chosen
                 source, target = (a, b) if first_is_source else (b, a)
-                found.append(SentenceRelation(source, target, rel, score, sent.text.strip(), phrase))
+                found.append(SentenceRelation(source, target, rel, score, original_text(doc, sent.start, sent.end).strip(), phrase))
     return found
 
 
@@ -258,24 +321,29 @@ def sentence_attributes(doc, mentions: list[Mention], ontology: Ontology, scorer
     if not ontology.attributes:
         return []
     out = []
-    owner = _token_span_map(mentions)
+    owner = _token_span_map(mentions, doc)
     for sent in doc.sents:
         in_sent = [m for m in mentions if m.start >= sent.start and m.end <= sent.end and m.label]
         if not in_sent:
             continue
         for token in sent:
-            if token.i in owner or not (token.like_num or _VALUE.match(token.text)):
+            code = token.text.isupper() and 2 <= len(token.text) <= 6 and token.text.isalnum()
+            if not (token.like_num or _VALUE.match(token.text) or code):
+                continue
+            if token.i in owner and not code:
                 continue
             context = [t for t in doc[max(sent.start, token.i - 4):token.i] if not t.is_punct and t.i not in owner]
             context += [t for t in doc[token.i + 1:min(sent.end, token.i + 3)] if t.pos_ in ("NOUN", "ADJ") and t.i not in owner]
             words = " ".join(t.lower_ for t in context if not t.like_num)
             if not words:
                 continue
-            nearest = min(in_sent, key=lambda m: abs(m.start - token.i))
-            attr, score = scorer.best_attribute(words, nearest.label, threshold=0.5)
-            if attr is None:
+            holders = [m for m in in_sent if m.start < token.i and owner.get(token.i) is not m] or in_sent
+            nearest = min(holders, key=lambda m: abs(m.start - token.i))
+            label_words = ontology.classes[nearest.label].label.lower()
+            attr, score = scorer.best_attribute(f"{label_words} {words}", nearest.label, threshold=0.5)
+            if attr is None or (code and ontology.attributes[attr].numeric):
                 continue
             value = normalize_value(doc[token.i:token.i + 1].text, ontology.attributes[attr].numeric)
             if value:
-                out.append((nearest, attr, value, sent.text.strip()))
+                out.append((nearest, attr, value, original_text(doc, sent.start, sent.end).strip()))
     return out
