@@ -4,7 +4,9 @@ from collections import Counter
 
 from dagster import (
     AssetCheckResult,
+    AssetCheckSeverity,
     AssetCheckSpec,
+    Config,
     AssetExecutionContext,
     MetadataValue,
     OpExecutionContext,
@@ -15,12 +17,28 @@ from dagster import (
 
 from assets import _offline  # noqa: F401
 from assets.ingestion import PurgeConfig, batch_of, emit
-from assets.knowledge_graph.extract import extract_facts
+from assets.knowledge_graph.extract import EXTRACTOR_VERSION, ExtractionConfig, extract_facts, silent_on_relations
 from pipelines.partitions import documents_backfill_policy, documents_partitions
 from resources.graph_store import GraphStore
 from resources.ontology import Ontology, load_ontology
 
 GROUP = "knowledge_graph"
+
+
+class ExtractionSettings(Config):
+    """Which extraction layers run (each fact records the layer that found it). The LLM layer sends chunks to a
+    served model (vLLM, OpenAI-compatible; serve with a context of at least 2048 tokens) and caches answers."""
+
+    structure: bool = True
+    sentences: bool = True
+    korean: bool = True
+    llm: bool = False
+    llm_url: str = ""  # default: $DOCPLATFORM_VLLM_URL
+    llm_model: str = ""  # default: the served base model
+    llm_timeout_s: float = 120.0
+
+    def extraction_config(self) -> ExtractionConfig:
+        return ExtractionConfig(**self.model_dump())
 
 
 # --------------------------------------------------------------------------------------------- checks
@@ -50,48 +68,71 @@ def domain_range_violations(facts: dict, ontology: Ontology) -> list[str]:
     partitions_def=documents_partitions,
     backfill_policy=documents_backfill_policy,
     group_name=GROUP,
-    description="Entities and relations extracted from the document's chunks (spaCy + ontology EntityRuler), "
-                "resolved to canonical ids; every fact carries the chunk id it came from.",
+    code_version=EXTRACTOR_VERSION,
+    description="Entities, relations and literal attributes extracted from the document's chunks and tables, guided by "
+                "the ontology (structure, sentence, Korean and optional LLM layers), resolved to canonical ids; every "
+                "fact carries the chunk id and the layer that found it.",
     check_specs=[
         AssetCheckSpec("shacl_conformance", asset="graph_facts", blocking=True,
-                       description="pyshacl, inference none, against ontology_schemas/shapes.ttl."),
+                       description="pyshacl, inference none, against the ontology folder's shapes and the generated "
+                                   "domain/range/datatype shapes."),
         AssetCheckSpec("domain_range_valid", asset="graph_facts", blocking=True,
                        description="Every relation is an ontology relation whose rdfs:domain/rdfs:range hold."),
+        AssetCheckSpec("relations_found", asset="graph_facts", blocking=False,
+                       description="Warns, naming the document, when text that names several entities together "
+                                   "yields no relation (an ontology or extractor gap worth a look)."),
     ],
 )
-def graph_facts(context: AssetExecutionContext, document_chunks):
+def graph_facts(context: AssetExecutionContext, config: ExtractionSettings, document_chunks, parsed_elements):
     # one document, or a batch of them (context.partition_keys): the checks cover every document of the run
     ontology = load_ontology()
-    results, conforms, reports, violations, problems = {}, True, [], 0, []
+    settings = config.extraction_config()
+    elements_by_doc = batch_of(context, parsed_elements)
+    results, conforms, reports, violations, problems, silent = {}, True, [], 0, [], []
     for key, chunks in batch_of(context, document_chunks).items():
-        facts = extract_facts(chunks, ontology)
+        elements = (elements_by_doc.get(key) or {}).get("elements")
+        facts = extract_facts(chunks, ontology, elements=elements, config=settings)
         facts["doc_id"] = facts["doc_id"] or key
         ok, report, count = ontology.validate_shacl(facts)
         conforms, violations = conforms and ok, violations + count
         if not ok:
             reports.append(f"{key}: {report}")
         problems += [f"{key}: {p}" for p in domain_range_violations(facts, ontology)]
+        if silent_on_relations(facts):
+            silent.append(key)
         results[key] = facts
     all_entities = [e for f in results.values() for e in f["entities"]]
     all_relations = [r for f in results.values() for r in f["relations"]]
+    all_attributes = [a for f in results.values() for a in f.get("attributes", [])]
+    rejected = [r for f in results.values() for r in f.get("rejected", [])]
     labels = Counter(e["label"] for e in all_entities)
     types = Counter(r["type"] for r in all_relations)
+    layers = Counter(r["layer"] for r in all_relations)
     yield Output(
         emit(context, results, {}),
         metadata={
             "documents": len(results),
             "entities": len(all_entities),
             "relations": len(all_relations),
+            "attributes": len(all_attributes),
             "entity_labels": MetadataValue.json(dict(labels)),
             "relation_types": MetadataValue.json(dict(types)),
+            "relations_by_layer": MetadataValue.json(dict(layers)),
+            "rejected": len(rejected),
+            "rejected_sample": MetadataValue.json(rejected[:30]),
             "preview": MetadataValue.md("\n".join(
-                f"- {r['source']} **{r['type']}** {r['target']}" for r in all_relations[:20]) or "(no relations)"),
+                f"- {r['source']} **{r['type']}** {r['target']} ({r['layer']})" for r in all_relations[:20])
+                or "(no relations)"),
         },
     )
     yield AssetCheckResult(check_name="shacl_conformance", passed=conforms,
                            metadata={"violations": violations, "report": MetadataValue.text("\n".join(reports)[:4000])})
     yield AssetCheckResult(check_name="domain_range_valid", passed=not problems,
                            metadata={"violations": len(problems), "problems": MetadataValue.json(problems[:50])})
+    yield AssetCheckResult(
+        check_name="relations_found", passed=not silent, severity=AssetCheckSeverity.WARN,
+        description=(f"entities but no relations in: {', '.join(silent[:20])}" if silent else None),
+        metadata={"documents_without_relations": MetadataValue.json(silent[:50])})
 
 
 @asset(
@@ -106,8 +147,8 @@ def graph_facts(context: AssetExecutionContext, document_chunks):
         AssetCheckSpec("edges_traceable_to_chunks", asset="knowledge_graph", blocking=True,
                        description="Every fact edge names a stored chunk of its document that mentions both ends."),
         AssetCheckSpec("graph_matches_facts", asset="knowledge_graph", blocking=True,
-                       description="The store holds exactly this document's extracted entities and relations, "
-                                   "and its edges respect domain/range."),
+                       description="The store holds exactly this document's extracted entities, relations and "
+                                   "attributes, and its edges respect domain/range."),
     ],
 )
 def knowledge_graph(context: AssetExecutionContext, graph_facts, document_chunks, graph_store: GraphStore):
@@ -122,9 +163,11 @@ def knowledge_graph(context: AssetExecutionContext, graph_facts, document_chunks
             stored = graph.document_facts(doc_id)
             doc_violations = graph.domain_range_violations(doc_id)
             expected = ({e["id"] for e in facts["entities"]},
-                        {(r["source"], r["type"], r["target"], r["chunk_id"]) for r in facts["relations"]})
+                        {(r["source"], r["type"], r["target"], r["chunk_id"]) for r in facts["relations"]},
+                        {(a["entity"], a["property"], str(a["value"]), a["chunk_id"]) for a in facts.get("attributes", [])})
             have = ({e["id"] for e in stored["entities"]},
-                    {(r["source"], r["type"], r["target"], r["chunk_id"]) for r in stored["relations"]})
+                    {(r["source"], r["type"], r["target"], r["chunk_id"]) for r in stored["relations"]},
+                    {(a["entity"], a["property"], a["value"], a["chunk_id"]) for a in stored.get("attributes", [])})
             if expected != have or doc_violations:
                 mismatched.append(doc_id)
             violations += len(doc_violations)

@@ -17,6 +17,7 @@ with their chunk so the asset can report them.
 from __future__ import annotations
 
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 
 from assets import _offline  # noqa: F401
@@ -38,6 +39,8 @@ from assets.knowledge_graph.structure import StructureExtractor, tables_and_bloc
 from resources.ontology import Ontology, OntologyError, load_ontology, normalize_name
 
 LAYERS = ("structure", "sentences", "korean", "llm")
+# Bump when extraction logic changes what facts a document yields: graph_facts' code_version.
+EXTRACTOR_VERSION = "2"
 STRONG_EVIDENCE = {"known", "pattern", "keyword", "table", "header", "inner"}
 
 
@@ -210,6 +213,15 @@ def extract_facts(chunks: list[dict], ontology: Ontology | None = None, elements
     return _assemble(doc_id, ontology, resolver, votes, document, raw, raw_attributes, named, rejected)
 
 
+def silent_on_relations(facts: dict) -> bool:
+    """Entities named together in one chunk, yet not one relation: the document has relation-bearing text the
+    extractor (or the ontology) could not read."""
+    if facts.get("relations"):
+        return False
+    per_chunk = Counter(cid for e in facts.get("entities", []) for cid in e.get("chunk_ids", []))
+    return any(count >= 2 for count in per_chunk.values())
+
+
 def _korean_layer(chunks, ontology, type_of, rejected) -> list[_RawRelation]:
     try:
         from assets.knowledge_graph import korean
@@ -330,4 +342,5 @@ def _assemble(doc_id, ontology, resolver, votes, document, raw, raw_attributes, 
     }
 
 
-__all__ = ["ExtractionConfig", "LAYERS", "OntologyError", "Resolver", "extract_facts"]
+__all__ = ["EXTRACTOR_VERSION", "ExtractionConfig", "LAYERS", "OntologyError", "Resolver", "extract_facts",
+           "silent_on_relations"]
