@@ -88,7 +88,7 @@ def _path(a, b):
 
 
 def _clause_flags(tokens) -> tuple[bool, bool, bool]:
-    """(negated, hypothetical, passive) of the verbs on a path."""
+    """(negated, hypothetical, passive-with-agent) of the verbs on a path."""
     negated = hypothetical = passive = False
     for token in tokens:
         for child in token.children:
@@ -96,8 +96,8 @@ def _clause_flags(tokens) -> tuple[bool, bool, bool]:
                 negated = True
             if child.dep_ == "aux" and child.lower_ in MODALS:
                 hypothetical = True
-            if child.dep_ in ("auxpass", "agent"):
-                passive = True
+            if child.dep_ == "agent" and child in tokens:
+                passive = True  # only a 'by' agent turns the reading round; 'is deployed on' reads forward
             if child.dep_ == "mark" and child.lower_ in ("if", "unless", "whether"):
                 hypothetical = True
         if token.dep_ == "agent":
@@ -157,7 +157,7 @@ def predicate_of(doc, a: Mention, b: Mention, owner: dict[int, Mention]):
         if token.pos_ in ("VERB", "AUX"):
             foreign = [c for c in token.children if c.dep_ in ("nsubj", "nsubjpass") and owner.get(c.i) not in (a, b)
                        and c.lower_ not in ("who", "which", "that")
-                       and not any(g.dep_ == "appos" and owner.get(g.i) in (a, b) for g in c.children)]
+                       and not any(g.dep_ in ("appos", "conj") and owner.get(g.i) in (a, b) for g in c.subtree)]
             if foreign:
                 return None  # a clause with a subject of its own: 'T1 owns X, T2 runs the host' joins nothing
         words.append(token)
@@ -200,9 +200,8 @@ def classify(scorer: RelationScorer, ontology: Ontology, phrase: str, passive: b
         forward, inverse = scorer.score(phrase, name)
         similarity = max(forward, inverse)
         anywhere[name] = similarity
-        preferred = passive == is_passive_label(rel.label)
-        if inverse > forward + 0.05:
-            preferred = not preferred
+        # an inverse description that fits better ('is used by', 'hosts') already says: SECOND is the source
+        preferred = False if inverse > forward + 0.05 else passive == is_passive_label(rel.label)
         for first_is_source in (True, False):
             src, tgt = (first_label, second_label) if first_is_source else (second_label, first_label)
             if src is not None and not ontology.fits(src, rel.domains):

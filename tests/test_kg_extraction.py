@@ -1,0 +1,114 @@
+"""Extraction layers on text the rules were not written for: tables, key-value blocks, sentence shapes, another
+domain's ontology, literal attributes, resolution. Real spaCy, real MiniLM, real unstructured parsing."""
+
+from pathlib import Path
+
+import pytest
+
+from assets.ingestion import ChunkingConfig, chunk_elements, partition_document
+from assets.knowledge_graph.extract import ExtractionConfig, extract_facts, silent_on_relations
+from resources.ontology import load_ontology
+
+AVIATION = Path(__file__).parent / "data" / "aviation_ontology"
+
+
+def facts_of(tmp_path, name: str, text: str, ontology=None, config=None) -> dict:
+    path = tmp_path / name
+    path.write_text(text)
+    elements = [e.to_dict() for e in partition_document(name, path.suffix, path.read_bytes())]
+    chunks = chunk_elements(name, "sha", elements, ChunkingConfig())
+    return extract_facts(chunks, ontology or load_ontology(), elements=elements, config=config)
+
+
+def named_triples(facts: dict, layer: str | None = None) -> set[tuple[str, str, str]]:
+    names = {e["id"]: e["name"].lower() for e in facts["entities"]}
+    return {(r["type"], names[r["source"]], names[r["target"]]) for r in facts["relations"]
+            if layer is None or r["layer"] == layer}
+
+
+def text_facts(text: str, ontology=None) -> dict:
+    return extract_facts([{"chunk_id": "c0", "doc_id": "d.txt", "seq": 0, "text": text}], ontology or load_ontology())
+
+
+def test_markdown_table_columns_typed_by_header_words_and_multi_valued_cells(tmp_path):
+    facts = facts_of(tmp_path, "hosts.md", "# Fleet\n\n| Hostname | Deployed apps | Responsible team |\n|---|---|---|\n"
+                     "| bx-web-11 | quote-api, invoice-store (MySQL 8) | Revenue Tools |\n"
+                     "| bx-web-12 | ledger-ui | Revenue Tools |\n")
+    assert named_triples(facts, "structure") == {
+        ("RUNS_ON", "quote-api", "bx-web-11"), ("RUNS_ON", "invoice-store", "bx-web-11"),
+        ("RUNS_ON", "ledger-ui", "bx-web-12"),
+        ("MANAGED_BY", "bx-web-11", "revenue tools"), ("MANAGED_BY", "bx-web-12", "revenue tools")}
+    labels = {e["name"]: e["label"] for e in facts["entities"]}
+    assert labels["bx-web-11"] == "Server" and labels["Revenue Tools"] == "Team"
+
+
+def test_html_table_header_naming_a_relation(tmp_path):
+    html = ("<html><body><table><tr><th>Service</th><th>Calls</th><th>Owned by</th></tr>"
+            "<tr><td>fare-engine</td><td>fare-cache</td><td>Pricing Guild</td></tr></table></body></html>")
+    facts = facts_of(tmp_path, "deps.html", html)
+    found = named_triples(facts)
+    assert ("MANAGED_BY", "fare-engine", "pricing guild") in found
+    assert ("DEPENDS_ON", "fare-engine", "fare-cache") in found
+
+
+def test_key_value_blocks_under_headings(tmp_path):
+    facts = facts_of(tmp_path, "catalog.md", "# Catalog\n\n## tally-svc\n\n- Type: service\n- Deployed to: kv-node-7\n"
+                     "- Maintainers: Ledger Crew\n- Calls: rate-svc, audit-db\n- Port: 9090\n")
+    assert {("RUNS_ON", "tally-svc", "kv-node-7"), ("MANAGED_BY", "tally-svc", "ledger crew"),
+            ("DEPENDS_ON", "tally-svc", "rate-svc"), ("DEPENDS_ON", "tally-svc", "audit-db")} <= named_triples(facts)
+    assert [(a["property"], a["value"]) for a in facts["attributes"]] == [("port", "9090")]
+
+
+@pytest.mark.parametrize("sentence, expected", [
+    ("The quota-svc and the meter-svc are maintained by the Billing Crew.",
+     {("MANAGED_BY", "quota-svc", "billing crew"), ("MANAGED_BY", "meter-svc", "billing crew")}),
+    ("rollup-worker, which sits on host bk-03, reads from stats-db.",
+     {("RUNS_ON", "rollup-worker", "bk-03"), ("DEPENDS_ON", "rollup-worker", "stats-db")}),
+    ("The Atlas Squad maintains edge-proxy.", {("MANAGED_BY", "edge-proxy", "atlas squad")}),
+    ("stats-db is used by report-api.", {("DEPENDS_ON", "report-api", "stats-db")}),
+    ("report-api queries stats-db, cache-db and user-db.",
+     {("DEPENDS_ON", "report-api", "stats-db"), ("DEPENDS_ON", "report-api", "cache-db"),
+      ("DEPENDS_ON", "report-api", "user-db")}),
+    ("Check that sync-agent is up. It is deployed on bk-09.", {("RUNS_ON", "sync-agent", "bk-09")}),
+])
+def test_sentence_shapes(sentence, expected):
+    assert expected <= named_triples(text_facts(sentence))
+
+
+@pytest.mark.parametrize("sentence", [
+    "report-api no longer runs on bk-02.",
+    "Until now report-api ran on bk-02; it moved to bk-05.",
+    "report-api could run on bk-02 if we had capacity.",
+    "The Billing Crew runs on bk-02.",  # a team cannot run on a server: not a MANAGED_BY either
+])
+def test_past_negated_hypothetical_and_domain_breaking_statements_yield_nothing_wrong(sentence):
+    found = named_triples(text_facts(sentence))
+    assert ("RUNS_ON", "report-api", "bk-02") not in found
+    assert not any(t == "MANAGED_BY" for t, _, _ in found)
+
+
+def test_another_domain_ontology_without_hints():
+    aviation = load_ontology(AVIATION)
+    facts = text_facts("Skylark Air is an airline based in Porto. Aldan Airport is located in Porto. "
+                       "Skylark Air operates the Tern 400. Runway 18R is 2,900 meters long.", aviation)
+    assert {("BASED_IN", "skylark air", "porto"), ("LOCATED_IN", "aldan airport", "porto"),
+            ("OPERATES_TYPE", "skylark air", "tern 400")} <= named_triples(facts)
+    assert {(a["property"], a["value"]) for a in facts["attributes"]} == {("runway_length", "2900")}
+    assert aviation.validate_shacl(facts)[0]
+
+
+def test_resolution_merges_class_word_variants_and_explains_why():
+    facts = text_facts("The Fraud Ops Team owns risk-api. risk-api is also maintained by Fraud Ops.")
+    teams = [e for e in facts["entities"] if e["label"] == "Team"]
+    assert len(teams) == 1 and teams[0]["merges"] and set(teams[0]["merges"].values()) <= {"class word", "same normalised name"}
+
+
+def test_layers_switch_off_and_warning_for_silent_documents(tmp_path):
+    text = "# Fleet\n\n| Host | Apps |\n|---|---|\n| qa-node-1 | lint-api |\n\nlint-api calls spell-api.\n"
+    full = facts_of(tmp_path, "a.md", text)
+    assert {r["layer"] for r in full["relations"]} == {"structure", "sentence"}
+    no_structure = facts_of(tmp_path, "a.md", text, config=ExtractionConfig(structure=False))
+    assert {r["layer"] for r in no_structure["relations"]} == {"sentence"}
+    nothing = facts_of(tmp_path, "a.md", text, config=ExtractionConfig(structure=False, sentences=False))
+    assert nothing["relations"] == [] and silent_on_relations(nothing)
+    assert not silent_on_relations(full)
