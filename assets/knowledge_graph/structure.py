@@ -21,6 +21,7 @@ from assets.knowledge_graph.sentences import normalize_value
 from resources.ontology import Ontology
 
 HEADER_RELATION_THRESHOLD = 0.55
+SUBJECT_KEY_RELATION = 0.62  # a first key this close to a relation ('Host') relates the heading, not names the record
 KIND_KEYS = {"kind", "type", "category", "class", "role", "종류", "유형"}
 NAME_KEYS = {"name", "id", "identifier", "이름"}
 _SPLIT = re.compile(r"\s*(?:[,;/、·\n]|\band\b|\s&\s|그리고)\s*")
@@ -111,40 +112,38 @@ def tables_and_blocks(elements: list[dict] | None, chunks: list[dict]) -> list[T
         for chunk in chunks:
             items.extend(_pseudo_elements(chunk["text"]))
     tables: list[Table] = []
-    subject: str | None = None
+    heading: list[str | None] = [None]  # the latest heading: the subject of the block right after it
     block: list[tuple[str, str]] = []
     block_text: list[str] = []
 
     def close_block():
         if block:
             tables.append(Table(header=[k for k, _ in block], rows=[[v for _, v in block]],
-                                text="\n".join(block_text), subject=subject, parts=list(block_text)))
+                                text="\n".join(block_text), subject=heading[0] or "", parts=list(block_text)))
+            heading[0] = None
         block.clear()
         block_text.clear()
 
     for kind, text, markup in items:
-        if kind == "Table":
+        if kind in ("Table", "PipeTable"):
             close_block()
-            header, rows = parse_html_table(markup)
+            header, rows = parse_html_table(markup) if kind == "Table" else parse_pipe_table(text.splitlines())
             if header and rows:
                 tables.append(Table(header, rows, text, parts=[text]))
             continue
-        if kind == "PipeTable":
-            close_block()
-            header, rows = parse_pipe_table(text.splitlines())
-            if header and rows:
-                tables.append(Table(header, rows, text, parts=[text]))
-            continue
-        if kind == "Title":
-            close_block()
-            subject = text.strip().strip("#").strip()
-            continue
-        pairs = [m.groups() for m in (_KV.match(line) for line in text.splitlines()) if m and _is_kv(*m.groups())]
-        if subject is not None and pairs and len(pairs) == len([l for l in text.splitlines() if l.strip()]):
-            block.extend((k.strip(), v.strip()) for k, v in pairs)
+        lines = [line for line in text.splitlines() if line.strip()]
+        pairs = [m.groups() for m in (_KV.match(line) for line in lines) if m and _is_kv(*m.groups())]
+        if pairs and len(pairs) == len(lines):
+            # every line is 'key: value' (parsers call some of them titles); a repeated key starts a new record
+            for key, value in pairs:
+                if any(k.lower() == key.strip().lower() for k, _ in block):
+                    close_block()
+                block.append((key.strip(), value.strip()))
             block_text.append(text)
-        else:
-            close_block()
+            continue
+        close_block()
+        if kind == "Title":
+            heading[0] = text.strip().strip("#").strip()
     close_block()
     return tables
 
@@ -197,7 +196,7 @@ def split_values(cell: str) -> list[str]:
 
 
 def _looks_like_name(text: str) -> bool:
-    if not text or len(text) > 60 or len(text.split()) > 6:
+    if not text or len(text) > 60 or len(text.split()) > 6 or ":" in text:
         return False
     if IDENT.fullmatch(text) or re.search(r"[A-Z0-9\uac00-\ud7a3]", text[:1]):
         return True
@@ -349,19 +348,23 @@ class StructureExtractor:
 
     # ------------------------------------------------------------------ key-value blocks
     def _block(self, table: Table, chunk_id: str, out: StructureOutput) -> None:
+        """A key-value record: its subject is the value of a first 'name'/class key ('service: Route Planner',
+        'Host: bx-01'), else the heading right above it; 'Kind: application' types the subject."""
         pairs = list(zip(table.header, table.rows[0]))
-        subject = clean_cell_value(table.subject or "")[0]
-        subject_class = None
+        subject, subject_class = clean_cell_value(table.subject or "")[0], None
+        first_key, first_value = pairs[0]
+        named = self.header_relation(first_key, None, None)
+        # 'Host: bx-01' under the heading 'payments-api' relates the heading to a host; 'service: Route Planner'
+        # (or any class key when there is no heading) names the record itself
+        relational = named is not None and named[2] >= SUBJECT_KEY_RELATION and _looks_like_name(subject)
+        if first_key.strip().lower() in NAME_KEYS or (
+                self.header_class(first_key) and not relational and len(split_values(first_value)) == 1):
+            subject, subject_class = clean_cell_value(first_value)[0], self.header_class(first_key)
+            pairs = pairs[1:]
         remaining = []
         for key, value in pairs:
-            lowered = key.strip().lower()
-            if lowered in KIND_KEYS:
+            if key.strip().lower() in KIND_KEYS:
                 subject_class = self.header_class(value) or subject_class
-            elif lowered in NAME_KEYS or (not _looks_like_name(subject) and self.header_class(key)
-                                          and (self.header_relation(key, None, None) or ('', True, 0.0))[2] < HEADER_RELATION_THRESHOLD
-                                          and len(pairs) > 1 and (key, value) == pairs[0]):
-                subject = clean_cell_value(value)[0]
-                subject_class = subject_class or self.header_class(key)
             else:
                 remaining.append((key, value))
         if not _looks_like_name(subject):
