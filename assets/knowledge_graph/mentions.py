@@ -95,14 +95,14 @@ class _LineSentences:
 
 
 _ADJECTIVAL_PARTS = re.compile(r"(ing|ed|ly|ible|able|ive|ous|ful|less|al)$|^(only|end|time|side|wide|like|free|up|in|off|"
-                               r"out|level|based|term|party|premise|friendly|safe|aware|scale|grade|class|to|by|new|old)$")
+                               r"out|level|based|term|party|premise|friendly|safe|aware|scale|grade|class|to|by|new|old)s?$")
 
 
 def is_identifier(text: str) -> bool:
     """'app-node-3', 'payments-gateway', 'srv_db_01' name things; 'customer-facing', 'read-only' describe them."""
     if not IDENT.fullmatch(text):
         return False
-    if re.search(r"\d|_|[A-Z]", text):
+    if re.search(r"\d|_", text):
         return True
     return not _ADJECTIVAL_PARTS.search(text.lower().split("-")[-1])
 
@@ -300,11 +300,13 @@ def _is_name_token(token) -> bool:
         return True  # a masked identifier
     if token.ent_type_ in _VALUE_ENTS:
         return False
+    if text[:1].islower() and not IDENT.fullmatch(text) and not re.search(r"\d|[A-Z]", text):
+        return False  # 'fyi', 'mina': a lower-case word names something only when shaped like an identifier
     if IDENT.fullmatch(text):
         # 'customer-facing', 'on-premise', 'read-only' modify a noun; 'search-indexer is running' names a thing
         modifier = token.dep_ in ("amod", "advmod") and not re.search(r"\d", text) and token.head.pos_ == "NOUN" or (
             token.dep_ == "compound" and token.head.pos_ == "NOUN" and token.head.text.islower())
-        return bool(re.search(r"\d|[A-Z]", text)) or not modifier
+        return is_identifier(text) and (bool(re.search(r"\d|[A-Z]", text)) or not modifier)
     if token.is_stop or token.is_punct or token.like_num or len(text) < 2:
         return False
     if text.lower() in _NOT_NAMES:

@@ -165,7 +165,8 @@ def predicate_of(doc, a: Mention, b: Mention, owner: dict[int, Mention]):
         return None
     # 'X runs on Y and depends on Z': X-Z is read from the second verb alone (shared subject); Y-Z, the objects of
     # two coordinated verbs, are not related
-    heads = {t.head.i for t in words if t.dep_ == "conj" and t.pos_ in ("VERB", "AUX")}
+    on_words = {t.i for t in words}
+    heads = {t.head.i for t in words if t.dep_ == "conj" and t.pos_ in ("VERB", "AUX") and t.head.i in on_words}
     for head in heads:
         subjects = {c.i for c in doc[head].children if c.dep_ in ("nsubj", "nsubjpass")}
         subjects |= {g.i for i in subjects for g in doc[i].children if g.dep_ == "appos"}
@@ -241,6 +242,24 @@ def weak_typed(mention: Mention) -> bool:
     return bool(mention.label) and all(kind in ("ner", "relation") for _, kind in mention.evidence)
 
 
+def _role(doc, mention: Mention) -> str:
+    """'subject' or 'object' of the predicate that joins it to another mention, or '' when unclear; a name with
+    a relative clause takes the relative pronoun's role ('Fleet Map, which it polls' is an object)."""
+    root = _root(doc, mention)
+    if root.dep_ in ("nsubj", "nsubjpass"):
+        return "subject"
+    if root.dep_ in ("dobj", "pobj", "attr", "oprd"):
+        role = "object"
+    else:
+        role = ""
+    for child in root.children:
+        if child.dep_ == "relcl":
+            pronoun = next((c for c in child.children if c.lower_ in ("which", "that", "who", "whom")), None)
+            if pronoun is not None:
+                return "subject" if pronoun.dep_ in ("nsubj", "nsubjpass") else "object"
+    return role
+
+
 def _antecedents(doc, sent, mentions: list[Mention]) -> dict[int, Mention]:
     """Pronoun token index -> the mention it most likely refers to (an earlier subject in the chunk)."""
     out = {}
@@ -286,6 +305,8 @@ def sentence_relations(doc, mentions: list[Mention], ontology: Ontology, scorer:
                 if result is None:
                     continue
                 phrase, path = result
+                if _role(doc, second) == "subject" and _role(doc, first) != "subject":
+                    a, b = b, a  # read 'SUBJECT predicate OBJECT' whatever the word order
                 negated, hypothetical, passive = _clause_flags(path)
                 if negated or hypothetical or _past(path) or _from_of_change(path):
                     continue
