@@ -39,6 +39,18 @@ def default_graph_path() -> str:
     return os.environ.get("DOCPLATFORM_GRAPH_PATH", str(default_data_dir() / "graph.lbug"))
 
 
+def remap_entities(facts: dict, mapping: dict[str, tuple[str, str]]) -> dict:
+    """The facts with entity ids (and labels) replaced as mapping says: old id -> (new id, label)."""
+    def new_id(old: str) -> str:
+        return mapping[old][0] if old in mapping else old
+
+    entities = [dict(e, id=new_id(e["id"]), label=mapping[e["id"]][1]) if e["id"] in mapping else e
+                for e in facts["entities"]]
+    relations = [dict(r, source=new_id(r["source"]), target=new_id(r["target"])) for r in facts["relations"]]
+    attributes = [dict(a, entity=new_id(a["entity"])) for a in facts.get("attributes", [])]
+    return dict(facts, entities=entities, relations=relations, attributes=attributes)
+
+
 def _backtick(identifier: str) -> str:
     # Defence in depth: identifiers are already checked against the ontology and ^[A-Z][A-Za-z0-9_]*$.
     return "`" + identifier.replace("`", "``") + "`"
@@ -149,10 +161,43 @@ class GraphBackend:
                       updates)
         return len(gone)
 
+    def _same_entities_elsewhere(self, tx, entities: list[dict]) -> dict[str, tuple[str, str]]:
+        """id -> (stored id, label) for entities the graph already holds under a compatible class: 'Software:x'
+        from a host table and 'Application:x' from a service page are one thing, and keep the more specific
+        class. (Ids embed the class the first document saw; the label follows the most specific evidence.)"""
+        candidates: dict[str, list[str]] = {}
+        for entity in entities:
+            label, key = entity["label"], entity["id"].split(":", 1)[-1]
+            related = [c for c in self.ontology.classes if c != label and
+                       (self.ontology.is_a(c, label) or self.ontology.is_a(label, c))]
+            candidates[entity["id"]] = [f"{c}:{key}" for c in related]
+        wanted = sorted({i for ids in candidates.values() for i in ids} | {e["id"] for e in entities})
+        stored = {r["id"]: r["label"] for r in tx("MATCH (e:Entity) WHERE e.id IN $ids RETURN e.id AS id, e.label AS label",
+                                                   {"ids": wanted})}
+        mapping = {}
+        for entity in entities:
+            if entity["id"] in stored:  # same id: keep the more specific class either side saw
+                if self.ontology.specificity(stored[entity["id"]]) > self.ontology.specificity(entity["label"]) \
+                        and self.ontology.is_a(stored[entity["id"]], entity["label"]):
+                    mapping[entity["id"]] = (entity["id"], stored[entity["id"]])
+                continue
+            found = [i for i in candidates[entity["id"]] if i in stored]
+            if not found:
+                continue
+            target = max(found, key=lambda i: self.ontology.specificity(stored[i]))
+            label = max((stored[target], entity["label"]), key=self.ontology.specificity)
+            mapping[entity["id"]] = (target, label)
+        return mapping
+
     def replace_document(self, doc_id: str, facts: dict, chunks: list[dict] | None = None) -> dict:
         """Atomically swap one document's facts: its old provenance, edges and now-orphaned entities go,
-        the new ones are merged in. Entities that other documents still mention survive."""
+        the new ones are merged in. Entities that other documents still mention survive; an entity another
+        document holds under a compatible class is the same entity (summary['id_map'] says which ids moved)."""
         self._validate_facts(facts)
+        with self._transaction() as tx:
+            mapping = self._same_entities_elsewhere(tx, facts["entities"])
+        if mapping:
+            facts = remap_entities(facts, mapping)
         chunk_meta = {c["chunk_id"]: c for c in chunks or []}
         used_chunks = sorted({cid for e in facts["entities"] for cid in e["chunk_ids"]} |
                              {r["chunk_id"] for r in facts["relations"]} |
@@ -197,7 +242,8 @@ class GraphBackend:
                            for e, c, p, v, t in attribute_rows])
             touched = sorted(set(removed["previous_entity_ids"]) | {e["id"] for e in entity_rows})
             removed_entities = self._drop_orphans_and_refresh(tx, touched)
-        return {"doc_id": doc_id, "entities": len(entity_rows), "relations": sum(len(r) for r in by_type.values()),
+        return {"doc_id": doc_id, "id_map": {k: v[0] for k, v in mapping.items() if k != v[0]},
+                "entities": len(entity_rows), "relations": sum(len(r) for r in by_type.values()),
                 "attributes": len(attribute_rows), "chunks": len(chunk_rows), "removed_relations": removed["removed_relations"],
                 "removed_chunks": removed["removed_chunks"], "removed_entities": removed_entities}
 

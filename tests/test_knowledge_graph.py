@@ -580,3 +580,28 @@ def test_embedded_store_released_when_the_connection_cannot_be_made(tmp_path, mo
     other = subprocess.run([sys.executable, "-c", "import sys, ladybug; ladybug.Database(sys.argv[1]); print('opened')",
                             str(path)], capture_output=True, text=True, timeout=60, check=False)
     assert kept.value is not None and "opened" in other.stdout, other.stderr[-500:]
+
+
+def test_one_entity_across_documents_that_saw_different_classes(store, ontology):
+    """A host table only says 'software' (Software:x), a service page says 'application' (Application:x): the graph
+    keeps one entity with the more specific class, so multi-hop questions about applications find it."""
+    table = {"doc_id": "hosts.md", "entities": [
+        {"id": "Software:geo-api", "label": "Software", "name": "geo-api", "aliases": [], "chunk_ids": ["h#0"]},
+        {"id": "Server:mx-01", "label": "Server", "name": "mx-01", "aliases": [], "chunk_ids": ["h#0"]},
+        {"id": "Team:maps", "label": "Team", "name": "Maps Team", "aliases": [], "chunk_ids": ["h#0"]}],
+        "relations": [{"source": "Software:geo-api", "type": "RUNS_ON", "target": "Server:mx-01", "chunk_id": "h#0"},
+                      {"source": "Server:mx-01", "type": "MANAGED_BY", "target": "Team:maps", "chunk_id": "h#0"}]}
+    page = {"doc_id": "geo.md", "entities": [
+        {"id": "Application:geo-api", "label": "Application", "name": "geo-api", "aliases": [], "chunk_ids": ["g#0"]},
+        {"id": "Team:maps", "label": "Team", "name": "Maps Team", "aliases": [], "chunk_ids": ["g#0"]}],
+        "relations": [{"source": "Application:geo-api", "type": "MANAGED_BY", "target": "Team:maps", "chunk_id": "g#0"}]}
+    with store.session() as graph:
+        graph.replace_document("hosts.md", table)
+        summary = graph.replace_document("geo.md", page)
+        assert summary["id_map"] == {"Application:geo-api": "Software:geo-api"}
+        assert graph.entity("Software:geo-api")["label"] == "Application" and graph.entity("Application:geo-api") is None
+        assert [p["names"] for p in graph.applications_on_servers_managed_by("Maps Team")] == [["geo-api", "mx-01", "Maps Team"]]
+        # the less specific document again: the class stays the most specific one seen
+        graph.replace_document("hosts.md", table)
+        assert graph.entity("Software:geo-api")["label"] == "Application"
+        assert graph.orphan_nodes() == [] and graph.untraceable_edges() == []

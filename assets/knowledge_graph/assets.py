@@ -19,7 +19,7 @@ from assets import _offline  # noqa: F401
 from assets.ingestion import PurgeConfig, batch_of, emit
 from assets.knowledge_graph.extract import EXTRACTOR_VERSION, ExtractionConfig, extract_facts, silent_on_relations
 from pipelines.partitions import documents_backfill_policy, documents_partitions
-from resources.graph_store import GraphStore
+from resources.graph_store import GraphStore, remap_entities
 from resources.ontology import Ontology, load_ontology
 
 GROUP = "knowledge_graph"
@@ -160,6 +160,10 @@ def knowledge_graph(context: AssetExecutionContext, graph_facts, document_chunks
         for doc_id, facts in facts_by_doc.items():
             touched |= {e["id"] for e in graph.document_facts(doc_id)["entities"]} | {e["id"] for e in facts["entities"]}
             summaries[doc_id] = graph.replace_document(doc_id, facts, chunks_by_doc.get(doc_id, []))
+            moved = summaries[doc_id].pop("id_map", {})  # entities the graph already held under a compatible class
+            if moved:
+                facts = remap_entities(facts, {old: (new, None) for old, new in moved.items()})
+                touched |= set(moved.values())
             stored = graph.document_facts(doc_id)
             doc_violations = graph.domain_range_violations(doc_id)
             expected = ({e["id"] for e in facts["entities"]},

@@ -188,6 +188,17 @@ def predicate_of(doc, a: Mention, b: Mention, owner: dict[int, Mention]):
 
 def classify(scorer: RelationScorer, ontology: Ontology, phrase: str, passive: bool,
              first_label: str | None, second_label: str | None, weak_first: bool = False, weak_second: bool = False):
+    """Best (relation, first_is_source, score) for 'FIRST phrase SECOND', or None; a class that is only a guess
+    (NER, an earlier relation) is dropped when the reading fails with it or runs against the voice."""
+    chosen = _classify(scorer, ontology, phrase, passive, first_label, second_label, weak_first, weak_second)
+    if chosen is None and (weak_first or weak_second):
+        chosen = _classify(scorer, ontology, phrase, passive, None if weak_first else first_label,
+                           None if weak_second else second_label)
+    return chosen
+
+
+def _classify(scorer: RelationScorer, ontology: Ontology, phrase: str, passive: bool,
+              first_label: str | None, second_label: str | None, weak_first: bool = False, weak_second: bool = False):
     """Best (relation, first_is_source, score) for 'FIRST phrase SECOND', or None.
 
     Similarity says which relation; voice says which way: a passive predicate against a passive label ('is
@@ -210,16 +221,14 @@ def classify(scorer: RelationScorer, ontology: Ontology, phrase: str, passive: b
             if tgt is not None and not ontology.fits(tgt, rel.ranges):
                 continue
             scored.append((similarity, first_is_source == preferred, name, first_is_source))
-    weak = weak_first or weak_second
     if not scored:
-        return classify(scorer, ontology, phrase, passive, None if weak_first else first_label,
-                        None if weak_second else second_label) if weak else None
+        return None
     scored.sort(reverse=True)
     similarity, voice_ok, best, first_is_source = scored[0]
     if not voice_ok and (weak_first or weak_second):
         # the classes force the reading against the voice, but one of them is only a guess (NER): drop the guess
-        retry = classify(scorer, ontology, phrase, passive, None if weak_first else first_label,
-                         None if weak_second else second_label)
+        retry = _classify(scorer, ontology, phrase, passive, None if weak_first else first_label,
+                          None if weak_second else second_label)
         if retry is not None and retry[0] == best and retry[1] != first_is_source:
             return retry
     fitting = {name for _, _, name, _ in scored}
@@ -260,62 +269,75 @@ def _role(doc, mention: Mention) -> str:
     return role
 
 
-def _antecedents(doc, sent, mentions: list[Mention]) -> dict[int, Mention]:
-    """Pronoun token index -> the mention it most likely refers to (an earlier subject in the chunk)."""
+def _antecedents(doc, sent, mentions: list[Mention]) -> dict[int, list[Mention]]:
+    """Pronoun token index -> the mentions it may refer to, most likely first: the previous sentence's names
+    (its subject first, then the others from the nearest) and the chunk's last subject before that."""
     out = {}
     earlier = sorted((m for m in mentions if m.end <= sent.start), key=lambda m: m.start)
     if not earlier:
         return out
+    previous_start = max((s.start for s in doc.sents if s.start <= earlier[-1].start), default=0)
+    recent = [m for m in earlier if m.start >= previous_start]
     subjects = [m for m in earlier if _root(doc, m).dep_ in ("nsubj", "nsubjpass")]
-    antecedent = (subjects or earlier)[-1]
-    if subjects and earlier[-1].start > subjects[-1].start and earlier[-1].start >= max(
-            (s.start for s in doc.sents if s.start <= earlier[-1].start), default=0) and not any(
-            m.start > subjects[-1].end for m in subjects):
-        antecedent = subjects[-1]
+    candidates = [m for m in recent if m in subjects] + [m for m in reversed(recent) if m not in subjects]
+    if subjects and subjects[-1] not in candidates:
+        candidates.append(subjects[-1])
     for token in sent:
         if token.lower_ in _PRONOUNS and token.pos_ == "PRON" and token.dep_ in ("nsubj", "nsubjpass"):
-            out[token.i] = antecedent
+            out[token.i] = candidates
     return out
 
 
+def _classify_pair(doc, scorer, ontology, first, second, a, b, owner):
+    """(relation, source, target, score, phrase) for one pair of mentions (a, b stand for first, second), or None."""
+    result = predicate_of(doc, first, second, owner)
+    if result is None:
+        return None
+    phrase, path = result
+    if _role(doc, second) == "subject" and _role(doc, first) != "subject":
+        a, b = b, a  # read 'SUBJECT predicate OBJECT' whatever the word order
+    negated, hypothetical, passive = _clause_flags(path)
+    if negated or hypothetical or _past(path) or _from_of_change(path):
+        return None
+    chosen = classify(scorer, ontology, phrase, passive, a.label, b.label, weak_typed(a), weak_typed(b))
+    if chosen is None:
+        return None
+    rel, first_is_source, score = chosen
+    source, target = (a, b) if first_is_source else (b, a)
+    return rel, source, target, score, phrase
+
+
 def sentence_relations(doc, mentions: list[Mention], ontology: Ontology, scorer: RelationScorer) -> list[SentenceRelation]:
-    """Relations between the (typed or untyped) mentions of one chunk's Doc, sentence by sentence."""
+    """Relations between the (typed or untyped) mentions of one chunk's Doc, sentence by sentence. A pronoun
+    ('It runs on srv-02') stands for whichever candidate antecedent reads best with the rest of the sentence."""
     found: list[SentenceRelation] = []
     for sent in doc.sents:
         in_sent = [m for m in mentions if m.start >= sent.start and m.end <= sent.end]
-        pronouns = _antecedents(doc, sent, mentions)
-        proxies = []
-        for index, antecedent in pronouns.items():
-            proxy = Mention(surface=antecedent.surface, chunk_id=antecedent.chunk_id, start=index, end=index + 1,
-                            label=antecedent.label)
-            proxy.evidence = antecedent.evidence
-            proxies.append((proxy, antecedent))
-        pool = in_sent + [p for p, _ in proxies]
-        resolve = {id(p): a for p, a in proxies}
+        proxies = {}
+        for index, candidates in _antecedents(doc, sent, mentions).items():
+            proxy = Mention(surface=candidates[0].surface, chunk_id=candidates[0].chunk_id, start=index, end=index + 1)
+            proxies[id(proxy)] = (proxy, candidates)
+        pool = in_sent + [p for p, _ in proxies.values()]
         if len(pool) < 2:
             continue
         owner = _token_span_map(pool, doc)
         pool.sort(key=lambda m: m.start)
+        text = original_text(doc, sent.start, sent.end).strip()
         for i, first in enumerate(pool):
             for second in pool[i + 1:]:
-                a, b = resolve.get(id(first), first), resolve.get(id(second), second)
-                if a.key == b.key:
-                    continue
-                result = predicate_of(doc, first, second, owner)
-                if result is None:
-                    continue
-                phrase, path = result
-                if _role(doc, second) == "subject" and _role(doc, first) != "subject":
-                    a, b = b, a  # read 'SUBJECT predicate OBJECT' whatever the word order
-                negated, hypothetical, passive = _clause_flags(path)
-                if negated or hypothetical or _past(path) or _from_of_change(path):
-                    continue
-                chosen = classify(scorer, ontology, phrase, passive, a.label, b.label, weak_typed(a), weak_typed(b))
-                if chosen is None:
-                    continue
-                rel, first_is_source, score = chosen
-                source, target = (a, b) if first_is_source else (b, a)
-                found.append(SentenceRelation(source, target, rel, score, original_text(doc, sent.start, sent.end).strip(), phrase))
+                options_a = proxies[id(first)][1] if id(first) in proxies else [first]
+                options_b = proxies[id(second)][1] if id(second) in proxies else [second]
+                best = None
+                for a in options_a:
+                    for b in options_b:
+                        if a.key == b.key:
+                            continue
+                        chosen = _classify_pair(doc, scorer, ontology, first, second, a, b, owner)
+                        if chosen is not None and (best is None or chosen[3] > best[3]):
+                            best = chosen
+                if best is not None:
+                    rel, source, target, score, phrase = best
+                    found.append(SentenceRelation(source, target, rel, score, text, phrase))
     return found
 
 
