@@ -296,8 +296,8 @@ def lexicon_for(ontology: Ontology) -> ClassLexicon:
 
 def _is_name_token(token) -> bool:
     text = token_text(token)
-    if text != token.text:
-        return True  # a masked identifier
+    if text != token.text and re.search(r"\d|_|[A-Z]", text):
+        return True  # a masked identifier shaped like a name (srv-db-01, Envoy_Proxy)
     if token.ent_type_ in _VALUE_ENTS:
         return False
     if text[:1].islower() and not IDENT.fullmatch(text) and not re.search(r"\d|[A-Z]", text):
@@ -332,8 +332,10 @@ def _name_spans(doc):
                 doc[token.i + 1].pos_ == "PROPN" and _is_name_token(doc[token.i + 1]) and not token.is_stop:
             start = token.i  # 'Orders API ...': a capitalised first word before a proper noun
             continue
-        if _is_name_token(token) and not (start is not None and (IDENT.fullmatch(token_text(token)) or
-                                                                 IDENT.fullmatch(token_text(doc[token.i - 1])))):
+        model_after_brand = start is not None and token_text(token)[:1].isupper() and \
+            doc[token.i - 1].text[:1].isupper() and not IDENT.fullmatch(token_text(doc[token.i - 1]))
+        if _is_name_token(token) and (model_after_brand or not (start is not None and (
+                IDENT.fullmatch(token_text(token)) or IDENT.fullmatch(token_text(doc[token.i - 1]))))):
             if start is None:
                 start = token.i
             continue
@@ -415,8 +417,12 @@ def find_mentions(doc, chunk_id: str, lexicon: ClassLexicon) -> list[Mention]:
         pattern = lexicon.pattern_class(surface)
         if pattern:
             mention.evidence.append((pattern, "pattern"))
+        head_word = surface.split()[-1].lower()
+        plural_head = head_word.endswith("s") and head_word[:-1] in lexicon.keyword_classes
         for cls in inner:
-            mention.evidence.append((cls, "keyword"))  # "Platform Team", "billing database"
+            # "Platform Team", "billing database"; a plural head ("Regional Airports") names an organisation of
+            # them, not one of them: weak evidence
+            mention.evidence.append((cls, "ner" if plural_head and len(surface.split()) > 1 else "keyword"))
         context, mention.class_words = _context_classes(doc, start, end, lexicon)
         for cls in context:
             mention.evidence.append((cls, "keyword"))
@@ -497,9 +503,22 @@ class TypeVotes:
 
     def add_mention(self, mention: Mention) -> None:
         ner = [cls for cls, kind in mention.evidence if kind == "ner"]
+        common = self.common_ancestor(ner)
         for cls, kind in mention.evidence:
-            # one NER label may stand for several classes (ORG: airline, organization): it is one vote, shared
-            self.add(mention.key, cls, kind, 1.0 / len(ner) if kind == "ner" else 1.0)
+            if kind != "ner":
+                self.add(mention.key, cls, kind)
+        if common:
+            # one NER label may stand for several classes (ORG: airline, alliance, manufacturer): one vote for
+            # what they have in common (Organization), never a guess among them
+            self.add(mention.key, common, "ner")
+
+    def common_ancestor(self, classes: list[str]) -> str | None:
+        if not classes:
+            return None
+        shared = [c for c in self.ontology.classes[classes[0]].ancestors
+                  if all(self.ontology.is_a(other, c) for other in classes)]
+        shared = [c for c in shared if c not in self.roots]
+        return shared[0] if shared else None
 
     def label(self, key: str) -> str | None:
         counter = self.votes.get(key)

@@ -90,7 +90,10 @@ class Resolver:
         entities: dict[str, dict] = {}
         for (label, key), surfaces in groups.items():
             known = next((self.canonical_known(label, s) for s in surfaces if self.canonical_known(label, s)), None)
-            name = known or max(surfaces, key=lambda s: (surfaces[s], s != s.lower(), -len(s), s))
+            # the full proper name ('Norvik International Airport', 'Platform Team') over a shortened one, then the
+            # most frequent, capitalised, shortest form
+            name = known or max(surfaces, key=lambda s: (self.lexicon.strip_class_words(s)[1] != set(), surfaces[s],
+                                                         s != s.lower(), -len(s), s))
             entity_id = f"{label}:{key}"
             entities[entity_id] = {"id": entity_id, "label": label, "name": name, "aliases": set(), "chunk_ids": [],
                                    "merges": {}}

@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from assets.knowledge_graph.mentions import Mention, original_text
+from assets.knowledge_graph.mentions import Mention, lexicon_for, original_text
 from assets.knowledge_graph.scoring import RelationScorer, is_passive_label
 from resources.ontology import Ontology
 
@@ -22,7 +22,8 @@ MAX_PATH_WORDS = 4
 THRESHOLD_SINGLE = 0.34  # only one relation fits the two classes: is there a relation at all?
 THRESHOLD_MULTI = 0.42  # several fit: the best must be clear
 UNTYPED_THRESHOLD = 0.55  # one end untyped: its class comes from the relation, so be sure
-BOTH_UNTYPED_THRESHOLD = 0.75  # neither end typed: only an unmistakable predicate ('depends on') types both
+BOTH_UNTYPED_THRESHOLD = 0.75
+GUESS_OVERRIDE = 0.9  # a reading this clear overrides a class that was only guessed (NER)  # neither end typed: only an unmistakable predicate ('depends on') types both
 MARGIN = 0.04
 OTHER_RELATION_MARGIN = 0.25  # the predicate names another relation clearly better than any that fits
 PAST_CUES = {"previously", "formerly", "until now", "until recently", "until last", "originally", "no longer", "anymore",
@@ -192,8 +193,10 @@ def classify(scorer: RelationScorer, ontology: Ontology, phrase: str, passive: b
     (NER, an earlier relation) is dropped when the reading fails with it or runs against the voice."""
     chosen = _classify(scorer, ontology, phrase, passive, first_label, second_label, weak_first, weak_second)
     if chosen is None and (weak_first or weak_second):
-        chosen = _classify(scorer, ontology, phrase, passive, None if weak_first else first_label,
-                           None if weak_second else second_label)
+        retry = _classify(scorer, ontology, phrase, passive, None if weak_first else first_label,
+                          None if weak_second else second_label)
+        if retry is not None and retry[2] >= GUESS_OVERRIDE:
+            chosen = retry  # the predicate is unmistakable ('runs on'): the guessed class was wrong
     return chosen
 
 
@@ -269,22 +272,50 @@ def _role(doc, mention: Mention) -> str:
     return role
 
 
-def _antecedents(doc, sent, mentions: list[Mention]) -> dict[int, list[Mention]]:
-    """Pronoun token index -> the mentions it may refer to, most likely first: the previous sentence's names
-    (its subject first, then the others from the nearest) and the chunk's last subject before that."""
+def _definite_reference(doc, token, earlier: list[Mention], ontology: Ontology, lexicon) -> Mention | None:
+    """'The airline was founded in 1987': a definite, unmodified class word stands for the last name of a
+    compatible class."""
+    if lexicon is None or token.tag_ != "NN" or token.dep_ not in ("nsubj", "nsubjpass", "dobj", "pobj"):
+        return None
+    if not any(c.dep_ == "det" and c.lower_ in ("the", "this", "that") for c in token.children) or any(
+            c.dep_ in ("compound", "amod", "appos") for c in token.children):
+        return None
+    classes = lexicon.classes_for_word(token.lemma_.lower()) | lexicon.classes_for_word(token.lower_)
+    for m in reversed(earlier):
+        if m.label and any(ontology.is_a(m.label, c) or ontology.is_a(c, m.label) for c in classes):
+            return m
+    return None
+
+
+def _antecedents(doc, sent, mentions: list[Mention], ontology: Ontology | None = None,
+                 lexicon=None) -> dict[int, list[Mention]]:
+    """Pronoun (or definite class word) token index -> the mentions it may refer to, most likely first: the
+    previous sentence's subject, its other names from the nearest, and the chunk's last subject before that."""
     out = {}
     earlier = sorted((m for m in mentions if m.end <= sent.start), key=lambda m: m.start)
     if not earlier:
         return out
+    owned = {i for m in mentions for i in range(m.start, m.end)} | {i for m in mentions for i in m.class_words}
     previous_start = max((s.start for s in doc.sents if s.start <= earlier[-1].start), default=0)
     recent = [m for m in earlier if m.start >= previous_start]
     subjects = [m for m in earlier if _root(doc, m).dep_ in ("nsubj", "nsubjpass")]
+    # the previous sentence's subject may itself be a definite class word ('The airline ...')
+    for token in doc[previous_start:sent.start]:
+        if token.dep_ in ("nsubj", "nsubjpass") and token.i not in owned:
+            referent = _definite_reference(doc, token, [m for m in earlier if m.start < token.i], ontology, lexicon)
+            if referent is not None:
+                subjects.append(referent)
+                recent.insert(0, referent)
     candidates = [m for m in recent if m in subjects] + [m for m in reversed(recent) if m not in subjects]
     if subjects and subjects[-1] not in candidates:
         candidates.append(subjects[-1])
     for token in sent:
         if token.lower_ in _PRONOUNS and token.pos_ == "PRON" and token.dep_ in ("nsubj", "nsubjpass"):
-            out[token.i] = candidates
+            out[token.i] = [m for i, m in enumerate(candidates) if all(m is not o for o in candidates[:i])]
+        elif token.i not in owned:
+            referent = _definite_reference(doc, token, earlier, ontology, lexicon)
+            if referent is not None:
+                out[token.i] = [referent]
     return out
 
 
@@ -314,7 +345,7 @@ def sentence_relations(doc, mentions: list[Mention], ontology: Ontology, scorer:
     for sent in doc.sents:
         in_sent = [m for m in mentions if m.start >= sent.start and m.end <= sent.end]
         proxies = {}
-        for index, candidates in _antecedents(doc, sent, mentions).items():
+        for index, candidates in _antecedents(doc, sent, mentions, ontology, lexicon_for(ontology)).items():
             proxy = Mention(surface=candidates[0].surface, chunk_id=candidates[0].chunk_id, start=index, end=index + 1)
             proxies[id(proxy)] = (proxy, candidates)
         pool = in_sent + [p for p, _ in proxies.values()]
