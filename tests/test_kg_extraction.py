@@ -112,3 +112,12 @@ def test_layers_switch_off_and_warning_for_silent_documents(tmp_path):
     nothing = facts_of(tmp_path, "a.md", text, config=ExtractionConfig(structure=False, sentences=False))
     assert nothing["relations"] == [] and silent_on_relations(nothing)
     assert not silent_on_relations(full)
+
+
+def test_korean_sentences_and_hangul_aliases_resolve_to_known_english_entities():
+    facts = text_facts("order-api는 app-07 서버에서 실행된다. 인프라팀이 app-07 서버를 관리한다. "
+                       "order-api는 stock-api를 호출한다.")
+    assert {("RUNS_ON", "order-api", "app-07"), ("MANAGED_BY", "app-07", "platform team"),
+            ("DEPENDS_ON", "order-api", "stock-api")} <= named_triples(facts, "korean")
+    platform = next(e for e in facts["entities"] if e["id"] == "Team:platform")
+    assert platform["name"] == "Platform Team" and platform["merges"] == {"인프라팀": "known individual"}
