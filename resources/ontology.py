@@ -80,30 +80,29 @@ def _hashed(prefix: str, text: str) -> str:
     return f"{prefix}{hashlib.sha1(text.encode()).hexdigest()[:8]}"
 
 
-def class_identifier(local_name: str) -> str:
-    """PascalCase graph label; a name without ASCII letters gets a stable hashed label (C_1a2b3c4d)."""
+def _identifier(local_name: str, join, prefix: str) -> str:
+    """Words of the name joined in one style; a name without ASCII words gets a stable hashed identifier, one that
+    would start with a digit gets the prefix."""
     words = _ascii_words(local_name)
-    if not words or not words[0][0].isalpha():
-        return _hashed("C_", local_name) if not words else "C_" + "".join(w[:1].upper() + w[1:] for w in words)
-    return "".join(w[:1].upper() + w[1:] for w in words)
+    if not words:
+        return _hashed(prefix, local_name)
+    ident = join(words)
+    return ident if ident[0].isalpha() else prefix + ident
+
+
+def class_identifier(local_name: str) -> str:
+    """PascalCase graph label: software_application -> SoftwareApplication; '서버' -> C_1a2b3c4d."""
+    return _identifier(local_name, lambda words: "".join(w[:1].upper() + w[1:] for w in words), "C_")
 
 
 def relation_identifier(local_name: str) -> str:
     """UPPER_SNAKE relationship type: operatedBy -> OPERATED_BY, runs-on -> RUNS_ON, RUNS_ON stays."""
-    words = _ascii_words(local_name)
-    if not words:
-        return _hashed("R_", local_name)
-    ident = "_".join(w.upper() for w in words)
-    return ident if ident[0].isalpha() else "R_" + ident
+    return _identifier(local_name, lambda words: "_".join(w.upper() for w in words), "R_")
 
 
 def attribute_identifier(local_name: str) -> str:
     """lower_snake attribute name: runwayLength -> runway_length."""
-    words = _ascii_words(local_name)
-    if not words:
-        return _hashed("a_", local_name)
-    ident = "_".join(w.lower() for w in words)
-    return ident if ident[0].isalpha() else "a_" + ident
+    return _identifier(local_name, lambda words: "_".join(w.lower() for w in words), "a_")
 
 
 def humanize(local_name: str) -> str:
