@@ -171,13 +171,13 @@ def _class_list(ontology: Ontology, ids) -> str:
 
 
 def _label(info) -> str:
-    return getattr(info, "label", "") or info.name
+    return info.label or info.name
 
 
 def _other_labels(info, limit: int = 6) -> list[str]:
     seen = {_label(info).casefold()}
     out = []
-    for label in getattr(info, "labels", ()):
+    for label in info.labels:
         if label.casefold() not in seen:
             seen.add(label.casefold())
             out.append(label)
@@ -223,13 +223,13 @@ def worked_example(ontology: Ontology, max_relations: int = 3) -> tuple[str, dic
         if len(answer["relations"]) >= max_relations or len(by_class) >= len(PLACEHOLDER_NAMES) - 1:
             break
         rel = ontology.relations[rel_id]
-        source = _leaf_fitting(ontology, getattr(rel, "domains", (rel.domain,) if rel.domain else ()))
-        target = _leaf_fitting(ontology, getattr(rel, "ranges", (rel.range,) if rel.range else ()), avoid=source or "")
+        source = _leaf_fitting(ontology, rel.domains)
+        target = _leaf_fitting(ontology, rel.ranges, avoid=source or "")
         if not (source and target):
             continue
         src, tgt = entity(source), entity(target)
         label = _label(rel).lower()
-        verb = next((p for p in getattr(rel, "phrases", ()) if p.lower() == f"is {label}"), label)  # "is managed by"
+        verb = next((p for p in rel.phrases if p.lower() == f"is {label}"), label)  # "is managed by"
         sentences.append(f"The {_label(ontology.classes[source]).lower()} {src} {verb} "
                          f"the {_label(ontology.classes[target]).lower()} {tgt}.")
         answer["relations"].append({"source": src, "relation": rel_id, "target": tgt})
@@ -257,21 +257,21 @@ def ontology_instructions(ontology: Ontology) -> str:
         info = ontology.classes[name]
         also = _other_labels(info)
         lines.append(f"- {name}: {_label(info)}" + (f" (also: {', '.join(also)})" if also else "")
-                     + (f". {info.comment}" if getattr(info, "comment", "") else ""))
+                     + (f". {info.comment}" if info.comment else ""))
     if ontology.relations:
         lines += ["", "Relations (\"relation\" from a source entity to a target entity, as Source --label--> Target):"]
         for rel_id in sorted(ontology.relations):
             rel = ontology.relations[rel_id]
-            domains = getattr(rel, "domains", (rel.domain,) if rel.domain else ())
-            ranges = getattr(rel, "ranges", (rel.range,) if rel.range else ())
+            domains = rel.domains
+            ranges = rel.ranges
             lines.append(f"- {rel_id}: {_class_list(ontology, domains)} --{_label(rel)}--> {_class_list(ontology, ranges)}"
-                         + (f". {rel.comment}" if getattr(rel, "comment", "") else ""))
+                         + (f". {rel.comment}" if rel.comment else ""))
     if ontology.attributes:
         lines += ["", "Attributes (\"property\" of an entity, with its value):"]
         for attr_id in sorted(ontology.attributes):
             attr = ontology.attributes[attr_id]
             lines.append(f"- {attr_id} ({attr.datatype or 'string'}) of {attr.domain or 'any class'}"
-                         + (f". {attr.comment}" if getattr(attr, "comment", "") else ""))
+                         + (f". {attr.comment}" if attr.comment else ""))
     lines += ["", "Rules: copy every name and value exactly as it is written in the text. Every source, target and "
                   "entity of a relation or attribute must also be listed in \"entities\". Use the most specific class. "
                   "Only state what the text says; leave a list empty when the text says nothing of that kind."]
@@ -413,8 +413,8 @@ def validate_extraction(answer: str | dict, ontology: Ontology, chunk: dict) -> 
             continue
         if not ontology.domain_range_ok(rel_id, source["label"], target["label"]):
             rel = ontology.relations[rel_id]
-            domains = getattr(rel, "domains", (rel.domain,))
-            ranges = getattr(rel, "ranges", (rel.range,))
+            domains = rel.domains
+            ranges = rel.ranges
             rejected.append(f"{where}: {what}: {source['label']} -> {target['label']} violates the domain/range of "
                             f"{rel_id} ({_class_list(ontology, domains)} -> {_class_list(ontology, ranges)})")
             continue
