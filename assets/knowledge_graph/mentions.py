@@ -22,7 +22,8 @@ from functools import lru_cache
 from resources.ontology import Ontology, load_ontology, normalize_name
 
 # Hyphen/underscore/dot-joined identifiers (srv-db-01, billing-db, app_node_3) that spaCy's tokenizer splits apart.
-IDENT = re.compile(r"(?<![\w.-])[A-Za-z0-9]+(?:[-_][A-Za-z0-9]+)+(?![\w-])")
+IDENT = re.compile(r"(?<![A-Za-z0-9_.-])[A-Za-z0-9]+(?:[-_][A-Za-z0-9]+)+(?![A-Za-z0-9_-])")  # ASCII bounds:
+# 'srv-app-01에서' holds the identifier 'srv-app-01' followed by a Korean particle
 HANGUL = re.compile(r"[\uac00-\ud7a3]")
 _FILLER = {"the", "a", "an", "its", "their", "our", "this", "that", "these", "those", "both", "each", "every", "all",
            "new", "old", "main", "primary", "internal", "external", "existing", "shared", "same", "other"}
@@ -296,6 +297,8 @@ def lexicon_for(ontology: Ontology) -> ClassLexicon:
 
 def _is_name_token(token) -> bool:
     text = token_text(token)
+    if HANGUL.search(text):
+        return False  # Korean text is read by the Korean layer
     if text != token.text and re.search(r"\d|_|[A-Z]", text):
         return True  # a masked identifier shaped like a name (srv-db-01, Envoy_Proxy)
     if token.ent_type_ in _VALUE_ENTS:
