@@ -154,6 +154,8 @@ def extract_facts(chunks: list[dict], ontology: Ontology | None = None, elements
 
     if tables:
         structure = StructureExtractor(ontology, lexicon, scorer, type_of).extract(tables, chunk_for)
+        for surface, _ in structure.names:
+            intrinsic(surface)  # a cell's own evidence ('customs-db') outweighs its column's header ('service')
         for surface, cls, evidence, chunk_id in structure.typed_names:
             votes.add(normalize_name(surface), cls, evidence)
             named.append((cls, surface, chunk_id, evidence))

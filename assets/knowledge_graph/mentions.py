@@ -538,5 +538,12 @@ class TypeVotes:
         return self.concrete(best)
 
     def concrete(self, cls: str) -> str:
-        """An abstract class (one with subclasses) stays as it is: its subclass is only taken with evidence."""
-        return cls
+        """A class with subclasses, reached without evidence for any of them (only a relation's domain said
+        'Software'): when the ontology marks all but one subclass by name patterns (databases end in -db), a name
+        that matches none of them belongs to the unmarked one; otherwise the class stays as it is."""
+        children = [c for c in self.ontology.classes.values() if c.name != cls and cls in c.ancestors
+                    and len(c.ancestors) == len(self.ontology.classes[cls].ancestors) + 1]
+        if len(children) < 2:
+            return cls
+        unmarked = [c.name for c in children if not c.name_patterns]
+        return unmarked[0] if len(unmarked) == 1 else cls
