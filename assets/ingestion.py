@@ -40,6 +40,7 @@ from assets.parsing import (  # noqa: F401  (re-exported: tests and other stages
     parse_many,
     partition_document,
     pdf_page_count,
+    shutdown_pools,
     suffix_of,
     validate_content,
 )
@@ -183,8 +184,12 @@ def raw_documents(context: AssetExecutionContext, documents: DocumentSource):
 def parsed_elements(context: AssetExecutionContext, raw_documents, documents: DocumentSource):
     raws = batch_of(context, raw_documents)
     progress = Progress(context, "parsed", len(raws))
-    parsed, failures = parse_many([(k, r["suffix"], r["content"]) for k, r in raws.items()],
-                                  workers=documents.parse_workers, timeout_s=documents.parse_timeout_s, progress=progress)
+    try:
+        parsed, failures = parse_many([(k, r["suffix"], r["content"]) for k, r in raws.items()],
+                                      workers=documents.parse_workers, timeout_s=documents.parse_timeout_s,
+                                      progress=progress)
+    finally:
+        shutdown_pools()
     report_failures(context, failures)
     results = {k: {"doc_id": k, "sha256": raws[k]["sha256"], "elements": parsed[k]} for k in raws if k in parsed}
     value = emit(context, results, failures)
@@ -290,6 +295,7 @@ def chunk_table_checks(rows: list[dict]) -> tuple[bool, dict]:
     from assets.quality import validate_frame
 
     frame = pd.DataFrame(rows, columns=["chunk_id", "doc_id", "seq", "text"])
+    frame["doc_seq"] = frame["doc_id"].astype(str) + "\x00" + frame["seq"].astype(str)  # seq is per document
     return validate_frame(
         "document_chunks",
         frame,
@@ -299,7 +305,7 @@ def chunk_table_checks(rows: list[dict]) -> tuple[bool, dict]:
             gx.expectations.ExpectColumnValuesToBeUnique(column="chunk_id"),
             gx.expectations.ExpectColumnValuesToNotBeNull(column="text"),
             gx.expectations.ExpectColumnValueLengthsToBeBetween(column="text", min_value=1),
-            gx.expectations.ExpectColumnValuesToBeUnique(column="seq"),
+            gx.expectations.ExpectColumnValuesToBeUnique(column="doc_seq"),
         ],
     )
 
@@ -327,8 +333,6 @@ def document_chunks(context: AssetExecutionContext, config: ChunkingConfig, pars
     value = emit(context, results, failures)
     all_rows = [r for rows in results.values() for r in rows]
     passed, details = chunk_table_checks(all_rows) if all_rows else (False, {"rows": 0})
-    if passed and len({r["chunk_id"] for r in all_rows}) != len(all_rows):
-        passed, details = False, details | {"duplicate_ids_across_documents": True}
     lengths = [len(r["text"]) for r in all_rows] or [0]
     yield Output(value, metadata={"chunk_count": len(all_rows), "documents": len(results), "failed": len(failures),
                                   "mean_chars": float(np.mean(lengths)), "max_chars": max(lengths),
@@ -375,8 +379,14 @@ def index_documents(milvus: MilvusStore, embedder: Embedder, docs: dict[str, lis
         for r in new:
             if shas[r["chunk_id"]] not in cache:
                 todo.setdefault(shas[r["chunk_id"]], r["text"])
-        vectors = embedder.encode(list(todo.values()))
-        cache |= {sha: vec for sha, vec in zip(todo, vectors)}
+        texts, started = list(todo.values()), time.perf_counter()
+        for start in range(0, len(texts), 1024):  # slices: progress for long runs
+            vectors = embedder.encode(texts[start : start + 1024])
+            cache |= {sha: vec for sha, vec in zip(list(todo)[start : start + 1024], vectors)}
+            if progress:
+                done = min(start + 1024, len(texts))
+                progress(f"embedded {done}/{len(texts)} new chunk texts, "
+                         f"{done / max(time.perf_counter() - started, 1e-9):.1f} chunks/s")
         moved_vectors = milvus.vectors_by_id(client, [r["chunk_id"] for r in moved])
         rows = []
         for r in new + moved:
@@ -394,6 +404,32 @@ def index_documents(milvus: MilvusStore, embedder: Embedder, docs: dict[str, lis
             "moved": len(moved), "removed": len(stale), "stored": stored, "dimension": dim}
 
 
+class RetrievalGateConfig(Config):
+    """The retrieval quality floor checked after each index change (labeled queries: assets/retrieval_queries.json)."""
+    min_recall_at_5: float = Field(default=0.8, ge=0.0, le=1.0)
+    min_mrr: float = Field(default=0.6, ge=0.0, le=1.0)
+    queries_path: str = Field(default="", description="JSON query set; empty = the bundled sample-corpus set.")
+
+
+def retrieval_gate(milvus: MilvusStore, embedder: Embedder, config: RetrievalGateConfig) -> dict:
+    """recall@5 and MRR of hybrid search over the labeled queries whose documents are indexed; passed vs the floor."""
+    from assets.retrieval_quality import DEFAULT_QUERIES, evaluate, load_queries
+
+    queries = load_queries(config.queries_path or DEFAULT_QUERIES)
+    indexed = set(milvus.document_states())
+    with milvus.client() as client:
+        def search(text, k):
+            return milvus.hybrid_search(client, text, embedder.encode([text])[0].tolist(), limit=k)
+
+        def answerable(doc_id, phrase):
+            return milvus.contains_text(client, doc_id, phrase)
+
+        result = evaluate(queries, search, indexed, k=5, answerable=answerable)
+    result["passed"] = result["queries"] == 0 or (result["recall_at_k"] >= config.min_recall_at_5
+                                                  and result["mrr"] >= config.min_mrr)
+    return result
+
+
 @asset(
     partitions_def=documents_partitions,
     backfill_policy=documents_backfill_policy,
@@ -406,15 +442,20 @@ def index_documents(milvus: MilvusStore, embedder: Embedder, docs: dict[str, lis
         AssetCheckSpec("milvus_count_matches_chunks", asset="chunk_vectors", blocking=True),
         AssetCheckSpec("batch_documents_ok", asset="chunk_vectors", blocking=False,
                        description="Every document of the run was indexed; failed ones are listed by name."),
+        AssetCheckSpec("retrieval_quality", asset="chunk_vectors", blocking=True,
+                       description="Hybrid search recall@5 and MRR over the labeled queries whose documents are "
+                                   "indexed, against the configured floor (after each index change)."),
     ],
 )
-def chunk_vectors(context: AssetExecutionContext, document_chunks, embedder: Embedder, milvus: MilvusStore):
+def chunk_vectors(context: AssetExecutionContext, config: RetrievalGateConfig, document_chunks, embedder: Embedder,
+                  milvus: MilvusStore):
     docs = batch_of(context, document_chunks)
     progress = Progress(context, "indexed", len(docs))
     chunkers = {rows[0].get("chunker", "") for rows in docs.values() if rows}
     fingerprint = stage_fingerprint(next(iter(chunkers)) if len(chunkers) == 1 else "mixed", embedder)
     chunk_count = sum(len(rows) for rows in docs.values())
-    summary = index_documents(milvus, embedder, docs, fingerprint, {k: suffix_of(k) for k in docs}) if docs else \
+    summary = index_documents(milvus, embedder, docs, fingerprint, {k: suffix_of(k) for k in docs},
+                              progress=context.log.info) if docs else \
         {"written": 0, "embedded": 0, "cache_hits": 0, "moved": 0, "removed": 0, "stored": [], "dimension": embedder.dimension}
     progress(len(docs), chunks=chunk_count)
     stored, dim = summary.pop("stored"), summary["dimension"]
@@ -457,6 +498,15 @@ def chunk_vectors(context: AssetExecutionContext, document_chunks, embedder: Emb
         passed=bool(docs) and not mismatched,
         metadata={"chunks": chunk_count, "vectors_in_milvus": len(stored), "documents": len(docs),
                   "mismatched_documents": MetadataValue.json(mismatched[:50])},
+    )
+    changed = summary["written"] or summary["removed"]
+    gate = retrieval_gate(milvus, embedder, config) if changed else {"queries": 0, "passed": True, "skipped": "index unchanged"}
+    yield AssetCheckResult(
+        check_name="retrieval_quality", passed=bool(gate["passed"]),
+        metadata={"queries": gate["queries"], "recall_at_5": gate.get("recall_at_k") if gate.get("recall_at_k") is not None else -1.0,
+                  "mrr": gate.get("mrr") if gate.get("mrr") is not None else -1.0,
+                  "floor": MetadataValue.json({"recall_at_5": config.min_recall_at_5, "mrr": config.min_mrr}),
+                  "misses": MetadataValue.json(gate.get("misses", [])), "note": gate.get("skipped", "")},
     )
     yield AssetCheckResult(
         check_name="batch_documents_ok", passed=not failed, severity=AssetCheckSeverity.WARN,

@@ -6,8 +6,11 @@ worker or runs past the per-document timeout is reported by name and skipped; th
 
 import hashlib
 import io
+import logging
 import multiprocessing
 import os
+import signal
+import threading
 import time
 import zipfile
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -147,22 +150,49 @@ def _worker(doc_id: str, suffix: str, data: bytes):
         return "error", f"document {doc_id!r}: parser failed: {type(exc).__name__}: {exc}"
 
 
-def _warm() -> bool:
+_POOL: dict = {}
+IN_PROCESS_MAX_DOCS = 2
+
+
+class _ParseTimeout(BaseException):
+    pass
+
+
+def _in_process(doc_id: str, suffix: str, data: bytes, timeout_s: float):
+    def expire(signum, frame):
+        raise _ParseTimeout()
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, timeout_s)
+    try:
+        return _worker(doc_id, suffix, data)
+    except _ParseTimeout:
+        return "error", f"document {doc_id!r}: parsing took longer than {timeout_s:g} s; skipped"
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def _warm() -> int:
+    """Import the parsers once per worker, so that a document's timeout never counts the start-up."""
     from unstructured.partition import docx, html, md, text  # noqa: F401
 
-    return True
-
-
-_POOL: dict = {}
+    time.sleep(0.2)  # let the next warm-up task go to another worker
+    return os.getpid()
 
 
 def _pool(workers: int) -> ProcessPoolExecutor:
-    """A process pool kept for the life of this process (forkserver: no torch state is forked)."""
+    """A warmed process pool kept for the life of this process (forkserver: no torch state is forked)."""
     pool = _POOL.get(workers)
     if pool is None:
         ctx = multiprocessing.get_context("forkserver")
+        # the fork server imports the parsers once; each (re)started worker is forked from it already warm
+        ctx.set_forkserver_preload(["assets.parsing", "unstructured.partition.md", "unstructured.partition.text",
+                                    "unstructured.partition.html", "unstructured.partition.docx"])
         pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx)
         _POOL[workers] = pool
+        for future in [pool.submit(_warm) for _ in range(workers)]:
+            future.result(timeout=600)
     return pool
 
 
@@ -178,62 +208,87 @@ def _discard_pool(workers: int) -> None:
     pool.shutdown(wait=False, cancel_futures=True)
 
 
+def shutdown_pools() -> None:
+    """Stop the parser processes (a run's process must not linger at exit waiting for them)."""
+    for workers in list(_POOL):
+        pool = _POOL.pop(workers)
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
 def default_workers() -> int:
     return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
 
 
 def parse_many(docs: list[tuple[str, str, bytes]], workers: int = 0, timeout_s: float = 120.0,
-               progress=None) -> tuple[dict[str, list[dict]], dict[str, str]]:
+               progress=None, worker=None) -> tuple[dict[str, list[dict]], dict[str, str]]:
     """Parse (doc_id, suffix, bytes) documents in a process pool over all cores.
 
     Returns ({doc_id: element dicts}, {doc_id: error}). A document running past timeout_s (measured
     from when a worker took it) or crashing its worker is an error for that document only: the pool
-    is replaced and the rest are parsed again in a fresh one.
+    is replaced and the rest are parsed again in a fresh one. worker: an importable replacement of the
+    per-document function (tests inject faults with it).
     """
     workers = workers or default_workers()
     parsed: dict[str, list[dict]] = {}
     errors: dict[str, str] = {}
-    todo = list(docs)
-    isolate = False  # after a crash, parse one at a time to find the culprit
-    while todo:
-        pool = _pool(1 if isolate else workers)
-        batch = todo[:1] if isolate else todo
-        futures = {pool.submit(_worker, *doc): doc for doc in batch}
+    if worker is None and len(docs) <= IN_PROCESS_MAX_DOCS and threading.current_thread() is threading.main_thread():
+        # a document or two (the sensor's usual change): no pool start-up; SIGALRM enforces the timeout
+        for doc_id, suffix, data in docs:
+            status, value = _in_process(doc_id, suffix, data, timeout_s)
+            (parsed if status == "ok" else errors)[doc_id] = value
+        return parsed, errors
+    worker = worker or _worker
+
+    def run(batch: list, size: int) -> tuple[list, bool]:
+        """Parse batch in the pool of this size; returns (documents suspected of a hang or crash, crashed?)."""
+        pool = _pool(size)
+        futures = {pool.submit(worker, *doc): doc for doc in batch}
         started: dict = {}
         pending = set(futures)
-        broken = False
         while pending:
-            done, pending = wait(pending, timeout=1.0, return_when=FIRST_COMPLETED)
+            done, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
             now = time.monotonic()
+            crashed = False
             for future in done:
-                doc_id = futures[future][0]
                 try:
                     status, value = future.result()
                 except BrokenProcessPool:
-                    broken = True
+                    crashed = True
                     continue
-                (parsed if status == "ok" else errors)[doc_id] = value
+                (parsed if status == "ok" else errors)[futures[future][0]] = value
                 if progress:
                     progress(len(parsed) + len(errors), len(docs))
             for future in pending:
                 if future.running():
                     started.setdefault(future, now)
             hung = [f for f in pending if f in started and now - started[f] > timeout_s]
-            if hung or broken:
-                for future in hung:
-                    doc_id = futures[future][0]
-                    errors[doc_id] = f"document {doc_id!r}: parsing took longer than {timeout_s:g} s; skipped"
-                _discard_pool(1 if isolate else workers)
-                break
-        finished = set(parsed) | set(errors)
-        if broken and isolate:
-            doc_id = batch[0][0]
-            if doc_id not in finished:
-                errors[doc_id] = f"document {doc_id!r}: the parser crashed (worker process died); skipped"
-                finished.add(doc_id)
-        if broken:
-            isolate = True
-        todo = [doc for doc in todo if doc[0] not in finished]
+            if crashed or hung:
+                _discard_pool(size)
+                unfinished = [doc for f, doc in futures.items() if doc[0] not in parsed and doc[0] not in errors]
+                return (unfinished if crashed else [futures[f] for f in hung]), crashed
+        return [], False
+
+    todo = list(docs)
+    while todo:
+        try:
+            suspects, _ = run(todo, workers)
+        except BrokenProcessPool:  # the pool could not even start (e.g. a __main__ that workers cannot import)
+            _discard_pool(workers)
+            logging.getLogger(__name__).warning("parser pool failed to start; parsing in this process")
+            for doc_id, suffix, data in todo:
+                status, value = _in_process(doc_id, suffix, data, timeout_s) if \
+                    threading.current_thread() is threading.main_thread() else _worker(doc_id, suffix, data)
+                (parsed if status == "ok" else errors)[doc_id] = value
+            break
+        # a hang or crash: each suspect alone in a one-worker pool, so its clock and its crash are its own
+        for doc in suspects:
+            if doc[0] in parsed or doc[0] in errors:
+                continue
+            again, crashed = run([doc], 1)
+            if again:
+                errors[doc[0]] = (f"document {doc[0]!r}: the parser crashed (worker process died); skipped" if crashed
+                                  else f"document {doc[0]!r}: parsing took longer than {timeout_s:g} s; skipped")
+        todo = [doc for doc in todo if doc[0] not in parsed and doc[0] not in errors]
     return parsed, errors
 
 

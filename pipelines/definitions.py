@@ -2,9 +2,9 @@
 
 from dagster import Definitions
 
-from assets import finetune, ingestion, knowledge_graph
-from pipelines.jobs import finetune_job, ingest_job, purge_documents_job
-from pipelines.schedules import nightly_reindex_schedule
+from assets import audit, finetune, ingestion, knowledge_graph
+from pipelines.jobs import audit_job, finetune_job, ingest_job, purge_documents_job
+from pipelines.schedules import nightly_reindex_schedule, weekly_index_audit_schedule
 from pipelines.sensors import documents_folder_sensor
 from resources import DocumentSource, Embedder, MilvusStore
 from resources.graph_store import GraphStore
@@ -30,6 +30,8 @@ STAGE_DEFS = [
         schedules=[nightly_reindex_schedule],
         sensors=[documents_folder_sensor],
     ),
+    # Weekly full audit (Milvus vs per-document state, whole graph); the per-run checks are scoped to the run.
+    Definitions(assets=audit.audit_assets, jobs=[audit_job], schedules=[weekly_index_audit_schedule]),
     # Knowledge graph: ontology-guided extraction per document (graph_facts) written to the graph store.
     Definitions(assets=knowledge_graph.knowledge_graph_assets),
     # Fine-tune: dataset -> LoRA adapter -> vLLM deployment, launched from the UI as finetune_job.

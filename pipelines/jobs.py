@@ -16,7 +16,9 @@ ingest_job = define_asset_job(
     partitions_def=documents_partitions,
     executor_def=in_process_executor,
     tags=EMBEDDED_STORE_TAG,
-    description="Main job: one document (partition) from file to chunks, vectors in Milvus and facts in the knowledge graph.",
+    description="Main job: one document (partition_key) or a batch of adjacent document partitions (range tags) "
+                "from file to chunks, vectors in Milvus and facts in the knowledge graph; a bad document in a batch "
+                "is reported by name and skipped.",
 )
 
 
@@ -25,6 +27,15 @@ ingest_job = define_asset_job(
 def purge_documents_job():
     purge_document_vectors()
     purge_document_graph()
+
+
+audit_job = define_asset_job(
+    "audit_job",
+    selection=AssetSelection.groups("audit"),
+    executor_def=in_process_executor,
+    tags=EMBEDDED_STORE_TAG,
+    description="Weekly full audit of the vector index and the knowledge graph (the per-run checks are scoped).",
+)
 
 
 finetune_job = define_asset_job(

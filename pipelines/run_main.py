@@ -3,12 +3,14 @@
     python -m pipelines.run_main [--documents DIR] [--query TEXT]
 
 Uses the Dagster instance of $DAGSTER_HOME (the repository's dagster.yaml: SQLite storage) and
-executes each document partition of ingest_job in this process, as the sensor would request them.
+executes ingest_job in this process for the new or changed documents only, in batched runs over
+document partition ranges, as the sensor would request them, printing progress after each run.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -33,49 +35,65 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", message=".*is currently in beta")
     from dagster import DagsterInstance
 
+    from assets.ingestion import FAILED_TAG, expected_fingerprint
     from pipelines.definitions import defs
-    from pipelines.sensors import plan_changes, purge_run_config
-    from pipelines.partitions import DOCUMENTS_PARTITIONS_NAME
+    from pipelines.partitions import DOCUMENTS_PARTITIONS_NAME, contiguous_batches, range_tags
+    from pipelines.search import search
+    from pipelines.sensors import purge_run_config, stale_documents
 
     quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
     instance = DagsterInstance.get()
     resources = defs.resources
-    documents = resources["documents"]
-    current = {key: doc.sha256 for key, doc in documents.scan().items()}
-    known = set(instance.get_dynamic_partitions(DOCUMENTS_PARTITIONS_NAME))
-    _, to_delete = plan_changes({}, current, known)
-    instance.add_dynamic_partitions(DOCUMENTS_PARTITIONS_NAME, sorted(set(current) - known))
+    documents, milvus, embedder = resources["documents"], resources["milvus"], resources["embedder"]
+    current = {key: doc.sha256 for key, doc in documents.scan_cached().items()}
+    known = instance.get_dynamic_partitions(DOCUMENTS_PARTITIONS_NAME)
+    to_delete = sorted((set(known) | set(milvus.document_states())) - set(current))
+    instance.add_dynamic_partitions(DOCUMENTS_PARTITIONS_NAME, sorted(set(current) - set(known)))
     if to_delete:
         defs.resolve_job_def("purge_documents_job").execute_in_process(
             run_config=purge_run_config(to_delete) | quiet, instance=instance
         )
         for key in to_delete:
-            instance.delete_dynamic_partition(DOCUMENTS_PARTITIONS_NAME, key)
-        print(f"purged {len(to_delete)} deleted document(s): {', '.join(to_delete)}")
+            if instance.has_dynamic_partition(DOCUMENTS_PARTITIONS_NAME, key):
+                instance.delete_dynamic_partition(DOCUMENTS_PARTITIONS_NAME, key)
+        print(f"purged {len(to_delete)} deleted document(s): {', '.join(to_delete[:20])}")
 
+    # change-only, batched: the documents whose content or stage fingerprint differ from the index's record
+    stale = stale_documents(current, milvus.document_states(), expected_fingerprint(embedder))
+    order = instance.get_dynamic_partitions(DOCUMENTS_PARTITIONS_NAME)
+    batches = contiguous_batches(order, set(stale))
+    print(f"{len(current)} documents, {len(stale)} new or changed, {len(current) - len(stale)} unchanged; "
+          f"{len(batches)} run(s)")
     job = defs.resolve_job_def("ingest_job")
-    failures = []
-    started = time.perf_counter()
-    for key in sorted(current):
-        result = job.execute_in_process(partition_key=key, instance=instance, raise_on_error=False, run_config=quiet)
-        status = "ok" if result.success else "FAILED"
+    failures: dict[str, str] = {}
+    started, done, chunks = time.perf_counter(), 0, 0
+    for number, batch in enumerate(batches, 1):
+        tags = range_tags(batch[0], batch[-1]) if len(batch) > 1 else {}
+        result = job.execute_in_process(partition_key=batch[0] if len(batch) == 1 else None, tags=tags,
+                                        instance=instance, raise_on_error=False, run_config=quiet)
+        failures |= json.loads(instance.get_run_by_id(result.run_id).tags.get(FAILED_TAG, "{}"))
         if not result.success:
-            failures.append(key)
             message = next((e.message for e in result.all_events if e.event_type_value == "STEP_FAILURE"), "")
-            print(f"[{status}] {key}: {message}")
-        else:
-            vectors = result.output_for_node("chunk_vectors")
-            print(f"[{status}] {key}: {len(vectors['chunk_ids'])} chunks, {vectors['embedded']} newly embedded")
-    print(f"ingested {len(current) - len(failures)}/{len(current)} documents in {time.perf_counter() - started:.1f}s")
+            failures |= {key: message for key in batch if key not in failures}
+        done += len(batch)
+        # a batched run records one materialization per document partition, all with the run's metadata
+        chunks += next((int(e.materialization.metadata["chunks"].value) for e in result.get_asset_materialization_events()
+                        if e.materialization.asset_key.to_user_string() == "chunk_vectors"
+                        and "chunks" in e.materialization.metadata), 0)
+        elapsed = time.perf_counter() - started
+        print(f"[run {number}/{len(batches)}] {done}/{len(stale)} documents, {chunks} chunks, "
+              f"{chunks / elapsed:.1f} chunks/s, {len(failures)} failed")
+    for key, message in sorted(failures.items()):
+        print(f"[FAILED] {key}: {message}")
+    print(f"ingested {len(stale) - len(failures)}/{len(stale)} changed documents in {time.perf_counter() - started:.1f}s")
 
-    milvus, embedder = resources["milvus"], resources["embedder"]
     with milvus.client() as client:
         total = milvus.count(client)
-        hits = milvus.search(client, embedder.encode([args.query])[0].tolist(), limit=3)
+    hits = search(args.query, top_k=3, milvus=milvus, embedder=embedder)
     print(f"Milvus collection {milvus.collection!r} at {milvus.uri}: {total} vectors")
-    print(f"query: {args.query}")
+    print(f"query (hybrid BM25 + dense): {args.query}")
     for hit in hits:
-        print(f"  {hit['score']:.3f}  {hit['doc_id']}#{hit['seq']}: {hit['text'][:100]!r}")
+        print(f"  {hit['score']:.4f}  {hit['doc_id']}#{hit['seq']}: {hit['text'][:100]!r}")
 
     graph_store = resources["graph_store"]
     with graph_store.session() as graph:

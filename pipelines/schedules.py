@@ -2,10 +2,10 @@
 
 import time
 
-from dagster import DefaultScheduleStatus, ScheduleEvaluationContext, SkipReason, schedule
+from dagster import DefaultScheduleStatus, ScheduleDefinition, ScheduleEvaluationContext, SkipReason, schedule
 
 from assets.ingestion import expected_fingerprint
-from pipelines.jobs import ingest_job
+from pipelines.jobs import audit_job, ingest_job
 from pipelines.partitions import DOCUMENTS_PARTITIONS_NAME
 from pipelines.sensors import batched_run_requests, stale_documents
 from resources.documents import DocumentSource
@@ -39,3 +39,9 @@ def nightly_reindex_schedule(context: ScheduleEvaluationContext, documents: Docu
     tokens = {k: f"{current[k][:16]}:{fingerprint}" for k in stale}
     return batched_run_requests([k for k in partitions if k in current], stale, tokens, f"nightly-{stamp}-",
                                 {"trigger": "nightly_reindex", "docplatform/nightly_checked": str(len(current))})
+
+
+weekly_index_audit_schedule = ScheduleDefinition(
+    name="weekly_index_audit_schedule", cron_schedule="0 3 * * 0", job=audit_job, execution_timezone="UTC",
+    default_status=DefaultScheduleStatus.RUNNING,
+    description="Sundays 03:00 UTC: the full audit (whole Milvus collection vs document state, whole graph).")

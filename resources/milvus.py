@@ -97,8 +97,11 @@ class MilvusStore(ConfigurableResource):
 
         if self.is_lite:
             Path(self.uri).parent.mkdir(parents=True, exist_ok=True)
-        kwargs = {"uri": self.uri, "timeout": self.timeout_s} | ({"token": self.token} if self.token else {})
-        attempts = 1 if self.is_lite else max(1, self.retries)
+        # milvus-lite starts a local server per client: no short connect timeout for it, but retries all the same
+        kwargs = {"uri": self.uri} | ({} if self.is_lite else {"timeout": self.timeout_s}) \
+            | ({"token": self.token} if self.token else {})
+        # milvus-lite: another process (e.g. the previous run, still exiting) may hold the file a while longer
+        attempts = max(1, self.retries) + (3 if self.is_lite else 0)
         started, last = time.monotonic(), None
         for attempt in range(attempts):
             try:
@@ -107,7 +110,7 @@ class MilvusStore(ConfigurableResource):
             except Exception as exc:  # noqa: BLE001  (pymilvus raises MilvusException and grpc errors)
                 last = exc
                 if attempt + 1 < attempts:
-                    wait = self.backoff_s * (2 ** attempt)
+                    wait = min(self.backoff_s * (2 ** attempt), 10.0)
                     logging.getLogger(__name__).warning(f"Milvus at {self.uri} not reachable ({exc}); retrying in {wait:g} s")
                     time.sleep(wait)
         else:
@@ -156,6 +159,9 @@ class MilvusStore(ConfigurableResource):
             index.add_index(field_name="vector", index_type="HNSW", metric_type="COSINE",
                             params={"M": self.hnsw_m, "efConstruction": self.hnsw_ef_construction})
         index.add_index(field_name="sparse", index_type="SPARSE_INVERTED_INDEX", metric_type="BM25")
+        # scalar indexes: per-document reads/deletes and the text-hash cache never scan the whole collection
+        index.add_index(field_name="doc_id", index_type="INVERTED")
+        index.add_index(field_name="text_sha", index_type="INVERTED")
         client.create_collection(self.collection, schema=schema, index_params=index)
         client.load_collection(self.collection)
 
@@ -212,6 +218,14 @@ class MilvusStore(ConfigurableResource):
             for row in client.query(self.collection, filter=_in("chunk_id", group), output_fields=["chunk_id", "vector"]):
                 found[row["chunk_id"]] = row["vector"]
         return found
+
+    def contains_text(self, client, doc_id: str, phrase: str) -> bool:
+        """Whether a stored chunk of the document contains the phrase (case-sensitive substring)."""
+        if not self._ready(client):
+            return False
+        pattern = "%" + phrase.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        return bool(client.query(self.collection, filter=f"doc_id == {_quote(doc_id)} and text like {_quote(pattern)}",
+                                 output_fields=["chunk_id"], limit=1))
 
     def count(self, client, doc_id: str | None = None) -> int:
         if not self._ready(client):
@@ -279,6 +293,14 @@ class MilvusStore(ConfigurableResource):
             output_fields=["doc_id", "seq", "text"], anns_field="vector",
             search_params={"metric_type": "COSINE", "params": {} if self.is_lite else {"ef": max(self.search_ef, limit)}},
         )[0]
+        return [{"chunk_id": h["id"] if "id" in h else h.get("chunk_id"), "score": h["distance"], **h["entity"]} for h in hits]
+
+    def bm25_search(self, client, text: str, limit: int = 5, filter: str = "") -> list[dict]:
+        """Full-text only (Milvus BM25 function). milvus-lite reports BM25 scores negated (lower = better)."""
+        if not self._ready(client):
+            return []
+        hits = client.search(self.collection, data=[text], anns_field="sparse", limit=limit, filter=filter,
+                             output_fields=["doc_id", "seq", "text", "doc_type"], search_params={"metric_type": "BM25"})[0]
         return [{"chunk_id": h["id"] if "id" in h else h.get("chunk_id"), "score": h["distance"], **h["entity"]} for h in hits]
 
     def hybrid_search(self, client, text: str, vector: list[float], limit: int = 5, filter: str = "",

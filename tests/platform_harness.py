@@ -59,6 +59,14 @@ class Platform:
         job = self.defs.resolve_job_def("ingest_job")
         return job.execute_in_process(partition_key=key, instance=self.instance, raise_on_error=False, run_config=QUIET)
 
+    def ingest_batch(self, keys: list[str]):
+        """One run over the adjacent document partitions keys[0]..keys[-1] (as the sensor requests them)."""
+        from pipelines.partitions import range_tags
+
+        job = self.defs.resolve_job_def("ingest_job")
+        return job.execute_in_process(tags=range_tags(keys[0], keys[-1]), instance=self.instance, raise_on_error=False,
+                                      run_config=QUIET)
+
     def ingest_all(self) -> dict:
         from resources.documents import DocumentSource as _DS
 
@@ -68,7 +76,8 @@ class Platform:
 
     def tick(self):
         """One evaluation of the documents sensor; applies its partition requests and runs its runs."""
-        resources = {"documents": DocumentSource(root=str(self.docs))}
+        resources = {"documents": DocumentSource(root=str(self.docs), scan_cache=str(self.root / "scan-cache.sqlite")),
+                     "milvus": self.milvus, "embedder": self.defs.resources["embedder"]}
         context = build_sensor_context(instance=self.instance, cursor=self.cursor, resources=resources,
                                        definitions=self.defs)
         result = documents_folder_sensor(context)
@@ -84,6 +93,7 @@ class Platform:
             job = self.defs.resolve_job_def(request.job_name)
             config = dict(request.run_config or {}) | QUIET
             runs.append((request, job.execute_in_process(partition_key=request.partition_key, run_config=config,
+                                                         tags=request.tags or None,
                                                          instance=self.instance, raise_on_error=False)))
         return result, runs
 

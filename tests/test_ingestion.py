@@ -120,10 +120,19 @@ def test_document_turned_corrupt_keeps_its_indexed_vectors(platform):
     assert any("Thursdays" in t for t in texts) and not any("Tuesday" in t for t in texts)
 
 
+def materialized_partitions(runs, asset: str) -> set[str]:
+    return {e.materialization.partition for _, run in runs for e in run.get_asset_materialization_events()
+            if e.materialization.asset_key.to_user_string() == asset}
+
+
 def test_sensor_adds_changes_and_deletes_documents(platform):
     result, runs = platform.tick()
     assert platform.partitions == SAMPLE_KEYS
-    assert sorted(r.partition_key for r, _ in runs) == sorted(SAMPLE_KEYS)
+    # one batched run over the five new documents' partitions
+    assert len(runs) == 1 and runs[0][0].partition_key is None
+    assert sorted(runs[0][1].dagster_run.tags[k] for k in ("dagster/asset_partition_range_start",
+                                                           "dagster/asset_partition_range_end")) == \
+        sorted([min(SAMPLE_KEYS), max(SAMPLE_KEYS)])
     assert all(run.success for _, run in runs)
     total = platform.count()
     assert total > 0
@@ -139,8 +148,10 @@ def test_sensor_adds_changes_and_deletes_documents(platform):
     removed_count = platform.count("team-charter.docx")
     (platform.docs / "team-charter.docx").unlink()
     result, runs = platform.tick()
-    kinds = sorted((r.job_name, r.partition_key or "") for r, _ in runs)
-    assert kinds == [("ingest_job", "new-policy.md"), ("ingest_job", "security-policy.html"), ("purge_documents_job", "")]
+    # change-only: one run for the changed and the added document (adjacent partitions once the deleted
+    # one is gone), and the purge
+    assert sorted(r.job_name for r, _ in runs) == ["ingest_job", "purge_documents_job"]
+    assert materialized_partitions(runs, "chunk_vectors") == {"new-policy.md", "security-policy.html"}
     assert all(run.success for _, run in runs), [failure_message(run) for _, run in runs]
     assert platform.partitions == (SAMPLE_KEYS - {"team-charter.docx"}) | {"new-policy.md"}
     assert platform.count("team-charter.docx") == 0
@@ -149,28 +160,34 @@ def test_sensor_adds_changes_and_deletes_documents(platform):
     assert platform.count() == total - removed_count - 2 + platform.count("new-policy.md") + platform.count("security-policy.html")
 
 
-def test_nightly_schedule_requests_every_partition(platform):
+def test_nightly_schedule_requests_documents_not_indexed_as_they_are(platform):
     from dagster import build_schedule_context
 
     from pipelines.schedules import nightly_reindex_schedule
 
     import datetime
 
-    from resources import DocumentSource
+    from resources import DocumentSource, Embedder
 
     platform.add(*sorted(SAMPLE_KEYS))
 
     def evaluate():
         context = build_schedule_context(
-            instance=platform.instance, resources={"documents": DocumentSource(root=str(platform.docs))},
+            instance=platform.instance, repository_def=platform.defs.get_repository_def(),
+            resources={"documents": DocumentSource(root=str(platform.docs), scan_cache=str(platform.root / "scan.sqlite")),
+                       "milvus": platform.milvus, "embedder": Embedder()},
             scheduled_execution_time=datetime.datetime(2026, 11, 25, 2, tzinfo=datetime.timezone.utc))
-        return list(nightly_reindex_schedule(context))
+        return nightly_reindex_schedule.evaluate_tick(context).run_requests or []
 
+    # registered, never indexed: every partition, in one batched run over the range
     requests = evaluate()
-    assert sorted(r.partition_key for r in requests) == sorted(SAMPLE_KEYS)
-    assert {r.run_key for r in requests} == {f"nightly-2026-11-25-{k}" for k in SAMPLE_KEYS}
+    assert len(requests) == 1 and requests[0].run_key.startswith("nightly-2026-11-25-batch:")
+    assert (requests[0].tags["dagster/asset_partition_range_start"], requests[0].tags["dagster/asset_partition_range_end"]) \
+        == (min(SAMPLE_KEYS), max(SAMPLE_KEYS))
     (platform.docs / "team-charter.docx").unlink()  # deleted while the sensor was off: not re-run
-    assert sorted(r.partition_key for r in evaluate()) == sorted(SAMPLE_KEYS - {"team-charter.docx"})
+    requests = evaluate()
+    assert [(r.tags["dagster/asset_partition_range_start"], r.tags["dagster/asset_partition_range_end"]) for r in requests] \
+        == [(min(SAMPLE_KEYS), "security-policy.html")]
     assert nightly_reindex_schedule.cron_schedule == "0 2 * * *"
 
 

@@ -64,7 +64,8 @@ def test_graphql_lists_assets_checks_jobs_schedules_sensors(tmp_path):
         assert nodes[key]["groupName"] == "ingestion"
     checks = {name: {c["name"] for c in node["assetChecksOrError"].get("checks", [])} for name, node in nodes.items()}
     assert checks["document_chunks"] == {"chunk_table_valid"}
-    assert checks["chunk_vectors"] == {"embedding_dimension_and_norm", "milvus_count_matches_chunks"}
+    assert checks["chunk_vectors"] == {"embedding_dimension_and_norm", "milvus_count_matches_chunks",
+                                       "batch_documents_ok", "retrieval_quality"}
     assert all(checks[name] for name in nodes), "every asset has at least one check"
     repo = data["repositoriesOrError"]["nodes"][0]
     assert {"ingest_job", "purge_documents_job"} <= {j["name"] for j in repo["jobs"]}
