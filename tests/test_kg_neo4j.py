@@ -44,7 +44,7 @@ def test_neo4j_replace_purge_multi_hop_and_injection(store):
     facts_a = extract_facts(chunks(doc_a, f"The {team} manages the server {server}. "
                                           f"The application App{tag} runs on {server}."))
     facts_b = extract_facts(chunks(doc_b, f"The {team} manages {server}."))
-    team_id, server_id, app_id = f"Team:ops{tag}-team", f"Server:{server}", f"Application:app{tag}"
+    team_id, server_id, app_id = f"Team:ops{tag}", f"Server:{server}", f"Application:app{tag}"
     try:
         with store.session() as graph:
             graph.replace_document(doc_a, facts_a)
