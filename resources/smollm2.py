@@ -10,13 +10,13 @@ through a staging folder renamed into place, so concurrent callers never see hal
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import json
 import os
 import shutil
 import tempfile
 from pathlib import Path
 
+from resources.documents import file_sha256
 from resources.milvus import default_data_dir
 
 MODEL_FOLDER_NAME = "smollm2-135m-instruct"
@@ -188,7 +188,7 @@ def convert_gguf_to_hf(gguf_path: str | os.PathLike, out_dir: str | os.PathLike,
          "pad_token_id": config["pad_token_id"], "do_sample": False}, indent=2))
     _write_tokenizer(reader, tokens, out_dir, config)
     (out_dir / "SOURCE.txt").write_text(
-        f"Converted locally from {gguf_path.name} (sha256 {_sha256(gguf_path)}) by resources/smollm2.py; "
+        f"Converted locally from {gguf_path.name} (sha256 {file_sha256(gguf_path)}) by resources/smollm2.py; "
         f"weights dequantized from the GGUF's quantization to {dtype}.\n")
     return out_dir
 
@@ -245,14 +245,6 @@ def _write_tokenizer(reader, tokens: list[str], out_dir: Path, config: dict) -> 
     fast.save_pretrained(out_dir)
     if template and not (out_dir / "chat_template.jinja").is_file():
         (out_dir / "chat_template.jinja").write_text(template)
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 if __name__ == "__main__":
