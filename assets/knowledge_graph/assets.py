@@ -208,5 +208,5 @@ def purge_document_graph(context: OpExecutionContext, config: PurgeConfig, graph
 
 knowledge_graph_assets = [graph_facts, knowledge_graph]
 
-__all__ = ["OntologyError", "extract_facts", "graph_facts", "knowledge_graph", "knowledge_graph_assets",
+__all__ = ["extract_facts", "graph_facts", "knowledge_graph", "knowledge_graph_assets",
            "purge_document_graph", "domain_range_violations"]

@@ -29,7 +29,6 @@ _FILLER = {"the", "a", "an", "its", "their", "our", "this", "that", "these", "th
            "new", "old", "main", "primary", "internal", "external", "existing", "shared", "same", "other"}
 EVIDENCE_WEIGHT = {"known": 10.0, "pattern": 6.0, "keyword": 4.0, "table": 4.0, "header": 3.0, "inner": 2.0,
                    "ner": 1.0, "relation": 1.5}
-WEAK_EVIDENCE = {"ner", "relation"}
 INTRINSIC_EVIDENCE = {"known", "pattern", "inner"}
 # spaCy NER labels described in words, to map them onto any ontology's classes by similarity.
 NER_DESCRIPTIONS = {

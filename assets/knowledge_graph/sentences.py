@@ -30,7 +30,6 @@ PAST_CUES = {"previously", "formerly", "until now", "until recently", "until las
              "any more", "used to", "decommissioned", "retired", "former", "was moved", "were moved", "in the past"}
 CHANGE_VERBS = {"move", "migrate", "transfer", "switch", "take", "hand", "relocate", "replace", "shift"}
 MODALS = {"would", "could", "might", "may", "should", "will", "shall", "wo", "ca"}
-_TRANSPARENT_DEPS = {"conj", "appos", "cc", "punct", "det", "compound", "amod", "poss", "nummod", "prep_skip"}
 _PRONOUNS = {"it", "they", "this", "them"}
 
 
