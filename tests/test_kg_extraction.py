@@ -121,3 +121,11 @@ def test_korean_sentences_and_hangul_aliases_resolve_to_known_english_entities()
             ("DEPENDS_ON", "order-api", "stock-api")} <= named_triples(facts, "korean")
     platform = next(e for e in facts["entities"] if e["id"] == "Team:platform")
     assert platform["name"] == "Platform Team" and platform["merges"] == {"인프라팀": "known individual"}
+
+
+def test_a_model_number_alone_is_the_full_name_said_before():
+    aviation = load_ontology(AVIATION)
+    facts = text_facts("The airline Skylark Air operates the aircraft type Tern T-400. Skylark Air flies the T-400 daily.",
+                       aviation)
+    types = [e for e in facts["entities"] if e["label"] == "AircraftType"]
+    assert [e["name"] for e in types] == ["Tern T-400"] and types[0]["merges"] == {"T-400": "short form"}

@@ -309,13 +309,23 @@ def _assemble(doc_id, ontology, resolver, votes, document, raw, raw_attributes, 
     for mentions in document.mentions:
         for m in mentions:
             if m.label and (any(k in STRONG_EVIDENCE for _, k in m.evidence) or
-                            votes.votes[m.key][m.label] >= EVIDENCE_WEIGHT["keyword"]):
+                            votes.votes[m.key][m.label] >= EVIDENCE_WEIGHT["inner"]):
                 kept_named.append((m.label, m.surface, m.chunk_id))
     for hint, surface, chunk_id, evidence in named:
         label = final_label(surface, hint)
         if label and evidence in STRONG_EVIDENCE:
             kept_named.append((label, surface, chunk_id))
 
+    # 'Havell H-340' is also said 'the H-340': the numbered last word alone names the same thing
+    short_forms = {}
+    for label, surface, _ in kept_named:
+        words = surface.split()
+        if len(words) > 1 and re.search(r"\d", words[-1]) and re.search(r"[A-Za-z]", words[-1]):
+            short_forms.setdefault(normalize_name(words[-1]), label)
+    for mentions in document.mentions:
+        for m in mentions:
+            if m.key in short_forms and (m.label is None or m.label == short_forms[m.key]):
+                kept_named.append((short_forms[m.key], m.surface, m.chunk_id))
     ids, entities = resolver.resolve(kept_named)
     out_relations, seen = [], set()
     for rel, source_label, target_label in relations:

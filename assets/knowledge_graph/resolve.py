@@ -4,6 +4,7 @@
     class words         'Fraud Ops team' = 'Fraud Ops', 'the billing database' = 'billing', '인프라팀' = '인프라'
     normalisation       case, punctuation, articles: 'order api' = 'Order API' = 'order-api'
     similarity          within one class, near-identical names (ratio >= SIMILARITY) of one document merge
+    short forms         'the H-340' after 'Havell H-340' (a numbered name said without its maker)
 
 Ids are '<Class>:<key>' where the key is the normalised name without class words, so the same thing named
 differently in two documents gets one id. Aliases keep where each came from (reason), and since the graph stores
@@ -75,6 +76,14 @@ class Resolver:
         for label, anchors in by_label.items():
             anchors.sort(key=lambda a: (-sum(groups[a].values()), a[1]))
             for i, small in enumerate(anchors):
+                # a model number said alone ('the H-340') is the full name said before ('Havell H-340') when only
+                # one full name of the class ends with it
+                longer = [a for a in anchors if a != small and a[1].endswith("-" + small[1]) and re.search(r"\d", small[1])]
+                if len(longer) == 1 and longer[0] not in merged_into:
+                    merged_into[small] = longer[0]
+                    for surface in groups[small]:
+                        reasons[(label, surface)] = "short form"
+                    continue
                 for big in anchors[:i]:
                     if big in merged_into or len(small[1]) < 6 or re.findall(r"\d+", small[1]) != re.findall(r"\d+", big[1]):
                         continue  # 'service10' is not a typo of 'service1', nor 'app-node-3' of 'app-node-4'
@@ -92,8 +101,9 @@ class Resolver:
             known = next((self.canonical_known(label, s) for s in surfaces if self.canonical_known(label, s)), None)
             # the full proper name ('Norvik International Airport', 'Platform Team') over a shortened one, then the
             # most frequent, capitalised, shortest form
-            name = known or max(surfaces, key=lambda s: (self.lexicon.strip_class_words(s)[1] != set(), surfaces[s],
-                                                         s != s.lower(), -len(s), s))
+            full = [s for s in surfaces if reasons.get((label, s)) != "short form"] or list(surfaces)
+            name = known or max(full, key=lambda s: (self.lexicon.strip_class_words(s)[1] != set(), surfaces[s],
+                                                     s != s.lower(), -len(s), s))
             entity_id = f"{label}:{key}"
             entities[entity_id] = {"id": entity_id, "label": label, "name": name, "aliases": set(), "chunk_ids": [],
                                    "merges": {}}
