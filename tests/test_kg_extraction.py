@@ -129,3 +129,8 @@ def test_a_model_number_alone_is_the_full_name_said_before():
                        aviation)
     types = [e for e in facts["entities"] if e["label"] == "AircraftType"]
     assert [e["name"] for e in types] == ["Tern T-400"] and types[0]["merges"] == {"T-400": "short form"}
+
+
+def test_a_state_that_ended_is_not_a_current_fact():
+    found = named_triples(text_facts("Until the migration quota-svc ran on bk-11. Now quota-svc runs on bk-12."))
+    assert ("RUNS_ON", "quota-svc", "bk-12") in found and ("RUNS_ON", "quota-svc", "bk-11") not in found

@@ -331,7 +331,8 @@ def _name_spans(doc):
                 not IDENT.fullmatch(token_text(doc[token.i - 1])):
             continue
         if start is None and token.text[:1].isupper() and token.i + 1 < len(doc) and \
-                doc[token.i + 1].pos_ == "PROPN" and _is_name_token(doc[token.i + 1]) and not token.is_stop:
+                doc[token.i + 1].pos_ == "PROPN" and _is_name_token(doc[token.i + 1]) and not token.is_stop \
+                and token_text(doc[token.i + 1]) == doc[token.i + 1].text:  # not 'Running ledger-db on ...'
             start = token.i  # 'Orders API ...': a capitalised first word before a proper noun
             continue
         model_after_brand = start is not None and token_text(token)[:1].isupper() and \

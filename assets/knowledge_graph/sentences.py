@@ -91,6 +91,9 @@ def _clause_flags(tokens) -> tuple[bool, bool, bool]:
     """(negated, hypothetical, passive-with-agent) of the verbs on a path."""
     negated = hypothetical = passive = False
     for token in tokens:
+        if token.tag_ == "VBG" and token.dep_ in ("ROOT", "csubj", "pcomp", "dep") and not any(
+                c.dep_ in ("nsubj", "nsubjpass", "aux", "auxpass") for c in token.children):
+            hypothetical = True  # '- Running ledger-db on srv-ml-04. Rejected: ...' names an option, states nothing
         for child in token.children:
             if child.dep_ == "neg" or child.lower_ in ("never", "no"):
                 negated = True
@@ -113,6 +116,8 @@ def _past(tokens) -> bool:
     lowered = " " + " ".join(t.lower_ for t in subtree) + " "
     if any(f" {cue} " in lowered for cue in PAST_CUES):
         return True
+    if " until " in lowered and any(t.tag_ == "VBD" for t in tokens):
+        return True  # 'Until this incident X ran on Y': a state that ended ('until step 2 is fixed' is no past)
     for token in tokens:
         if token.lemma_.lower() in CHANGE_VERBS and any(c.lower_ == "from" for c in token.children):
             return True
