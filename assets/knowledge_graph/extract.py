@@ -72,8 +72,7 @@ class _RawRelation:
 
 @dataclass
 class _Document:
-    chunks: list[dict]
-    texts: list[str]
+    texts: list[str]  # chunk texts as the English pipeline reads them (tables taken out)
     docs: list = field(default_factory=list)
     mentions: list[list[Mention]] = field(default_factory=list)
 
@@ -127,7 +126,7 @@ def extract_facts(chunks: list[dict], ontology: Ontology | None = None, elements
     # structure first: which element texts it consumes, so prose parsing skips them
     tables = tables_and_blocks(elements, chunks) if config.structure else []
     consumed = [part for t in tables for part in t.parts]
-    document = _Document(chunks=chunks, texts=[prose(_without(c["text"], consumed)) for c in chunks])
+    document = _Document(texts=[prose(_without(c["text"], consumed)) for c in chunks])
     document.docs = parse_english(document.texts)
     document.mentions = [find_mentions(doc, c["chunk_id"], lexicon) for doc, c in zip(document.docs, chunks)]
     for mentions in document.mentions:
