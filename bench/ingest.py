@@ -9,7 +9,8 @@ Builds a synthetic markdown corpus in a temporary folder, then prints (figures, 
   as the sensor requests them (real Dagster instance, milvus-lite), and the ratio of chunks/s;
 - nightly over the unchanged corpus (schedule evaluation: nothing requested) / full time;
 - one changed document among N: sensor tick + its run;
-- peak RSS; partition/cursor/state costs at --partition-keys document keys (SQLite Dagster storage).
+- peak RSS; partition/cursor/state costs at --partition-keys document keys (SQLite Dagster storage);
+- one documents sensor tick over --tick-files real files (cold, warm, one edited).
 LlamaIndex's IngestionPipeline is timed when llama-index is installed (it is not a dependency).
 """
 
@@ -145,11 +146,64 @@ def partition_costs(tmp: Path, n: int) -> None:
     print(f"sensor cursor: only documents requested and not yet indexed (0 bytes when idle), not the corpus")
 
 
+def sensor_tick_costs(tmp: Path, n: int) -> None:
+    """One documents_folder_sensor tick over n real files, all indexed: cold (every file hashed), warm (stat only),
+    and with one file edited; Dagster partitions and the per-document state hold all n documents."""
+    from dagster import build_sensor_context, instance_for_test
+
+    from assets.ingestion import expected_fingerprint
+    from pipelines.partitions import DOCUMENTS_PARTITIONS_NAME
+    from pipelines.sensors import documents_folder_sensor
+    from resources import DocumentSource, Embedder, MilvusStore
+    from resources.documents import file_sha256
+
+    root = tmp / "tick-docs"
+    start = time.perf_counter()
+    keys = []
+    for i in range(n):
+        key = f"dept-{i % 20:02d}/team-{i % 500:03d}/note-{i:06d}.md"
+        path = root / key
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(f"# Note {i}\n\nServer host-{i % 997} runs service svc-{i % 311}.\n")
+        keys.append(key)
+    write_s = time.perf_counter() - start
+    documents = DocumentSource(root=str(root), scan_cache=str(tmp / "tick-scan.sqlite"))
+    milvus = MilvusStore(uri=str(tmp / "tick-m.db"))
+    embedder = Embedder()
+    fingerprint = expected_fingerprint(embedder)
+    milvus.set_document_states(None, [{"doc_id": k, "sha256": file_sha256(root / k), "fingerprint": fingerprint, "chunks": 1}
+                                      for k in keys])
+    (tmp / "tick-dagster").mkdir()
+    with instance_for_test(temp_dir=str(tmp / "tick-dagster")) as instance:
+        for i in range(0, n, 10000):
+            instance.add_dynamic_partitions(DOCUMENTS_PARTITIONS_NAME, keys[i : i + 10000])
+
+        def tick(cursor=None):
+            context = build_sensor_context(instance=instance, cursor=cursor,
+                                           resources={"documents": documents, "milvus": milvus, "embedder": embedder})
+            started = time.perf_counter()
+            result = documents_folder_sensor(context)
+            return time.perf_counter() - started, result
+
+        cold_s, cold = tick()
+        warm_s, warm = tick(cold.cursor)
+        edited = root / keys[n // 2]
+        edited.write_text(edited.read_text() + "Edited.\n")
+        one_s, one = tick(warm.cursor)
+    print(f"\n-- one documents_folder_sensor tick over {n:,} real files, all indexed (writing them took {write_s:.1f} s)")
+    print(f"cold tick (no scan cache: every file hashed): {cold_s:7.2f} s  -> {len(cold.run_requests or [])} runs")
+    print(f"warm tick (scan cache: one stat per file):    {warm_s:7.2f} s  -> {len(warm.run_requests or [])} runs")
+    print(f"tick after one file was edited:               {one_s:7.2f} s  -> {len(one.run_requests or [])} run(s); "
+          f"cursor {len(one.cursor or '')} bytes")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--docs", type=int, default=1000)
     parser.add_argument("--paragraphs", type=int, default=4)
     parser.add_argument("--partition-keys", type=int, default=100000, help="0 skips the partition-cost figures")
+    parser.add_argument("--tick-files", type=int, default=100000,
+                        help="real files for the one-sensor-tick figure; 0 skips it")
     parser.add_argument("--skip-plain", action="store_true")
     args = parser.parse_args(argv)
 
@@ -248,6 +302,8 @@ def main(argv=None) -> int:
             print(f"LlamaIndex re-run, unchanged files: {li[2]:8.2f} s  ({li[3]} nodes re-processed)")
         if args.partition_keys:
             partition_costs(tmp, args.partition_keys)
+        if args.tick_files:
+            sensor_tick_costs(tmp, args.tick_files)
     return 0
 
 
