@@ -94,20 +94,20 @@ def fetch_chunks(chunk_ids: list[str], milvus=None) -> dict[str, dict]:
     return {row["chunk_id"]: row for row in rows}
 
 
-def _document_path(doc_id: str) -> str:
+def _document_path(doc_id: str, documents=None) -> str:
     from resources.documents import DocumentSource
 
-    return str(DocumentSource().root_path / doc_id)
+    return str((documents or DocumentSource()).root_path / doc_id)
 
 
 def build_sources(hits: list[dict], paths, milvus=None, max_graph_sources: int = 3,
-                  char_budget: int | None = None) -> list[dict]:
+                  char_budget: int | None = None, documents=None) -> list[dict]:
     """Retrieved chunks first, then the chunks that support the graph paths and were not retrieved, within budget."""
     sources, seen = [], set()
     for hit in hits:
         if hit["chunk_id"] not in seen:
             seen.add(hit["chunk_id"])
-            sources.append({"chunk_id": hit["chunk_id"], "doc_id": hit["doc_id"], "path": hit.get("path") or _document_path(hit["doc_id"]),
+            sources.append({"chunk_id": hit["chunk_id"], "doc_id": hit["doc_id"], "path": _document_path(hit["doc_id"], documents),
                             "seq": int(hit["seq"]), "score": round(float(hit.get("score", 0.0)), 4), "origin": "retrieval",
                             "text": hit["text"]})
     wanted = []
@@ -120,7 +120,7 @@ def build_sources(hits: list[dict], paths, milvus=None, max_graph_sources: int =
     for chunk_id in wanted:
         row = stored.get(chunk_id)
         if row:
-            sources.append({"chunk_id": chunk_id, "doc_id": row["doc_id"], "path": _document_path(row["doc_id"]),
+            sources.append({"chunk_id": chunk_id, "doc_id": row["doc_id"], "path": _document_path(row["doc_id"], documents),
                             "seq": int(row["seq"]), "score": None, "origin": "graph", "text": row["text"]})
     if char_budget is not None:
         kept, used = [], 0
@@ -147,10 +147,11 @@ def graph_expansion(question: str, graph_store=None, max_hops: int = 2, max_path
 
 def ask(question: str, top_k: int = 5, *, server_url: str | None = None, model: str | None = None,
         timeout_s: float = 120.0, max_tokens: int = 256, max_hops: int = 2, max_paths: int = 8,
-        use_llm: bool = True, milvus=None, embedder=None, graph_store=None, filters: dict | None = None,
+        use_llm: bool = True, milvus=None, embedder=None, graph_store=None, documents=None, filters: dict | None = None,
         client: AnswerClient | None = None) -> Answer:
     """Answer a question from the indexed documents and the knowledge graph, citing chunk ids, paths and graph paths.
 
+    Resources default to the platform's (env-configured) ones; documents (a DocumentSource) roots the reported paths.
     Raises AskError for an empty or over-long question; everything else is reported on the Answer."""
     question = validate_question(question)
     result = Answer(question=question)
@@ -190,7 +191,7 @@ def ask(question: str, top_k: int = 5, *, server_url: str | None = None, model: 
     budget = None
     if served is not None and served.max_model_len:
         budget = int((served.max_model_len - max_tokens - 200) * CHARS_PER_TOKEN)  # 200 tokens: instructions, template
-    result.sources = build_sources(hits, paths, milvus=milvus, char_budget=budget)
+    result.sources = build_sources(hits, paths, milvus=milvus, char_budget=budget, documents=documents)
     if not result.sources and not paths:
         result.error = result.error or (f"nothing in the index or the graph matches question {short(question)} "
                                         "(has the corpus been ingested? run `make run` first)")
