@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     import warnings
 
     warnings.filterwarnings("ignore")
-    logging.getLogger("pymilvus").setLevel(logging.ERROR)
+    logging.disable(logging.WARNING)
     from assets.ask import AskError, ask
 
     try:
