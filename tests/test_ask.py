@@ -242,3 +242,31 @@ def test_answers_from_vllm_served_smollm2_with_citations_and_timeouts(corpus, sm
     missing = ask("Which team manages billing-db?", server_url=smollm2_server.base_url, model="docplatform",
                   **resources_of(corpus))
     assert missing.answer is None and "'docplatform' is not served" in missing.error and missing.sources
+
+
+def test_dense_retrieval_when_the_collection_cannot_do_hybrid_search(tmp_path):
+    """A collection without the BM25 sparse field (an older schema, or a server without BM25): dense search answers."""
+    from pymilvus import DataType, MilvusClient
+
+    from assets.ask import retrieve
+    from resources.embedder import Embedder
+    from resources.milvus import MilvusStore
+
+    embedder = Embedder()
+    texts = ["The database billing-db is managed by the Data Team.", "Credentials are rotated every ninety days."]
+    vectors = embedder.encode(texts)
+    store = MilvusStore(uri=str(tmp_path / "dense-only.db"))
+    with store.client() as client:
+        schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
+        schema.add_field("chunk_id", DataType.VARCHAR, is_primary=True, max_length=64)
+        schema.add_field("doc_id", DataType.VARCHAR, max_length=256)
+        schema.add_field("seq", DataType.INT64)
+        schema.add_field("text", DataType.VARCHAR, max_length=4096)
+        schema.add_field("vector", DataType.FLOAT_VECTOR, dim=vectors.shape[1])
+        index = client.prepare_index_params()
+        index.add_index(field_name="vector", index_type="FLAT", metric_type="COSINE")
+        client.create_collection(store.collection, schema=schema, index_params=index)
+        client.insert(store.collection, [{"chunk_id": f"c{i}", "doc_id": "old.md", "seq": i, "text": t,
+                                          "vector": v.tolist()} for i, (t, v) in enumerate(zip(texts, vectors))])
+    hits, mode = retrieve("Who manages billing-db?", 2, milvus=store, embedder=embedder)
+    assert mode == "dense" and [h["chunk_id"] for h in hits][0] == "c0"

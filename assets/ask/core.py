@@ -140,7 +140,8 @@ def graph_expansion(question: str, graph_store=None, max_hops: int = 2, max_path
     """(entities, paths) from the knowledge graph; ([], []) when the graph is empty or absent."""
     from resources.graph_store import GraphStore
 
-    graph_store = graph_store or GraphStore()
+    # a Dagster run holding the embedded graph file should not keep a question waiting for minutes
+    graph_store = graph_store or GraphStore(lock_timeout_s=10.0)
     with graph_store.session() as backend:
         return expand(question, GraphContext(backend), max_hops=max_hops, max_paths=max_paths)
 
@@ -187,6 +188,9 @@ def ask(question: str, top_k: int = 5, *, server_url: str | None = None, model: 
             result.notice = f"start a model server with: {start_server_hint(client.base_url)}"
         except AnswerFailed as exc:
             result.error = f"no answer to question {short(question)}: {exc}"
+        except Exception as exc:  # noqa: BLE001  (a proxy or another service answering at the URL)
+            result.error = f"no answer to question {short(question)}: {client.base_url} is no usable vLLM server " \
+                           f"({type(exc).__name__}: {exc})"
 
     budget = None
     if served is not None and served.max_model_len:
@@ -214,6 +218,8 @@ def ask(question: str, top_k: int = 5, *, server_url: str | None = None, model: 
         result.notice = f"start a model server with: {start_server_hint(client.base_url)}"
     except AnswerFailed as exc:
         result.error = f"the model server refused question {short(question)}: {exc}"
+    except Exception as exc:  # noqa: BLE001  (malformed stream)
+        result.error = f"no usable answer to question {short(question)} from {client.base_url}: {type(exc).__name__}: {exc}"
     result.timings["llm_s"] = round(time.perf_counter() - mark, 3)
     if result.answer:
         by_number = {s["number"]: s for s in result.sources}
