@@ -24,6 +24,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--documents", help="documents folder (default: bundled sample corpus)")
     parser.add_argument("--query", default="Which team manages the billing database?")
     parser.add_argument("--team", default="Platform Team", help="team for the sample knowledge-graph multi-hop query")
+    parser.add_argument("--ask", default="Which applications run on servers managed by the Platform Team?",
+                        help="question asked at the end (python -m pipelines.ask); empty = none")
     args = parser.parse_args(argv)
     if args.documents:
         os.environ["DOCPLATFORM_DOCUMENTS_DIR"] = str(Path(args.documents).resolve())
@@ -104,6 +106,13 @@ def main(argv: list[str] | None = None) -> int:
     print(f"multi-hop: applications running on servers managed by {args.team!r}:")
     for path in paths or [{"names": ["(none)"]}]:
         print("  " + " -> ".join(path["names"]))
+    if args.ask:
+        from assets.ask import ask
+        from pipelines.ask import render
+
+        print("\nask (python -m pipelines.ask):")
+        print(render(ask(args.ask, milvus=milvus, embedder=embedder, graph_store=graph_store, documents=documents,
+                         timeout_s=60)))
     return 1 if failures else 0
 
 

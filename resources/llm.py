@@ -335,6 +335,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("--model", default="", help="base model folder (default: $DOCPLATFORM_BASE_MODEL or tiny demo)")
     parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--max-model-len", type=int, default=2048, help="context length (grounded prompts need ~2048)")
     args = parser.parse_args(argv)
     import signal
 
@@ -344,7 +345,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     model = BaseModelFolder(path=args.model or default_base_model()).resolve()
-    with running_vllm_server(str(model), port=args.port) as server:
+    with running_vllm_server(str(model), port=args.port, max_model_len=args.max_model_len) as server:
         print(f"vLLM serving {model} at {server.base_url} (Ctrl-C to stop)", flush=True)
         try:
             while True:
