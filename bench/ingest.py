@@ -318,6 +318,9 @@ def main(argv=None) -> int:
         # the same edit, run as the daemon would: a fresh process that imports everything first
         path = docs / keys[len(keys) // 3]
         path.write_text(path.read_text().replace("\n\n", "\n\nEdited again.\n\n", 1))
+        from milvus_lite.server_manager import server_manager_instance
+
+        server_manager_instance.release_server(milvus.uri)  # milvus-lite: one process per file
         start = time.perf_counter()
         child = subprocess.run(
             [sys.executable, "-c", "import sys; from bench.ingest import one_document_run; one_document_run(*sys.argv[1:])",
