@@ -12,6 +12,7 @@ import json
 import os
 import time
 from functools import lru_cache
+from pathlib import PurePosixPath
 
 import numpy as np
 import pandas as pd
@@ -125,19 +126,41 @@ class Progress:
 def read_document(documents: DocumentSource, doc_id: str) -> dict:
     """The document's bytes and hash, validated (size limit, type, emptiness, zip/XML bombs)."""
     path = documents.path_for(doc_id)
-    if not path.is_file():
-        raise DocumentError(doc_id, f"file not found at {path} (deleted? the sensor purges deleted documents)")
-    stat = path.stat()
+    attached_to = read_attachment(documents, doc_id) if not path.is_file() else None
+    if attached_to:
+        path, data = attached_to
+        stat = path.stat()
+    else:
+        if not path.is_file():
+            raise DocumentError(doc_id, f"file not found at {path} (deleted? the sensor purges deleted documents)")
+        stat = path.stat()
     if stat.st_size > documents.max_bytes:
         raise DocumentError(doc_id, f"too large: {stat.st_size:,} bytes (limit {documents.max_bytes:,}); skipped")
-    data = path.read_bytes()
+    data = data if attached_to else path.read_bytes()
     suffix = suffix_of(doc_id)
     validate_content(doc_id, suffix, data)
     if suffix == ".docx":
         check_docx_archive(doc_id, data)
     sha256 = hashlib.sha256(data).hexdigest()
-    return {"doc_id": doc_id, "path": str(path), "suffix": suffix, "sha256": sha256, "size": len(data),
-            "mtime_ns": stat.st_mtime_ns, "content": data}
+    record = {"doc_id": doc_id, "path": str(path), "suffix": suffix, "sha256": sha256, "size": len(data),
+              "mtime_ns": stat.st_mtime_ns, "content": data}
+    if attached_to:
+        record["attached_to"] = str(PurePosixPath(doc_id).parent)  # the mail this attachment came with
+    return record
+
+
+def read_attachment(documents: DocumentSource, doc_id: str) -> tuple | None:
+    """(mail path, attachment bytes) for an attachment document '<mail key>/<name>'; None for other keys."""
+    found = documents.mail_for(doc_id)
+    if not found:
+        return None
+    try:
+        data = documents.attachment_bytes(doc_id)
+    except Exception as exc:  # noqa: BLE001
+        raise DocumentError(doc_id, f"could not read the attachment from its mail: {type(exc).__name__}: {exc}") from exc
+    if data is None:
+        raise DocumentError(doc_id, f"the mail {found[0].name!r} no longer has this attachment")
+    return found[0], data
 
 
 @asset(
