@@ -71,6 +71,26 @@ def _agent_class():
                     words.extend(int(c) for c in _WCONF.findall(text))
             return super().hocr_to_dataframe(hocr, character_confidence_threshold)
 
+        def image_to_data_with_character_confidence_filter(self, image, lang="eng", config="",
+                                                           character_confidence_threshold=0.0):
+            frame = super().image_to_data_with_character_confidence_filter(image, lang, config,
+                                                                           character_confidence_threshold)
+            if frame.empty and "--psm" not in config:
+                # Tesseract's automatic page segmentation finds no block on some sparse pages (a few short
+                # Hangul lines on a blank page); one uniform block of text reads them
+                frame = super().image_to_data_with_character_confidence_filter(image, lang, config + " --psm 6",
+                                                                               character_confidence_threshold)
+            return frame
+
+        def get_text_from_image(self, image) -> str:
+            text = super().get_text_from_image(image)
+            if not text.strip():
+                import numpy as np
+                import unstructured_pytesseract
+
+                text = unstructured_pytesseract.image_to_string(np.array(image), lang=self.language, config="--psm 6")
+            return text
+
     return ConfidenceTesseractAgent
 
 

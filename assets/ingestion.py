@@ -12,7 +12,6 @@ import json
 import os
 import time
 from functools import lru_cache
-from pathlib import PurePosixPath
 
 import numpy as np
 import pandas as pd
@@ -145,12 +144,12 @@ def read_document(documents: DocumentSource, doc_id: str) -> dict:
     record = {"doc_id": doc_id, "path": str(path), "suffix": suffix, "sha256": sha256, "size": len(data),
               "mtime_ns": stat.st_mtime_ns, "content": data}
     if attached_to:
-        record["attached_to"] = str(PurePosixPath(doc_id).parent)  # the mail this attachment came with
+        record["attached_to"] = doc_id.rsplit("#", 1)[0]  # the mail this attachment came with
     return record
 
 
 def read_attachment(documents: DocumentSource, doc_id: str) -> tuple | None:
-    """(mail path, attachment bytes) for an attachment document '<mail key>/<name>'; None for other keys."""
+    """(mail path, attachment bytes) for an attachment document '<mail key>#<name>'; None for other keys."""
     found = documents.mail_for(doc_id)
     if not found:
         return None

@@ -18,6 +18,10 @@ SUPPORTED_SUFFIXES = {".md", ".markdown", ".txt", ".text", ".html", ".htm", ".do
 SUPPORTED_SUFFIXES |= {".pptx", ".xlsx", ".xls", ".csv", ".tsv", ".eml", ".msg", ".odt", ".ods", ".odp", ".rtf",
                        ".epub", ".png", ".jpg", ".jpeg", ".tif", ".tiff"}
 MAIL_SUFFIXES = {".eml", ".msg"}
+# a mail attachment's key: "<mail key>#<attachment name>" ('inbox/outage.eml#report.pdf'). Not "/": the per-partition
+# IO manager stores each key as a file path, and the mail's own file cannot also be a folder.
+ATTACHMENT_SEPARATOR = "#"
+_ATTACHMENT_KEY = re.compile(r"^(.+?\.(?:eml|msg))#([^/]+)$", re.IGNORECASE)
 # never documents: editor lock files, hidden files, temp/backup files, OS folder metadata
 IGNORED_NAME_PATTERNS = ["~$*", ".*", "*~", "*.tmp", "*.temp", "*.swp", "*.bak", "Thumbs.db", "desktop.ini"]
 
@@ -46,7 +50,7 @@ class DocumentFile:
     sha256: str
     size: int
     mtime_ns: int = 0
-    attached_to: str = ""  # a mail attachment: the mail's key (the attachment's key is "<mail key>/<name>")
+    attached_to: str = ""  # a mail attachment: the mail's key (the attachment's key is "<mail key>#<name>")
 
 
 @dataclass
@@ -151,12 +155,12 @@ class DocumentSource(ConfigurableResource):
         return path
 
     def mail_for(self, key: str) -> tuple[Path, str] | None:
-        """(mail file, attachment name) when key names an attachment of a mail ('box/mail.eml/report.pdf')."""
-        parent = PurePosixPath(key).parent
-        if PurePosixPath(parent).suffix.lower() not in MAIL_SUFFIXES:
+        """(mail file, attachment name) when key names an attachment of a mail ('box/mail.eml#report.pdf')."""
+        match = _ATTACHMENT_KEY.match(key)
+        if not match:
             return None
-        path = self.path_for(str(parent))
-        return (path, PurePosixPath(key).name) if path.is_file() else None
+        path = self.path_for(match.group(1))
+        return (path, match.group(2)) if path.is_file() else None
 
     def attachment_bytes(self, key: str) -> bytes | None:
         """The bytes of a mail attachment document, or None when key is no attachment (or it is gone)."""
@@ -193,7 +197,7 @@ class DocumentSource(ConfigurableResource):
         return found
 
     def scan(self, known: dict[str, dict] | None = None, report: ScanReport | None = None) -> dict[str, DocumentFile]:
-        """Every document below the root, keyed by partition key; mail attachments as '<mail key>/<name>'.
+        """Every document below the root, keyed by partition key; mail attachments as '<mail key>#<name>'.
 
         known: {key: {"sha256", "size", "mtime_ns"}} from an earlier scan; a file whose size and
         modification time are unchanged keeps its hash instead of being read again. report (optional)
@@ -249,7 +253,7 @@ class DocumentSource(ConfigurableResource):
 
     def _scan_attachments(self, mail: DocumentFile, known: dict[str, dict], report: ScanReport) -> dict[str, DocumentFile]:
         """A mail's attachments as documents of their own; an unchanged mail reuses what the last scan found."""
-        prefix = mail.key + "/"
+        prefix = mail.key + ATTACHMENT_SEPARATOR
         remembered = {k: v for k, v in known.items() if k.startswith(prefix) and "/" not in k[len(prefix):]}
         if remembered and all(v.get("mtime_ns") == mail.mtime_ns for v in remembered.values()):
             return {k: DocumentFile(key=k, path=mail.path, sha256=v["sha256"], size=v["size"], mtime_ns=mail.mtime_ns,
