@@ -96,23 +96,29 @@ def test_scan_skips_what_is_not_a_document(tmp_path):
     assert only == {}
 
 
-def test_sensor_lists_skipped_files_and_never_fails_on_them(platform):
-    for path in platform.docs.iterdir():  # one document keeps the run short
-        if path.name != "oncall-handbook.txt":
-            path.unlink()
+def test_sensor_lists_skipped_files_and_never_requests_them(platform):
+    from dagster import build_sensor_context
+
+    from pipelines.sensors import documents_folder_sensor
+
     for name in ["font.ttf", "setup.exe", "~$team-charter.docx", "Thumbs.db"]:
         (platform.docs / name).write_bytes(b"\x00binary")
     os.symlink("/etc/hostname", platform.docs / "escape.txt")
-    result, runs = platform.tick()
-    assert platform.partitions == {"oncall-handbook.txt"}
-    assert runs and all(run.success for _, run in runs), [failure_message(r) for _, r in runs]
-    skipped = json.loads(runs[0][0].tags["docplatform/skipped_files"])
-    assert skipped["count"] == 5 and "escape.txt: symlink pointing outside the documents folder" in skipped["warnings"]
-    raw = next(e for _, run in runs for e in run.get_asset_materialization_events()
-               if e.materialization.asset_key.to_user_string() == "raw_documents")
-    assert raw.materialization.metadata["skipped_files"].value["count"] == 5
+    resources = {"documents": DocumentSource(root=str(platform.docs), scan_cache=str(platform.root / "scan.sqlite")),
+                 "milvus": platform.milvus, "embedder": platform.defs.resources["embedder"]}
+    result = documents_folder_sensor(build_sensor_context(instance=platform.instance, resources=resources,
+                                                          definitions=platform.defs))
+    added = {k for r in result.dynamic_partitions_requests for k in r.partition_keys}
+    assert added == {"deployment-runbook.pdf", "infrastructure-overview.md", "oncall-handbook.txt",
+                     "security-policy.html", "team-charter.docx"}
+    assert result.run_requests
+    for request in result.run_requests:
+        skipped = json.loads(request.tags["docplatform/skipped_files"])
+        assert skipped["count"] == 5 and skipped["by_reason"]["not included (.ttf)"] == 1
+        assert "escape.txt: symlink pointing outside the documents folder" in skipped["warnings"]
 
 
+@pytest.mark.slow  # a Dagster ingest run (ingestion + graph) of three documents: ~25 s alone, longer on a loaded machine
 def test_mail_attachments_are_documents_of_their_own(platform):
     box = platform.docs / "inbox"
     box.mkdir()
@@ -128,8 +134,14 @@ def test_mail_attachments_are_documents_of_their_own(platform):
     assert keys <= set(found) and "inbox/outage.eml#setup.exe" not in found
     assert found["inbox/outage.eml#report.pdf"].attached_to == "inbox/outage.eml"
     assert report.skipped == {"attachment not included (.exe)": 1}
+    from pipelines.partitions import range_tags
+    from pipelines.sensors import skipped_tags
+    from tests.platform_harness import QUIET
+
     platform.add(*sorted(keys))
-    result = platform.ingest_batch(sorted(keys))
+    result = platform.defs.resolve_job_def("ingest_job").execute_in_process(
+        tags=range_tags(sorted(keys)[0], sorted(keys)[-1]) | skipped_tags(report), instance=platform.instance,
+        raise_on_error=False, run_config=QUIET)
     assert result.success, failure_message(result)
     assert not json.loads(result.dagster_run.tags.get("docplatform/failed_documents", "{}"))
     assert any("10:40" in r["text"] for r in platform.vectors("inbox/outage.eml#report.pdf"))
@@ -138,6 +150,8 @@ def test_mail_attachments_are_documents_of_their_own(platform):
     raw = next(e for e in result.get_asset_materialization_events()
                if e.materialization.asset_key.to_user_string() == "raw_documents")
     assert raw.materialization.metadata["attached_to"].value["inbox/outage.eml#report.pdf"] == "inbox/outage.eml"
+    assert raw.materialization.metadata["skipped_files"].value["sample"] == ["inbox/outage.eml#setup.exe (attachment "
+                                                                             "not included (.exe))"]
 
 
 def test_large_table_chunks_keep_whole_rows_with_the_header(tmp_path):
@@ -227,6 +241,7 @@ def test_korean_image_is_read_by_ocr(tmp_path):
 
 
 @needs_ocr
+@pytest.mark.slow  # a Dagster ingest run of two documents
 def test_document_over_an_ocr_limit_is_skipped_by_name_and_others_proceed(platform, monkeypatch):
     monkeypatch.setenv("DOCPLATFORM_OCR_MAX_PAGES", "1")
     ff.write_scanned_pdf(platform.docs / "a-scan.pdf", [["page one"], ["page two"]])
@@ -237,3 +252,15 @@ def test_document_over_an_ocr_limit_is_skipped_by_name_and_others_proceed(platfo
     failed = json.loads(result.dagster_run.tags["docplatform/failed_documents"])
     assert list(failed) == ["a-scan.pdf"] and "2 pages need OCR, over the limit of 1" in failed["a-scan.pdf"]
     assert platform.count("deployment-runbook.pdf") > 0 and platform.count("a-scan.pdf") == 0
+
+
+@needs_ocr
+def test_ocr_pixel_and_time_limits_name_the_document(tmp_path, monkeypatch):
+    scan = ff.write_scanned_pdf(tmp_path / "long.pdf", [["first page of the scan"], ["second page of the scan"]])
+    monkeypatch.setenv("DOCPLATFORM_OCR_MAX_PIXELS", "1000")
+    with pytest.raises(DocumentError, match=r"document 'long.pdf': page 1 has [\d,]+ pixels, over the OCR limit"):
+        parse_records("long.pdf", ".pdf", scan.read_bytes())
+    monkeypatch.delenv("DOCPLATFORM_OCR_MAX_PIXELS")
+    monkeypatch.setenv("DOCPLATFORM_OCR_TIME_LIMIT_S", "0.01")
+    with pytest.raises(DocumentError, match=r"document 'long.pdf': OCR stopped after 1/2 pages: over the time limit"):
+        parse_records("long.pdf", ".pdf", scan.read_bytes())
