@@ -11,16 +11,15 @@ every element's metadata (parse_strategy, ocr_confidence).
 from __future__ import annotations
 
 import io
-import logging
 import os
 import re
 import shutil
+import sys
 import threading
 import time
 
 from assets.parsing import DocumentError, check_docx_archive, pdf_page_count
 
-LOG = logging.getLogger(__name__)
 
 # Tesseract language data used for OCR (Debian: tesseract-ocr-eng, tesseract-ocr-kor)
 OCR_LANGUAGES = ["eng", "kor"]
@@ -160,7 +159,8 @@ def ocr_images(doc_id: str, images, page_count: int, kwargs: dict) -> list:
         elements += page_elements
         confidences += words
         elapsed = time.monotonic() - started
-        LOG.info("OCR %s: page %d/%d, %.1f s", doc_id, number, page_count, elapsed)
+        # progress in the run's compute logs (a pool worker's stderr is the run's); OCR is the slow path
+        print(f"OCR {doc_id}: page {number}/{page_count} done, {elapsed:.1f} s", file=sys.stderr, flush=True)
         if elapsed > limits["time_limit_s"] and number < page_count:
             raise DocumentError(doc_id, f"OCR stopped after {number}/{page_count} pages: over the time limit of "
                                         f"{limits['time_limit_s']:g} s (DOCPLATFORM_OCR_TIME_LIMIT_S); skipped")
