@@ -124,7 +124,10 @@ class Progress:
 
 def read_document(documents: DocumentSource, doc_id: str) -> dict:
     """The document's bytes and hash, validated (size limit, type, emptiness, zip/XML bombs)."""
-    path = documents.path_for(doc_id)
+    try:
+        path = documents.path_for(doc_id)
+    except ValueError as exc:  # a symlink or key leading out of the folder (the scan skips these; an old partition may not)
+        raise DocumentError(doc_id, f"{exc}; skipped") from exc
     attached_to = read_attachment(documents, doc_id) if not path.is_file() else None
     if attached_to:
         path, data = attached_to

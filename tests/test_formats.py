@@ -264,3 +264,14 @@ def test_ocr_pixel_and_time_limits_name_the_document(tmp_path, monkeypatch):
     monkeypatch.setenv("DOCPLATFORM_OCR_TIME_LIMIT_S", "0.01")
     with pytest.raises(DocumentError, match=r"document 'long.pdf': OCR stopped after 1/2 pages: over the time limit"):
         parse_records("long.pdf", ".pdf", scan.read_bytes())
+
+
+def test_an_escaping_symlink_registered_earlier_fails_by_name_not_the_batch(tmp_path):
+    from assets.ingestion import read_document
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (tmp_path / "outside.md").write_text("# Outside\n")
+    os.symlink(tmp_path / "outside.md", docs / "link.md")
+    with pytest.raises(DocumentError, match="document 'link.md': partition key 'link.md' points outside the documents"):
+        read_document(DocumentSource(root=str(docs)), "link.md")
