@@ -3,9 +3,9 @@ PY ?= python3
 PIP = $(PY) -m pip
 export DAGSTER_HOME ?= $(CURDIR)
 
-.PHONY: install run test services bench vllm-venv
+.PHONY: install run test services bench vllm-venv ocr-packages bench-formats
 
-install:
+install: ocr-packages
 	# torch first, from the CPU wheel on local disk (never torchvision)
 	$(PIP) install -q torch==2.13.0
 	$(PIP) install -q --no-build-isolation ./shims/en_core_web_sm
@@ -33,3 +33,21 @@ bench: install
 # tests/test_vllm_deploy.py builds it on first use if this was not run.
 vllm-venv:
 	bash resources/vllm_venv.sh
+
+# Debian packages for OCR (Tesseract + Korean/English data, poppler's pdftoppm), pandoc (odt/rtf/epub) and a Korean
+# font (tests/bench render scanned pages): installed with apt-get when root, else the exact command is printed.
+OCR_DEBS = tesseract-ocr tesseract-ocr-eng tesseract-ocr-kor poppler-utils pandoc pandoc-data fonts-nanum fonts-dejavu-core
+ocr-packages:
+	@missing=$$(for p in $(OCR_DEBS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing || \
+		{ apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; }; \
+	else \
+		echo "OCR and pandoc formats need Debian packages that are missing: $$missing"; \
+		echo "install them with:  sudo apt-get install --no-install-recommends $$missing"; \
+		echo "(without them scanned PDFs/images and odt/rtf/epub fail with a message naming the package)"; \
+	fi
+
+bench-formats: install
+	$(PY) -m bench.formats

@@ -51,7 +51,7 @@ from resources.milvus import MilvusStore
 
 GROUP = "ingestion"
 # Bump when ingestion code changes what is stored: part of every document's stage fingerprint.
-INGEST_CODE_VERSION = "2"
+INGEST_CODE_VERSION = "3"  # 3: tables chunked by row groups (header repeated), new formats, OCR
 FAILED_TAG = "docplatform/failed_documents"
 _CHUNKING_DEFAULTS = json.loads(os.environ.get("DOCPLATFORM_CHUNKING", "{}") or "{}")
 
@@ -124,20 +124,45 @@ class Progress:
 
 def read_document(documents: DocumentSource, doc_id: str) -> dict:
     """The document's bytes and hash, validated (size limit, type, emptiness, zip/XML bombs)."""
-    path = documents.path_for(doc_id)
-    if not path.is_file():
-        raise DocumentError(doc_id, f"file not found at {path} (deleted? the sensor purges deleted documents)")
-    stat = path.stat()
+    try:
+        path = documents.path_for(doc_id)
+    except ValueError as exc:  # a symlink or key leading out of the folder (the scan skips these; an old partition may not)
+        raise DocumentError(doc_id, f"{exc}; skipped") from exc
+    attached_to = read_attachment(documents, doc_id) if not path.is_file() else None
+    if attached_to:
+        path, data = attached_to
+        stat = path.stat()
+    else:
+        if not path.is_file():
+            raise DocumentError(doc_id, f"file not found at {path} (deleted? the sensor purges deleted documents)")
+        stat = path.stat()
     if stat.st_size > documents.max_bytes:
         raise DocumentError(doc_id, f"too large: {stat.st_size:,} bytes (limit {documents.max_bytes:,}); skipped")
-    data = path.read_bytes()
+    data = data if attached_to else path.read_bytes()
     suffix = suffix_of(doc_id)
     validate_content(doc_id, suffix, data)
     if suffix == ".docx":
         check_docx_archive(doc_id, data)
     sha256 = hashlib.sha256(data).hexdigest()
-    return {"doc_id": doc_id, "path": str(path), "suffix": suffix, "sha256": sha256, "size": len(data),
-            "mtime_ns": stat.st_mtime_ns, "content": data}
+    record = {"doc_id": doc_id, "path": str(path), "suffix": suffix, "sha256": sha256, "size": len(data),
+              "mtime_ns": stat.st_mtime_ns, "content": data}
+    if attached_to:
+        record["attached_to"] = doc_id.rsplit("#", 1)[0]  # the mail this attachment came with
+    return record
+
+
+def read_attachment(documents: DocumentSource, doc_id: str) -> tuple | None:
+    """(mail path, attachment bytes) for an attachment document '<mail key>#<name>'; None for other keys."""
+    found = documents.mail_for(doc_id)
+    if not found:
+        return None
+    try:
+        data = documents.attachment_bytes(doc_id)
+    except Exception as exc:  # noqa: BLE001
+        raise DocumentError(doc_id, f"could not read the attachment from its mail: {type(exc).__name__}: {exc}") from exc
+    if data is None:
+        raise DocumentError(doc_id, f"the mail {found[0].name!r} no longer has this attachment")
+    return found[0], data
 
 
 @asset(
@@ -160,6 +185,12 @@ def raw_documents(context: AssetExecutionContext, documents: DocumentSource):
     sizes = [r["size"] for r in results.values()]
     metadata = {"documents": len(results), "failed": len(failures), "size_bytes": int(sum(sizes)),
                 "failed_documents": MetadataValue.json(failures)}
+    run = context.instance.get_run_by_id(context.run_id)
+    if run and run.tags.get("docplatform/skipped_files"):  # the scan's non-documents (pipelines/sensors.py)
+        metadata["skipped_files"] = MetadataValue.json(json.loads(run.tags["docplatform/skipped_files"]))
+    attachments = {k: r["attached_to"] for k, r in results.items() if r.get("attached_to")}
+    if attachments:
+        metadata["attached_to"] = MetadataValue.json(attachments)
     if len(context.partition_keys) == 1:
         only = next(iter(results.values()))
         metadata |= {"sha256": only["sha256"], "path": only["path"]}
@@ -192,15 +223,26 @@ def parsed_elements(context: AssetExecutionContext, raw_documents, documents: Do
         shutdown_pools()
     report_failures(context, failures)
     results = {k: {"doc_id": k, "sha256": raws[k]["sha256"], "elements": parsed[k]} for k in raws if k in parsed}
+    strategies = {k: parse_strategy(v["elements"]) for k, v in results.items()}
     value = emit(context, results, failures)
     chars = {k: sum(len((e.get("text") or "").strip()) for e in v["elements"]) for k, v in results.items()}
     types = pd.Series([e["type"] for v in results.values() for e in v["elements"]]).value_counts().to_dict()
     yield Output(value, metadata={"element_count": sum(len(v["elements"]) for v in results.values()),
                                   "text_chars": int(sum(chars.values())), "element_types": MetadataValue.json(types),
                                   "failed": len(failures), "failed_documents": MetadataValue.json(failures),
+                                  "parse_strategies": MetadataValue.json(dict(list(strategies.items())[:200])),
                                   **progress.metadata(len(results))})
     yield AssetCheckResult(check_name="has_text", passed=bool(chars) and min(chars.values()) > 0,
                            metadata={"text_chars": int(sum(chars.values())), "documents": len(chars)})
+
+
+def parse_strategy(elements: list[dict]) -> dict:
+    """Which strategy produced a document's elements (fast / ocr_only), with the OCR word confidence (0-1)."""
+    meta = (elements[0].get("metadata") or {}) if elements else {}
+    out = {"strategy": meta.get("parse_strategy", "fast")}
+    if meta.get("ocr_confidence") is not None:
+        out |= {"ocr_confidence": meta["ocr_confidence"], "ocr_pages": meta.get("ocr_pages")}
+    return out
 
 
 # ------------------------------------------------------------------------------------------ chunking
@@ -262,7 +304,20 @@ def split_to_token_window(texts: list[str], max_tokens: int, tokenizer=None) -> 
     return out
 
 
-def chunk_elements(doc_id: str, sha256: str, element_dicts: list[dict], config: ChunkingConfig) -> list[dict]:
+def _segments(element_dicts: list[dict]) -> list[tuple[str, list[dict]]]:
+    """("text", runs of ordinary elements) and ("table", [one table element with its HTML]), in document order."""
+    out: list[tuple[str, list[dict]]] = []
+    for element in element_dicts:
+        if element.get("type") == "Table" and (element.get("metadata") or {}).get("text_as_html"):
+            out.append(("table", [element]))
+        elif out and out[-1][0] == "text":
+            out[-1][1].append(element)
+        else:
+            out.append(("text", [element]))
+    return out
+
+
+def _text_chunks(element_dicts: list[dict], config: ChunkingConfig) -> list[tuple[str, list[int], None]]:
     from unstructured.chunking.title import chunk_by_title
     from unstructured.staging.base import elements_from_dicts
 
@@ -274,18 +329,40 @@ def chunk_elements(doc_id: str, sha256: str, element_dicts: list[dict], config: 
         combine_text_under_n_chars=min(config.combine_text_under_n_chars, config.max_characters),
         overlap=min(config.overlap, config.max_characters // 2),
     )
-    texts, pages = [], []
+    out = []
     for chunk in chunks:
         text = chunk.text.strip()
         if text:
-            texts.append(text)
-            pages.append(sorted({e.metadata.page_number for e in (chunk.metadata.orig_elements or []) if e.metadata.page_number}))
+            out.append((text, sorted({e.metadata.page_number for e in (chunk.metadata.orig_elements or [])
+                                      if e.metadata.page_number}), None))
+    return out
+
+
+def chunk_elements(doc_id: str, sha256: str, element_dicts: list[dict], config: ChunkingConfig) -> list[dict]:
+    from assets.tables import table_chunks
+
+    pieces_in: list[tuple[str, list[int], str | None]] = []  # (text, page numbers, table HTML of a table chunk)
+    for kind, group in _segments(element_dicts):
+        if kind == "text":
+            pieces_in += _text_chunks(group, config)
+            continue
+        element = group[0]
+        page = (element.get("metadata") or {}).get("page_number")
+        tables = table_chunks(element["metadata"]["text_as_html"], config.max_characters, config.max_tokens,
+                              default_tokenizer())
+        if not tables:  # markup without rows: the element's text like any other
+            pieces_in += _text_chunks(group, config)
+        pieces_in += [(t["text"], [page] if page else [], t["table_html"]) for t in tables]
     rows, seen, chunker = [], {}, chunking_fingerprint(config)
-    for pieces, page_numbers in zip(split_to_token_window(texts, config.max_tokens), pages):
+    windows = split_to_token_window([t for t, _, _ in pieces_in], config.max_tokens)
+    for pieces, (_, page_numbers, markup) in zip(windows, pieces_in):
         for text in pieces:
             occurrence = seen[text] = seen.get(text, -1) + 1
-            rows.append({"chunk_id": chunk_id_for(doc_id, occurrence, text), "doc_id": doc_id, "doc_sha256": sha256,
-                         "seq": len(rows), "text": text, "page_numbers": page_numbers, "chunker": chunker})
+            row = {"chunk_id": chunk_id_for(doc_id, occurrence, text), "doc_id": doc_id, "doc_sha256": sha256,
+                   "seq": len(rows), "text": text, "page_numbers": page_numbers, "chunker": chunker}
+            if markup and len(pieces) == 1:
+                row["table_html"] = markup  # whole rows with the header: the graph stage reads it as a table
+            rows.append(row)
     return rows
 
 

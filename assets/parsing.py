@@ -98,6 +98,10 @@ def partition_document(doc_id: str, suffix: str, data: bytes) -> list:
     filename = PurePosixPath(doc_id).name
     kwargs = {"metadata_filename": filename, "languages": ["eng"]}
     try:
+        from assets.formats import FORMAT_HANDLERS  # office formats, e-mail, OCR for scans and images
+
+        if suffix in FORMAT_HANDLERS:
+            return FORMAT_HANDLERS[suffix](doc_id, data, kwargs)
         if suffix in (".md", ".markdown"):
             from unstructured.partition.md import partition_md
 
@@ -135,6 +139,8 @@ def parse_records(doc_id: str, suffix: str, data: bytes) -> list[dict]:
     if suffix == ".docx":
         check_docx_archive(doc_id, data)
     records = [element.to_dict() for element in partition_document(doc_id, suffix, data)]
+    for record in records:  # which strategy produced the text (assets.formats marks OCR and PDF elements)
+        record.setdefault("metadata", {}).setdefault("parse_strategy", "fast")
     if not records or not any((r.get("text") or "").strip() for r in records):
         raise DocumentError(doc_id, "no text could be extracted (scanned image or empty document?)")
     return records

@@ -47,7 +47,13 @@ def main(argv: list[str] | None = None) -> int:
     instance = DagsterInstance.get()
     resources = defs.resources
     documents, milvus, embedder = resources["documents"], resources["milvus"], resources["embedder"]
-    current = {key: doc.sha256 for key, doc in documents.scan_cached().items()}
+    from pipelines.sensors import skipped_summary
+    from resources.documents import ScanReport
+
+    scan_report = ScanReport()
+    current = {key: doc.sha256 for key, doc in documents.scan_cached(report=scan_report).items()}
+    if scan_report.count:
+        print(f"not documents: {skipped_summary(scan_report)}")
     known = instance.get_dynamic_partitions(DOCUMENTS_PARTITIONS_NAME)
     to_delete = sorted((set(known) | set(milvus.document_states())) - set(current))
     instance.add_dynamic_partitions(DOCUMENTS_PARTITIONS_NAME, sorted(set(current) - set(known)))

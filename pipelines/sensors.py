@@ -14,7 +14,7 @@ from dagster import DefaultSensorStatus, RunRequest, SensorEvaluationContext, Se
 from assets.ingestion import expected_fingerprint
 from pipelines.jobs import ingest_job, purge_documents_job
 from pipelines.partitions import DOCUMENTS_PARTITIONS_NAME, contiguous_batches, documents_partitions, range_tags
-from resources.documents import DocumentSource
+from resources.documents import DocumentSource, ScanReport
 from resources.embedder import Embedder
 from resources.milvus import MilvusStore
 
@@ -59,8 +59,11 @@ def documents_folder_sensor(context: SensorEvaluationContext, documents: Documen
                             embedder: Embedder):
     started = time.perf_counter()
     pending = json.loads(context.cursor) if context.cursor and context.cursor.startswith("{") else {}
-    scanned = documents.scan_cached()
+    report = ScanReport()
+    scanned = documents.scan_cached(report=report)
     current = {key: doc.sha256 for key, doc in scanned.items()}
+    for warning in report.warnings:
+        context.log.warning(f"skipped at scan: {warning}")
     states = milvus.document_states()
     fingerprint = expected_fingerprint(embedder)
     tokens = {key: f"{sha[:16]}:{fingerprint}" for key, sha in current.items()}
@@ -74,13 +77,14 @@ def documents_folder_sensor(context: SensorEvaluationContext, documents: Documen
     cursor = {k: v for k, v in pending.items() if k in stale_set and tokens.get(k) == v} | {k: tokens[k] for k in to_ingest}
     cursor_text = json.dumps(cursor, sort_keys=True)
     summary = (f"checked {len(current)} documents in {time.perf_counter() - started:.2f} s: {len(to_ingest)} to index, "
-               f"{len(to_delete)} deleted, {len(stale) - len(to_ingest)} pending")
+               f"{len(to_delete)} deleted, {len(stale) - len(to_ingest)} pending; {skipped_summary(report)}")
     context.log.info(summary)
     if not to_ingest and not to_delete:
         return SensorResult(skip_reason=SkipReason(f"no document added, changed or deleted ({summary})"), cursor=cursor_text)
     new_keys = [k for k in to_ingest if k not in known]
     order = [k for k in partitions if k not in set(to_delete)] + new_keys
-    run_requests = batched_run_requests(order, to_ingest, tokens, "", {"trigger": "documents_sensor"})
+    run_requests = batched_run_requests(order, to_ingest, tokens, "", {"trigger": "documents_sensor"}
+                                        | skipped_tags(report))
     dynamic_requests = []
     if new_keys:
         dynamic_requests.append(documents_partitions.build_add_request(new_keys))
@@ -101,3 +105,19 @@ def documents_folder_sensor(context: SensorEvaluationContext, documents: Documen
 def purge_run_config(doc_ids: list[str]) -> dict:
     """Every op of the purge job takes the same list of deleted document ids."""
     return {"ops": {node.name: {"config": {"doc_ids": doc_ids}} for node in purge_documents_job.graph.nodes}}
+
+
+SKIPPED_TAG = "docplatform/skipped_files"
+
+
+def skipped_summary(report: ScanReport) -> str:
+    """'3 files skipped (not included (.exe): 2, ...), e.g. a.exe, b.ttf' — never a failed run."""
+    if not report.count:
+        return "0 files skipped"
+    reasons = ", ".join(f"{reason}: {n}" for reason, n in sorted(report.skipped.items()))
+    return f"{report.count} files skipped ({reasons}), e.g. {', '.join(report.sample[:5])}"
+
+
+def skipped_tags(report: ScanReport) -> dict[str, str]:
+    """The scan's skipped files (count, reasons, sample, warnings) as a run tag: the run's metadata shows it."""
+    return {SKIPPED_TAG: json.dumps(report.as_metadata())[:4000]} if report.count else {}

@@ -35,6 +35,7 @@ class Table:
     text: str  # the element's flattened text, to find its chunk
     subject: str | None = None  # key-value blocks: the heading the block describes
     parts: list[str] = field(default_factory=list)  # the element texts it was read from
+    chunk_id: str = ""  # a table chunk (row group with its header, assets/tables.py): the chunk it is
 
 
 @dataclass
@@ -102,16 +103,24 @@ def parse_pipe_table(lines: list[str]) -> tuple[list[str], list[list[str]]]:
 def tables_and_blocks(elements: list[dict] | None, chunks: list[dict]) -> list[Table]:
     """Tables (HTML from unstructured's text_as_html, or pipe tables in text) and key-value blocks."""
     items: list[tuple[str, str, str | None]] = []  # (kind, text, html)
+    # tables chunked as row groups (each with its header and HTML) are read from their chunks, in place of the
+    # whole-table elements: each row group's facts then point at the chunk that holds its rows
+    chunk_tables = [c for c in chunks if c.get("table_html")]
     if elements:
         for element in elements:
             text = element.get("text") or ""
             markup = (element.get("metadata") or {}).get("text_as_html")
             kind = element.get("type", "")
-            items.append(("Table" if kind == "Table" and markup else kind, text, markup))
+            kind = "Table" if kind == "Table" and markup else kind
+            items.append(("ChunkedTable" if kind == "Table" and chunk_tables else kind, text, markup))
     else:
         for chunk in chunks:
-            items.extend(_pseudo_elements(chunk["text"]))
+            items.extend([("ChunkedTable", chunk["text"], None)] if chunk.get("table_html") else _pseudo_elements(chunk["text"]))
     tables: list[Table] = []
+    for chunk in chunk_tables:
+        header, rows = parse_html_table(chunk["table_html"])
+        if header and rows:
+            tables.append(Table(header, rows, chunk["text"], parts=[chunk["text"]], chunk_id=chunk["chunk_id"]))
     heading: list[str | None] = [None]  # the latest heading: the subject of the block right after it
     block: list[tuple[str, str]] = []
     block_text: list[str] = []
@@ -125,6 +134,9 @@ def tables_and_blocks(elements: list[dict] | None, chunks: list[dict]) -> list[T
         block_text.clear()
 
     for kind, text, markup in items:
+        if kind == "ChunkedTable":
+            close_block()
+            continue
         if kind in ("Table", "PipeTable"):
             close_block()
             header, rows = parse_html_table(markup) if kind == "Table" else parse_pipe_table(text.splitlines())
@@ -262,7 +274,7 @@ class StructureExtractor:
     def extract(self, tables: list[Table], chunk_for) -> StructureOutput:
         out = StructureOutput()
         for table in tables:
-            chunk_id = chunk_for(table.text)
+            chunk_id = table.chunk_id or chunk_for(table.text)
             out.consumed_texts.append(table.text)
             if table.subject is not None:
                 self._block(table, chunk_id, out)
