@@ -7,6 +7,7 @@ import os
 import pytest
 
 from assets import finetune
+from assets.finetune import train as finetune_train
 from assets.finetune import (
     DeploymentConfig,
     DeploymentFailed,
@@ -603,7 +604,7 @@ def test_unsloth_backend_switches_modes_around_training(harness, tiny_model, mon
             calls.append("for_training")
 
     monkeypatch.setitem(sys.modules, "unsloth", types.SimpleNamespace(FastLanguageModel=FastLanguageModel))
-    monkeypatch.setattr(finetune, "choose_backend", lambda requested: "unsloth")
+    monkeypatch.setattr(finetune_train, "choose_backend", lambda requested: "unsloth")
 
     def load_on_cpu(base, backend, config):
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -611,7 +612,7 @@ def test_unsloth_backend_switches_modes_around_training(harness, tiny_model, mon
         return (AutoModelForCausalLM.from_pretrained(str(base), dtype=torch.float32),
                 AutoTokenizer.from_pretrained(str(base)), torch.device("cpu"))
 
-    monkeypatch.setattr(finetune, "_load_model", load_on_cpu)
+    monkeypatch.setattr(finetune_train, "_load_model", load_on_cpu)
     result = harness.run([finetune.finetune_dataset])
     path = result.output_for_node("finetune_dataset")["path"]
     config = finetune.LoraTrainingConfig(backend="unsloth", max_steps=2, batch_size=4, max_seq_len=128)
