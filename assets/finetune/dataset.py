@@ -12,115 +12,16 @@ from dagster import AssetCheckResult, Config, Failure, MetadataValue, Output
 from pydantic import Field
 
 from assets.finetune.pii import find_pii, scrub_pii
+from assets.finetune.raft import CHUNK_ID_SEP, Retriever, raft_examples
+from assets.grounded_prompt import NO_ANSWER, context_messages
 from resources.milvus import default_data_dir
 
-COLUMNS = ["id", "instruction", "input", "output", "source", "doc_id", "chunk_id"]
-CHUNK_ID_SEP = ","  # chunk_id of a graph_relation example quoting several chunks: "id1,id2" (ids are hex digests)
-PROMPT_TEMPLATE = "### Instruction:\n{instruction}\n\n### Input:\n{input}\n\n### Response:\n"
-PROMPT_TEMPLATE_NO_INPUT = "### Instruction:\n{instruction}\n\n### Response:\n"
-
-_RELATION_QUESTIONS = {
-    "RUNS_ON": ("What does {s} run on?", "{s} runs on {t}."),
-    "DEPENDS_ON": ("What does {s} depend on?", "{s} depends on {t}."),
-    "MANAGED_BY": ("Who manages {s}?", "{s} is managed by {t}."),
-    "OWNED_BY": ("Who owns {s}?", "{s} is owned by {t}."),
-    "MAINTAINED_BY": ("Who maintains {s}?", "{s} is maintained by {t}."),
-    "PART_OF": ("What is {s} part of?", "{s} is part of {t}."),
-    "CONNECTS_TO": ("What does {s} connect to?", "{s} connects to {t}."),
-    "STORES_DATA_IN": ("Where does {s} store its data?", "{s} stores its data in {t}."),
-}
-
+# instruction = the question, input = the numbered context (grounded_prompt.format_context), output = the cited
+# answer (or grounded_prompt.NO_ANSWER), citations = the gold source numbers ("2,4"; "" when the gold is left out)
+COLUMNS = ["id", "instruction", "input", "output", "source", "doc_id", "chunk_id", "citations"]
 
 def _norm(text: str) -> str:
     return re.sub(r"\s+", " ", (text or "").strip()).casefold()
-
-
-def _join(names: list[str]) -> str:
-    names = sorted(dict.fromkeys(names))
-    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
-
-
-def _split_passage(text: str) -> tuple[str, str] | None:
-    """Split a chunk near its middle at a sentence (else word) boundary: (lead, continuation)."""
-    text = re.sub(r"[ \t]+", " ", text.strip())
-    middle = len(text) // 2
-    cuts = [m.end() for m in re.finditer(r"[.!?:]\s+|\n+", text)]
-    cuts = [c for c in cuts if len(text) * 0.2 <= c <= len(text) * 0.8]
-    if not cuts:
-        cuts = [m.start() for m in re.finditer(r"\s", text) if len(text) * 0.3 <= m.start() <= len(text) * 0.7]
-    if not cuts:
-        return None
-    cut = min(cuts, key=lambda c: abs(c - middle))
-    lead, rest = text[:cut].strip(), text[cut:].strip()
-    return (lead, rest) if lead and rest else None
-
-
-def _doc_title(doc_id: str) -> str:
-    name = doc_id.rsplit("/", 1)[-1]
-    return name.rsplit(".", 1)[0].replace("-", " ").replace("_", " ")
-
-
-def chunk_examples(chunks: list[dict], min_chars: int = 40) -> list[dict]:
-    rows = []
-    for chunk in chunks:
-        text = (chunk.get("text") or "").strip()
-        if len(text) < min_chars:
-            continue
-        title = _doc_title(chunk["doc_id"])
-        split = _split_passage(text)
-        if split:
-            lead, rest = split
-            rows.append({"instruction": f"Continue this passage from the document '{title}'.", "input": lead,
-                         "output": rest, "source": "chunk_continuation", "doc_id": chunk["doc_id"],
-                         "chunk_id": chunk["chunk_id"]})
-        first_line = text.splitlines()[0].strip()
-        if 3 <= len(first_line) <= 120 and len(text) > len(first_line) + min_chars // 2:
-            rows.append({"instruction": f"What does the document '{title}' say about \"{first_line}\"?", "input": "",
-                         "output": text, "source": "chunk_recall", "doc_id": chunk["doc_id"],
-                         "chunk_id": chunk["chunk_id"]})
-    return rows
-
-
-def fact_examples(facts: list[dict]) -> list[dict]:
-    """Question/answer pairs from graph facts: one per (entity, relation type) with all targets, one per entity."""
-    entities: dict[str, dict] = {}
-    for doc in facts:
-        for entity in doc.get("entities") or []:
-            entities.setdefault(entity["id"], entity)
-    grouped: dict[tuple[str, str], dict] = {}
-    for doc in facts:
-        for rel in doc.get("relations") or []:
-            source, target = entities.get(rel.get("source")), entities.get(rel.get("target"))
-            if not source or not target:
-                continue
-            group = grouped.setdefault((rel["source"], rel["type"]), {
-                "source": source, "type": rel["type"], "targets": [], "sentences": [], "doc_id": doc.get("doc_id", ""),
-                "chunk_ids": []})
-            group["targets"].append(target["name"])
-            if rel.get("chunk_id"):
-                group["chunk_ids"].append(rel["chunk_id"])
-            if rel.get("sentence"):
-                group["sentences"].append(rel["sentence"].strip())
-    rows = []
-    for (_, rel_type), group in sorted(grouped.items()):
-        name = group["source"]["name"]
-        question, answer = _RELATION_QUESTIONS.get(
-            rel_type, ("Which entities is {s} linked to by the relation " + rel_type.replace("_", " ").lower() + "?",
-                       "{s} " + rel_type.replace("_", " ").lower() + " {t}."))
-        rows.append({"instruction": question.format(s=name), "input": " ".join(dict.fromkeys(group["sentences"])),
-                     "output": answer.format(s=name, t=_join(group["targets"])), "source": "graph_relation",
-                     # every chunk the input quotes: the split keeps them together, the leakage check sees them all
-                     "doc_id": group["doc_id"], "chunk_id": CHUNK_ID_SEP.join(dict.fromkeys(group["chunk_ids"]))})
-    for entity_id, entity in sorted(entities.items()):
-        aliases = [a for a in (entity.get("aliases") or []) if a and a != entity["name"]]
-        label = entity.get("label", "entity").replace("_", " ").lower()
-        answer = f"{entity['name']} is {'an' if label[:1] in 'aeiou' else 'a'} {label}."
-        if aliases:
-            answer += f" It is also known as {_join(aliases)}."
-        chunk_ids = entity.get("chunk_ids") or [""]
-        rows.append({"instruction": f"What is {entity['name']}?", "input": "", "output": answer,
-                     "source": "graph_entity", "doc_id": "", "chunk_id": chunk_ids[0]})
-    return rows
 
 
 def _add_counts(totals: dict[str, int], counts: dict[str, int]) -> None:
@@ -198,7 +99,7 @@ def split_train_eval(rows: list[dict], eval_fraction: float, seed: int) -> tuple
             i = parent[i]
         return i
 
-    keys = (lambda r: "o:" + _norm(r["output"]),
+    keys = (lambda r: [] if r["output"] == NO_ANSWER else ["o:" + _norm(r["output"])],  # the shared refusal links none
             lambda r: "p:" + _norm(r["instruction"]) + "\x00" + _norm(r["input"]),
             lambda r: ["c:" + c for c in source_chunks(r)])
     for field_key in keys:
@@ -228,7 +129,7 @@ def split_train_eval(rows: list[dict], eval_fraction: float, seed: int) -> tuple
             size += len(group)
     if not eval_groups and target and len(ordered) >= 2:
         eval_groups = [min(ordered, key=len)]
-    if len(eval_groups) == len(ordered) and len(ordered) >= 2:
+    if eval_groups and len(eval_groups) == len(ordered):  # train is never empty
         eval_groups = eval_groups[:-1]
     eval_ids = {i for g in eval_groups for i in g}
     train = [rows[i] for i in range(len(rows)) if i not in eval_ids]
@@ -237,10 +138,13 @@ def split_train_eval(rows: list[dict], eval_fraction: float, seed: int) -> tuple
 
 
 def build_instruction_examples(chunks: list[dict], facts: list[dict], eval_fraction: float = 0.2, seed: int = 0,
-                               min_chunk_chars: int = 40) -> tuple[list[dict], list[dict], dict]:
-    """Pure builder: (train, eval, stats) from chunk rows and graph-fact documents."""
+                               min_chunk_chars: int = 40, num_distractors: int = 3, no_gold_share: float = 0.2,
+                               retriever: Retriever | None = None, max_multihop: int = 200
+                               ) -> tuple[list[dict], list[dict], dict]:
+    """Pure builder: (train, eval, stats) of RAFT examples from chunk rows and graph-fact documents."""
     chunks, facts, pii = scrub_sources(chunks, facts)
-    raw = chunk_examples(chunks, min_chunk_chars) + fact_examples(facts)
+    chunks = [c for c in chunks if len((c.get("text") or "").strip()) >= min_chunk_chars]
+    raw = raft_examples(chunks, facts, num_distractors, no_gold_share, seed, retriever, max_multihop)
     scrubbed, more = scrub_examples(raw)  # safety net: text assembled from scrubbed parts
     _add_counts(pii, more)
     scrubbed = [r for r in scrubbed if r["instruction"].strip() and r["output"].strip()]
@@ -256,7 +160,7 @@ def leakage(train: list[dict], evals: list[dict]) -> dict[str, int]:
     """Counts of eval examples that leak from train: identical example, prompt or output, or the same source chunk."""
     t_keys = {example_key(r) for r in train}
     t_prompts = {(_norm(r["instruction"]), _norm(r["input"])) for r in train}
-    t_outputs = {_norm(r["output"]) for r in train}
+    t_outputs = {_norm(r["output"]) for r in train if r["output"] != NO_ANSWER}
     t_chunks = {c for r in train for c in source_chunks(r)}
     return {
         "identical_examples": sum(example_key(r) in t_keys for r in evals),
@@ -290,10 +194,9 @@ def schema_problems(dataset_dict) -> list[str]:
     return problems
 
 
-def format_prompt(row: dict) -> str:
-    if (row.get("input") or "").strip():
-        return PROMPT_TEMPLATE.format(instruction=row["instruction"], input=row["input"])
-    return PROMPT_TEMPLATE_NO_INPUT.format(instruction=row["instruction"])
+def example_messages(row: dict) -> list[dict]:
+    """The chat messages the ask path sends for this example's question and context (grounded_prompt's format)."""
+    return context_messages(row["instruction"], row["input"])
 
 
 def _by_partition(value, is_single) -> dict:
@@ -310,6 +213,31 @@ class InstructionDatasetConfig(Config):
                                  description="Share of example groups held out for evaluation (0 < x < 1).")
     seed: int = 0
     min_chunk_chars: int = 40
+    num_distractors: int = Field(default=3, ge=0, le=10, description="Retrieved chunks shown beside the gold chunk.")
+    no_gold_share: float = Field(default=0.2, ge=0.0, lt=1.0, description="Share of examples whose context leaves "
+                                 "the gold chunk out; their answer is grounded_prompt.NO_ANSWER.")
+    max_multihop: int = Field(default=200, ge=0, description="At most this many two-hop graph-path questions.")
+    distractors: str = Field(default="auto", description="auto (the Milvus index when it exists, else the corpus's "
+                                                         "chunks by word overlap), index or chunks.")
+
+
+def choose_retriever(mode: str, log=None):
+    """The distractor retriever: Milvus dense search when an index exists (auto) or is required (index), else None
+    (raft's word-overlap ranking over the corpus's chunks)."""
+    log = log or (lambda message: None)
+    if mode not in ("auto", "index", "chunks"):
+        raise Failure(description=f"distractors must be auto, index or chunks, not {mode!r}")
+    if mode == "chunks":
+        return None
+    from assets.finetune.raft import index_retriever
+    from resources.embedder import Embedder
+    from resources.milvus import MilvusStore
+
+    milvus = MilvusStore()
+    if mode == "auto" and milvus.is_lite and not Path(milvus.uri).is_file():
+        log(f"no Milvus index at {milvus.uri}: distractors are the corpus's chunks ranked by word overlap")
+        return None
+    return index_retriever(milvus, Embedder())
 
 
 def datasets_root() -> Path:
@@ -324,8 +252,20 @@ def _materialize_dataset(context, config: InstructionDatasetConfig, document_chu
     facts_by_doc = _by_partition(graph_facts, lambda v: isinstance(v, dict) and "entities" in v)
     chunks = [row for key in sorted(chunks_by_doc) for row in (chunks_by_doc[key] or [])]
     facts = [facts_by_doc[key] for key in sorted(facts_by_doc) if facts_by_doc[key]]
-    train, evals, stats = build_instruction_examples(chunks, facts, config.eval_fraction, config.seed,
-                                                     config.min_chunk_chars)
+    log = context.log.info if context is not None else None
+    retriever = choose_retriever(config.distractors, log)
+    try:
+        train, evals, stats = build_instruction_examples(
+            chunks, facts, config.eval_fraction, config.seed, config.min_chunk_chars, config.num_distractors,
+            config.no_gold_share, retriever, config.max_multihop)
+    except Exception as exc:  # the index could not be searched (busy milvus-lite file, server down): fall back
+        if retriever is None or config.distractors == "index":
+            raise
+        if log:
+            log(f"index search for distractors failed ({exc}); using the corpus's chunks")
+        train, evals, stats = build_instruction_examples(
+            chunks, facts, config.eval_fraction, config.seed, config.min_chunk_chars, config.num_distractors,
+            config.no_gold_share, None, config.max_multihop)
     if not train or not evals:
         raise Failure(description=f"too few examples for a train/eval split (train={len(train)}, eval={len(evals)}); "
                                   "ingest more documents", metadata={"stats": MetadataValue.json(stats)})
@@ -344,6 +284,9 @@ def _materialize_dataset(context, config: InstructionDatasetConfig, document_chu
             shutil.rmtree(staging, ignore_errors=True)
             if not (target / "dataset_dict.json").is_file():
                 raise
+    # what the dataset was built from, per document: the re-fine-tune sensor compares it with the index's state
+    source_documents = source_document_states(chunks)
+    (target / SOURCE_DOCUMENTS).write_text(json.dumps(source_documents, indent=1, sort_keys=True))
     from datasets import load_from_disk
 
     saved = load_from_disk(str(target))
@@ -365,6 +308,18 @@ def _materialize_dataset(context, config: InstructionDatasetConfig, document_chu
                                      "replaced": MetadataValue.json(stats["pii_replaced"])})
     yield AssetCheckResult(check_name="no_train_eval_leakage", passed=not any(leaks.values()),
                            metadata={"leaks": MetadataValue.json(leaks)})
+
+
+SOURCE_DOCUMENTS = "source_documents.json"
+
+
+def source_document_states(chunks: list[dict]) -> dict[str, dict]:
+    """{doc_id: {"sha256", "chunks"}} of the chunk rows a dataset was built from."""
+    out: dict[str, dict] = {}
+    for chunk in chunks:
+        entry = out.setdefault(chunk["doc_id"], {"sha256": chunk.get("doc_sha256", ""), "chunks": 0})
+        entry["chunks"] += 1
+    return out
 
 
 def _mkdir(path: Path) -> Path:

@@ -71,6 +71,8 @@ def deploy_adapter(vllm: VLLMServer, registry: AdapterRegistry, adapter: dict, c
 
     if not manifest.get("eval_gate", {}).get("passed"):
         fail("eval_gate", "the adapter did not pass the eval-loss gate")
+    if not manifest.get("task_gate", {}).get("passed", True):
+        fail("task_gate", "the adapter did not beat the base on held-out grounded questions (task gate)")
     unreachable = (f"vLLM server at {vllm.base_url} is not reachable; start one with `python -m resources.llm` or "
                    "set DOCPLATFORM_VLLM_URL; nothing was changed")
     if not vllm.healthy():

@@ -1,16 +1,26 @@
-"""LoRA training with peft (unsloth on CUDA): plain functions, no Dagster asset here."""
+"""LoRA training on TRL's SFTTrainer with peft (unsloth on CUDA): plain functions, no Dagster asset here.
 
-import math
-import random
+Examples are prompt/completion pairs: the prompt is exactly what the ask path sends (grounded_prompt.render_prompt of
+the example's messages, through the base model's chat template), the completion the cited answer + EOS; the loss is
+on completion tokens only. Eval loss is logged during training, early stopping keeps the best checkpoint.
+"""
+
+import base64
+import io
+import shutil
+import tempfile
 import time
 from pathlib import Path
 
 from dagster import Config
 from pydantic import Field
 
-from assets.finetune.dataset import format_prompt
+from assets.finetune.dataset import example_messages
+from assets.finetune.evaluate import compare_on_questions
+from assets.grounded_prompt import render_prompt
 
 DEFAULT_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+LOSS_PLOT = "loss_curves.png"
 
 
 class LoraTrainingConfig(Config):
@@ -20,15 +30,26 @@ class LoraTrainingConfig(Config):
     lora_alpha: int = Field(default=16, ge=1)
     lora_dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
     target_modules: list[str] = Field(default_factory=lambda: list(DEFAULT_TARGETS))
-    learning_rate: float = Field(default=5e-3, ge=0.0)
-    num_epochs: int = Field(default=3, ge=1)
+    learning_rate: float = Field(default=1e-3, ge=0.0)
+    num_epochs: int = Field(default=2, ge=1)
     max_steps: int = Field(default=0, ge=0, description="Stop after this many optimizer steps (0 = all epochs).")
-    batch_size: int = Field(default=8, ge=1)
-    max_seq_len: int = Field(default=256, ge=16)
+    batch_size: int = Field(default=4, ge=1)
+    max_seq_len: int = Field(default=1536, ge=16, description="Longer examples (prompt + answer tokens) are "
+                                                              "left out, never truncated.")
     weight_decay: float = 0.0
     seed: int = 0
+    eval_steps: int = Field(default=0, ge=0, description="Evaluate (and checkpoint) every this many steps; "
+                                                         "0 = about five times per run.")
+    early_stopping_patience: int = Field(default=3, ge=1,
+                                         description="Stop after this many evaluations without a lower eval loss.")
     min_eval_loss_improvement: float = Field(
         default=0.0, description="Blocking gate: adapter eval loss must be below base eval loss minus this.")
+    task_gate_questions: int = Field(default=24, ge=1, description="Held-out grounded questions (eval split) "
+                                                                  "answered greedily by base and adapter.")
+    task_gate_max_tokens: int = Field(default=64, ge=1)
+    task_gate_min_margin: float = Field(
+        default=0.0, description="Blocking task gate: adapter token-F1 and citation accuracy must beat the base's "
+                                 "by more than this (and exact match must not drop); negative values loosen it.")
     smoke_max_tokens: int = Field(default=16, ge=1,
                                   description="Greedy tokens recorded as the deployment smoke reference.")
 
@@ -47,51 +68,6 @@ def choose_backend(requested: str) -> str:
     if requested == "auto":
         return "unsloth" if (cuda and has_unsloth) else "peft"
     return requested
-
-
-def _encode(tokenizer, row: dict, max_len: int) -> tuple[list[int], list[int]]:
-    prompt_ids = tokenizer(format_prompt(row)).input_ids
-    answer_ids = tokenizer(row["output"], add_special_tokens=False).input_ids + [tokenizer.eos_token_id]
-    answer_ids = answer_ids[: max(1, max_len // 2)] if len(prompt_ids) + len(answer_ids) > max_len else answer_ids
-    room = max_len - len(answer_ids)
-    if len(prompt_ids) > room:  # keep BOS and the end of the prompt (the "### Response:" cue)
-        prompt_ids = prompt_ids[:1] + prompt_ids[len(prompt_ids) - room + 1:]
-    return prompt_ids + answer_ids, [-100] * len(prompt_ids) + answer_ids
-
-
-def _batches(encoded: list[tuple[list[int], list[int]]], batch_size: int, pad_id: int, order: list[int] | None = None):
-    import torch
-
-    order = order if order is not None else list(range(len(encoded)))
-    for start in range(0, len(order), batch_size):
-        items = [encoded[i] for i in order[start:start + batch_size]]
-        width = max(len(ids) for ids, _ in items)
-        ids = torch.full((len(items), width), pad_id, dtype=torch.long)
-        labels = torch.full((len(items), width), -100, dtype=torch.long)
-        mask = torch.zeros((len(items), width), dtype=torch.long)
-        for row, (x, y) in enumerate(items):
-            ids[row, : len(x)] = torch.tensor(x)
-            labels[row, : len(y)] = torch.tensor(y)
-            mask[row, : len(x)] = 1
-        yield ids, labels, mask
-
-
-def eval_loss(model, encoded, batch_size: int, pad_id: int, device) -> float:
-    """Token-weighted mean cross-entropy over response tokens."""
-    import torch
-
-    model.eval()
-    total, count = 0.0, 0
-    with torch.no_grad():
-        for ids, labels, mask in _batches(encoded, batch_size, pad_id):
-            ids, labels, mask = ids.to(device), labels.to(device), mask.to(device)
-            logits = model(input_ids=ids, attention_mask=mask).logits.float()
-            shift_logits, shift_labels = logits[:, :-1, :], labels[:, 1:]
-            loss = torch.nn.functional.cross_entropy(shift_logits.reshape(-1, shift_logits.size(-1)),
-                                                     shift_labels.reshape(-1), ignore_index=-100, reduction="sum")
-            total += float(loss)
-            count += int((shift_labels != -100).sum())
-    return total / max(count, 1)
 
 
 def greedy_reference(model, tokenizer, prompt: str, max_new_tokens: int, device) -> dict:
@@ -154,70 +130,133 @@ def _set_mode(model, backend: str, training: bool) -> None:
         model.eval()
 
 
+def prompt_completion_rows(rows, tokenizer, max_len: int) -> tuple[list[dict], int]:
+    """{"prompt", "completion"} strings in the served prompt format; rows longer than max_len tokens are left out."""
+    out, too_long = [], 0
+    for row in rows:
+        prompt = render_prompt(example_messages(row), tokenizer)
+        completion = " " + row["output"] if not tokenizer.chat_template else row["output"]
+        length = len(tokenizer(prompt + completion).input_ids) + 1
+        if length > max_len:
+            too_long += 1
+            continue
+        out.append({"prompt": prompt, "completion": completion})
+    return out, too_long
+
+
+def loss_curves(log_history: list[dict]) -> dict:
+    """{"train": [(step, loss)], "eval": [(step, eval_loss)]} from the trainer's log history."""
+    return {"train": [(e["step"], e["loss"]) for e in log_history if "loss" in e and "step" in e],
+            "eval": [(e["step"], e["eval_loss"]) for e in log_history if "eval_loss" in e and "step" in e]}
+
+
+def plot_loss_curves(curves: dict, path: Path) -> str:
+    """Write the train/eval loss curves as a PNG; returns it base64-encoded (for Markdown metadata)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=80)
+    for name, points in curves.items():
+        if points:
+            ax.plot([s for s, _ in points], [v for _, v in points], marker="o" if name == "eval" else None,
+                    label=f"{name} loss")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    plt.close(fig)
+    path.write_bytes(buffer.getvalue())
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
 def train_lora(base: Path, dataset_path: str, config: LoraTrainingConfig, out_dir: Path, log=None) -> dict:
-    """Train a LoRA adapter on dataset_path's train split; save it to out_dir; return metrics + smoke reference."""
-    import torch
-    from datasets import load_from_disk
+    """Train a LoRA adapter with SFTTrainer on dataset_path's train split (eval split for eval loss and early
+    stopping), run the task gate's comparison on held-out questions, save the adapter to out_dir; return metrics."""
+    from datasets import Dataset, load_from_disk
+    from transformers import EarlyStoppingCallback, set_seed
+    from trl import SFTConfig, SFTTrainer
 
     log = log or (lambda message: None)
     backend = choose_backend(config.backend)
-    random.seed(config.seed)
-    torch.manual_seed(config.seed)
+    set_seed(config.seed)
     data = load_from_disk(dataset_path)
     model, tokenizer, device = _load_model(base, backend, config)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
-    pad_id = tokenizer.pad_token_id
-    train = [_encode(tokenizer, row, config.max_seq_len) for row in data["train"]]
-    evals = [_encode(tokenizer, row, config.max_seq_len) for row in data["eval"]]
-    if not train or not evals:  # the training loop would never advance on an empty train split
-        raise ValueError(f"dataset {dataset_path} has {len(train)} train and {len(evals)} eval rows; need both")
-    base_loss = eval_loss(model, evals, config.batch_size, pad_id, device)
-    log(f"base eval loss {base_loss:.4f} on {len(evals)} examples ({backend} backend, {device})")
+    train_rows, train_long = prompt_completion_rows(data["train"], tokenizer, config.max_seq_len)
+    eval_rows, eval_long = prompt_completion_rows(data["eval"], tokenizer, config.max_seq_len)
+    if not train_rows or not eval_rows:  # the trainer would never advance on an empty train split
+        raise ValueError(f"dataset {dataset_path} has {len(train_rows)} train and {len(eval_rows)} eval rows within "
+                         f"max_seq_len={config.max_seq_len} tokens ({train_long + eval_long} longer); need both")
+    peft_config = None
+    if backend == "unsloth":
+        model = _wrap_lora(model, backend, config)
+        _set_mode(model, backend, training=True)
+    else:
+        from peft import LoraConfig
 
-    model = _wrap_lora(model, backend, config)
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
-    steps_per_epoch = math.ceil(len(train) / config.batch_size)
+        peft_config = LoraConfig(r=config.r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
+                                 target_modules=list(config.target_modules), bias="none", task_type="CAUSAL_LM")
+    steps_per_epoch = -(-len(train_rows) // config.batch_size)
     total_steps = config.max_steps or steps_per_epoch * config.num_epochs
-    generator = random.Random(config.seed)
-    losses, step, started = [], 0, time.perf_counter()
-    _set_mode(model, backend, training=True)
-    while step < total_steps:
-        order = list(range(len(train)))
-        generator.shuffle(order)
-        model.train()
-        for ids, labels, mask in _batches(train, config.batch_size, pad_id, order):
-            ids, labels, mask = ids.to(device), labels.to(device), mask.to(device)
-            loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
-            optimizer.zero_grad()
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            optimizer.step()
-            losses.append(loss.item())
-            step += 1
-            if step >= total_steps:
-                break
-    train_seconds = time.perf_counter() - started
-    # the adapter's eval loss is computed the way the base model's was (plain forward, eval mode), then unsloth
-    # switches to its inference kernels for the greedy reference
-    adapter_loss = eval_loss(model, evals, config.batch_size, pad_id, device)
-    log(f"adapter eval loss {adapter_loss:.4f} after {step} steps in {train_seconds:.1f}s")
+    eval_steps = config.eval_steps or max(1, total_steps // 5)
+    checkpoints = Path(tempfile.mkdtemp(prefix=".checkpoints-", dir=Path(out_dir).parent))
+    try:
+        args = SFTConfig(
+            output_dir=str(checkpoints), per_device_train_batch_size=config.batch_size,
+            per_device_eval_batch_size=config.batch_size, learning_rate=config.learning_rate,
+            num_train_epochs=config.num_epochs, max_steps=config.max_steps or -1, weight_decay=config.weight_decay,
+            lr_scheduler_type="constant", warmup_steps=0, max_grad_norm=1.0, seed=config.seed, data_seed=config.seed,
+            logging_steps=1, eval_strategy="steps", eval_steps=eval_steps, save_strategy="steps", save_steps=eval_steps,
+            save_total_limit=1, load_best_model_at_end=True, metric_for_best_model="eval_loss",
+            greater_is_better=False, completion_only_loss=True, max_length=None, packing=False,
+            report_to=[], disable_tqdm=True, use_cpu=device.type == "cpu", bf16=device.type == "cuda",
+            dataloader_num_workers=0, save_only_model=True,
+        )
+        trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(train_rows),
+                             eval_dataset=Dataset.from_list(eval_rows), processing_class=tokenizer,
+                             peft_config=peft_config,
+                             callbacks=[EarlyStoppingCallback(early_stopping_patience=config.early_stopping_patience)])
+        base_loss = trainer.evaluate()["eval_loss"]  # LoRA B starts at zero: this is the base model
+        log(f"base eval loss {base_loss:.4f} on {len(eval_rows)} examples ({backend} backend, {device})")
+        started = time.perf_counter()
+        result = trainer.train()
+        train_seconds = time.perf_counter() - started
+        steps = int(result.global_step)
+        adapter_loss = trainer.evaluate()["eval_loss"]  # the best checkpoint (load_best_model_at_end)
+        log(f"adapter eval loss {adapter_loss:.4f} after {steps} steps in {train_seconds:.1f}s")
+        model = trainer.model
+        curves = loss_curves(trainer.state.log_history)
+    finally:
+        shutil.rmtree(checkpoints, ignore_errors=True)
     _set_mode(model, backend, training=False)
 
-    smoke_row = dict(data["eval"][0])
-    smoke_prompt = format_prompt(smoke_row)
+    eval_split = list(data["eval"])
+    gate_rows = eval_split[: config.task_gate_questions]
+    gate = compare_on_questions(model, tokenizer, gate_rows, example_messages, config.task_gate_max_tokens, device)
+    log(f"task gate on {len(gate_rows)} questions: base {gate['base']}, adapter {gate['adapter']}")
+
+    smoke_prompt = render_prompt(example_messages(eval_split[0]), tokenizer)
     reference = greedy_reference(model, tokenizer, smoke_prompt, config.smoke_max_tokens, device)
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(str(out_dir), safe_serialization=True)
+    plot = plot_loss_curves(curves, Path(out_dir) / LOSS_PLOT)
+    losses = [v for _, v in curves["train"]]
     return {
-        "backend": backend, "device": str(device),
+        "backend": backend, "device": str(device), "trainer": "trl.SFTTrainer",
         "base_eval_loss": base_loss, "eval_loss": adapter_loss,
         "train_loss_first": losses[0] if losses else None, "train_loss_last": losses[-1] if losses else None,
-        "steps": step, "train_examples": len(train), "eval_examples": len(evals), "train_seconds": train_seconds,
+        "steps": steps, "train_examples": len(train_rows), "eval_examples": len(eval_rows),
+        "left_out_too_long": train_long + eval_long, "train_seconds": train_seconds,
+        "seconds_per_step": train_seconds / max(1, steps), "loss_curves": curves,
+        "task_gate": {"base": gate["base"], "adapter": gate["adapter"], "examples": gate["examples"]},
+        "loss_plot_png_base64": plot,
         "smoke": {"prompt": smoke_prompt, "max_tokens": config.smoke_max_tokens, "reference_token_ids":
                   reference["token_ids"], "reference_text": reference["text"],
                   "reference_dtype": str(next(model.parameters()).dtype).removeprefix("torch.")},
     }
-
-
