@@ -33,7 +33,7 @@ from tests.tiny_llama import build_tiny_llama, is_tiny_demo_model
 # the tiny random llama cannot beat itself on answers reliably: the task gate is loosened here (margin -1) and
 # tested both ways below
 FAST_TRAINING = {"num_epochs": 4, "learning_rate": 0.01, "batch_size": 4, "max_seq_len": 1024,
-                 "task_gate_questions": 4, "task_gate_max_tokens": 8, "task_gate_min_margin": -1.0}
+                 "task_gate_questions": 4, "task_gate_max_tokens": 8, "task_gate_min_margin": -1.0, "eval_steps": 4}
 
 
 @pytest.fixture(scope="session")
@@ -631,7 +631,8 @@ def test_unsloth_backend_switches_modes_around_training(harness, tiny_model, mon
     monkeypatch.setattr(finetune_train, "_load_model", load_on_cpu)
     result = harness.run([finetune.finetune_dataset])
     path = result.output_for_node("finetune_dataset")["path"]
-    config = finetune.LoraTrainingConfig(backend="unsloth", max_steps=2, batch_size=4, max_seq_len=128)
+    config = finetune.LoraTrainingConfig(backend="unsloth", max_steps=2, batch_size=4, max_seq_len=1024,
+                                         task_gate_questions=2, task_gate_max_tokens=4)
     metrics = finetune.train_lora(tiny_model, path, config, tmp_path / "out")
     assert calls == ["get_peft_model", "for_training", "for_inference"]
     assert metrics["backend"] == "unsloth" and metrics["smoke"]["reference_token_ids"] is not None
@@ -714,7 +715,7 @@ def test_answer_metrics():
     from assets.finetune.evaluate import citation_correct, exact_match, score_answers, task_gate, token_f1
 
     assert token_f1("billing-db runs on PostgreSQL [2].", "billing-db runs on PostgreSQL [1].") == 1.0
-    assert token_f1("It runs on MySQL [2].", "billing-db runs on PostgreSQL [2].") == pytest.approx(2 * 0.5 * 0.4 / 0.9)
+    assert token_f1("It runs on MySQL [2].", "billing-db runs on PostgreSQL [2].") == pytest.approx(0.5)
     assert token_f1("", "x") == 0.0 and exact_match("The answer.", "answer") == 1.0
     assert citation_correct("runs on PostgreSQL [2][3]", [3, 2]) == 1.0
     assert citation_correct("runs on PostgreSQL [2]", [3]) == 0.0 and citation_correct(NO_ANSWER, []) == 1.0
@@ -750,3 +751,55 @@ def test_task_gate_blocks_a_non_improving_adapter(harness):
     with pytest.raises(DeploymentFailed, match="task gate"):
         deploy_adapter(harness.resources["vllm"], registry, adapter, DeploymentConfig())
     assert registry.deployments()["active"] is None
+
+
+# --- RAFT examples (issue 9 point 3) ---------------------------------------------------------------------------------
+
+RAFT_TEXTS = ["Checkout\ncheckout-web runs on app-server-01 in the Frankfurt data centre since 2024.",
+              "Servers\napp-server-01 is managed by the Data Team, who patch it every month.",
+              "Billing\nbilling-api depends on billing-db and runs on app-server-02.",
+              "Backups\nBackups of billing-db run nightly and are kept for thirty days.",
+              "Search\nThe search service depends on Milvus for vector retrieval and on Neo4j."]
+
+
+def _raft_corpus():
+    from assets.finetune.raft import CHUNK_ID_SEP  # noqa: F401  (the separator the split relies on)
+
+    chunks = [{"chunk_id": f"c{i}", "doc_id": "ops.md", "seq": i, "text": t} for i, t in enumerate(RAFT_TEXTS)]
+    entity = lambda i, label, name, c: {"id": i, "label": label, "name": name, "chunk_ids": [c]}  # noqa: E731
+    facts = [{"doc_id": "ops.md",
+              "entities": [entity("a", "Application", "checkout-web", "c0"), entity("s", "Server", "app-server-01", "c0"),
+                           entity("t", "Team", "Data Team", "c1")],
+              "relations": [{"source": "a", "type": "RUNS_ON", "target": "s", "chunk_id": "c0"},
+                            {"source": "s", "type": "MANAGED_BY", "target": "t", "chunk_id": "c1"}]}]
+    return chunks, facts
+
+
+def test_raft_examples_cite_the_gold_chunk_among_distractors():
+    import re
+
+    from assets.finetune.raft import raft_examples
+
+    chunks, facts = _raft_corpus()
+    rows = raft_examples(chunks, facts, num_distractors=2, no_gold_share=0.0)
+    by_question = {r["instruction"]: r for r in rows}
+    fact = by_question["Which server does checkout-web run on?"]
+    hop = by_question["Which team manages the server that checkout-web runs on?"]
+    assert by_question["Which team manages app-server-01?"]["source"] == "raft_fact"
+    assert hop["source"] == "raft_multihop" and "checkout-web -RUNS_ON-> app-server-01 -MANAGED_BY-> Data Team" in hop["input"]
+    for row in rows:
+        lines = dict(re.findall(r"^\[(\d+)\] \(ops\.md#(\d+)\)", row["input"], re.M))
+        gold = row["chunk_id"].split(",")
+        cited = [int(n) for n in row["citations"].split(",")]
+        assert len(lines) == len(gold) + 2, row  # the gold chunk(s) among two distractors
+        assert sorted(f"c{lines[str(n)]}" for n in cited) == sorted(gold), row  # citations point at the gold chunks
+        assert all(f"[{n}]" in row["output"] for n in cited)
+    assert fact["output"] == f"checkout-web runs on app-server-01 [{fact['citations']}]."
+    assert any(r["source"] == "raft_chunk" and "Frankfurt" in r["output"] for r in rows)
+    # with the share at 0.5 about half the examples leave the gold out and answer NO_ANSWER, without citations
+    rows = raft_examples(chunks, facts, num_distractors=2, no_gold_share=0.5, seed=3)
+    no_gold = [r for r in rows if r["source"].endswith("_no_gold")]
+    assert 0 < len(no_gold) < len(rows)
+    for row in no_gold:
+        assert row["output"] == NO_ANSWER and row["citations"] == ""
+        assert not any(f"(ops.md#{c[1:]})" in row["input"] for c in row["chunk_id"].split(","))

@@ -185,7 +185,7 @@ def question_items(chunks: list[dict], facts: list[dict], max_multihop: int = 20
             paths.append(f"{name} -{r1}-> {b_name} -{r2}-> {c_name}")
         items.append({"question": question[0].upper() + question[1:], "answer": "; ".join(parts) + ".",
                       "gold": list(dict.fromkeys(x for _, c1, _, c2 in chains for x in (c1, c2))),
-                      "graph_paths": paths, "source": "raft_multihop", "doc_id": entities[a].get("doc_id", "")})
+                      "graph_paths": paths, "source": "raft_multihop", "doc_id": edges[(a, r1)]["doc_id"]})
     for chunk in chunks:
         for sentence in key_sentences(chunk.get("text", "")):
             items.append({"question": _chunk_question(chunk, sentence), "answer": f"{sentence.rstrip('.')} "

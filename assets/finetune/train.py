@@ -216,7 +216,7 @@ def train_lora(base: Path, dataset_path: str, config: LoraTrainingConfig, out_di
             save_total_limit=1, load_best_model_at_end=True, metric_for_best_model="eval_loss",
             greater_is_better=False, completion_only_loss=True, max_length=None, packing=False,
             report_to=[], disable_tqdm=True, use_cpu=device.type == "cpu", bf16=device.type == "cuda",
-            dataloader_num_workers=0, save_only_model=True,
+            dataloader_num_workers=0, save_only_model=True, gradient_checkpointing=False,
         )
         trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(train_rows),
                              eval_dataset=Dataset.from_list(eval_rows), processing_class=tokenizer,
