@@ -763,8 +763,6 @@ RAFT_TEXTS = ["Checkout\ncheckout-web runs on app-server-01 in the Frankfurt dat
 
 
 def _raft_corpus():
-    from assets.finetune.raft import CHUNK_ID_SEP  # noqa: F401  (the separator the split relies on)
-
     chunks = [{"chunk_id": f"c{i}", "doc_id": "ops.md", "seq": i, "text": t} for i, t in enumerate(RAFT_TEXTS)]
     entity = lambda i, label, name, c: {"id": i, "label": label, "name": name, "chunk_ids": [c]}  # noqa: E731
     facts = [{"doc_id": "ops.md",

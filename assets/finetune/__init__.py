@@ -1,8 +1,9 @@
 """Fine-tune stage: instruction dataset -> LoRA adapter (gates) -> vLLM deployment with rollback.
 
     pii         PII scrubbing (plain functions)
-    dataset     examples from chunks and graph facts, dedup, leak-free train/eval split, saved with datasets
-    train       LoRA training (peft; unsloth on CUDA)
+    raft        RAFT examples: questions from facts, graph paths and key sentences; gold among distractors
+    dataset     PII scrubbing of the sources, dedup, leak-free train/eval split, saved with datasets
+    train       LoRA training on TRL SFTTrainer (peft; unsloth on CUDA)
     evaluate    the gates deciding whether an adapter may be deployed
     deploy      vLLM load / smoke / alias swap / rollback
     assets      the thin Dagster assets: finetune_dataset, lora_adapter, adapter_deployment

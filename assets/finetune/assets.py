@@ -38,7 +38,8 @@ GROUP = "finetune"
         AssetCheckSpec("dataset_schema_valid", asset="finetune_dataset", blocking=True,
                        description="Both splits present, non-empty, string columns id/instruction/input/output/..."),
         AssetCheckSpec("no_pii_remaining", asset="finetune_dataset", blocking=True,
-                       description="No email, phone number or Korean resident registration number left."),
+                       description="No email, phone number, Korean resident registration number or Korean "
+                                   "address left."),
         AssetCheckSpec("no_train_eval_leakage", asset="finetune_dataset", blocking=True,
                        description="No eval example, prompt or response identical to a train one."),
     ],
