@@ -41,7 +41,12 @@ def format_context(sources: list[dict], graph_paths: list[str] | None = None,
 
 def grounded_messages(question: str, sources: list[dict], graph_paths: list[str] | None = None) -> list[dict]:
     """Chat messages (system + user) for a question over numbered sources and graph paths."""
-    user = f"{format_context(sources, graph_paths)}\n\nQuestion: {question.strip()}\nAnswer with citations:"
+    return context_messages(question, format_context(sources, graph_paths))
+
+
+def context_messages(question: str, context: str) -> list[dict]:
+    """grounded_messages for an already formatted context (format_context's text, as the fine-tune data stores it)."""
+    user = f"{context}\n\nQuestion: {question.strip()}\nAnswer with citations:"
     return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": user}]
 
 

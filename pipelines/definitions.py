@@ -6,6 +6,7 @@ from assets import audit, finetune, ingestion, knowledge_graph
 from pipelines.jobs import audit_job, finetune_job, ingest_job, purge_documents_job
 from pipelines.schedules import nightly_reindex_schedule, weekly_index_audit_schedule
 from pipelines.sensors import documents_folder_sensor
+from pipelines.finetune_sensor import corpus_moved_refinetune_sensor
 from resources import DocumentSource, Embedder, MilvusStore
 from resources.graph_store import GraphStore
 from resources.llm import finetune_default_resources
@@ -35,7 +36,7 @@ STAGE_DEFS = [
     # Knowledge graph: ontology-guided extraction per document (graph_facts) written to the graph store.
     Definitions(assets=knowledge_graph.knowledge_graph_assets),
     # Fine-tune: dataset -> LoRA adapter -> vLLM deployment, launched from the UI as finetune_job.
-    Definitions(assets=finetune.finetune_assets, jobs=[finetune_job]),
+    Definitions(assets=finetune.finetune_assets, jobs=[finetune_job], sensors=[corpus_moved_refinetune_sensor]),
 ]
 
 

@@ -43,5 +43,6 @@ finetune_job = define_asset_job(
     selection=AssetSelection.groups("finetune"),
     description="Fine-tune: instruction dataset from all documents' chunks (+ graph facts) -> LoRA adapter "
                 "(blocking eval-loss gate) -> deployment to the vLLM server with smoke completion and rollback.",
-    tags={"docplatform/stage": "finetune"},
+    # the dataset step opens the milvus-lite file for RAFT distractors: queued behind ingestion writers
+    tags={"docplatform/stage": "finetune", "docplatform/embedded-store": "writer"},
 )

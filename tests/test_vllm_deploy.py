@@ -14,7 +14,8 @@ from resources.llm import AdapterRegistry, BaseModelFolder, VLLMServer, running_
 from tests.finetune_harness import QUIET, FinetuneHarness, check_results, failure_message, materialized
 from tests.tiny_llama import build_tiny_llama
 
-TRAINING = {"num_epochs": 4, "learning_rate": 0.01, "batch_size": 4, "max_seq_len": 192, "smoke_max_tokens": 16}
+TRAINING = {"num_epochs": 4, "learning_rate": 0.01, "batch_size": 4, "max_seq_len": 1024, "smoke_max_tokens": 16,
+            "task_gate_questions": 4, "task_gate_max_tokens": 8, "task_gate_min_margin": -1.0, "eval_steps": 4}
 PROMPT = "### Instruction:\nWhat does billing database run on?\n\n### Response:\n"
 
 
@@ -25,7 +26,8 @@ def env(tmp_path_factory):
         mp.setenv("DOCPLATFORM_DATA_DIR", str(root / "data"))
         model = build_tiny_llama(root / "tiny-llama")
         registry = AdapterRegistry(root=str(root / "adapters"), name="docplatform")
-        with running_vllm_server(str(model), log_path=root / "vllm.log", max_lora_rank=16) as server:
+        with running_vllm_server(str(model), log_path=root / "vllm.log", max_lora_rank=16,
+                                 max_model_len=1024) as server:
             harness = FinetuneHarness(root, {"base_model": BaseModelFolder(path=str(model)),
                                              "adapter_registry": registry, "vllm": server})
             try:

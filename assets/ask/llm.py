@@ -27,7 +27,7 @@ def start_server_hint(url: str | None = None) -> str:
             port = int(url.rstrip("/").rsplit(":", 1)[1])
         except (IndexError, ValueError):
             port = DEFAULT_PORT
-    return (f"python -m resources.llm --port {port} --max-model-len 2048 & "
+    return (f"python -m resources.llm --port {port} & "
             f"export DOCPLATFORM_VLLM_URL=http://127.0.0.1:{port}")
 
 
