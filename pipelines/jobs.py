@@ -44,5 +44,5 @@ finetune_job = define_asset_job(
     description="Fine-tune: instruction dataset from all documents' chunks (+ graph facts) -> LoRA adapter "
                 "(blocking eval-loss gate) -> deployment to the vLLM server with smoke completion and rollback.",
     # the dataset step opens the milvus-lite file for RAFT distractors: queued behind ingestion writers
-    tags={"docplatform/stage": "finetune", "docplatform/embedded-store": "writer"},
+    tags={"docplatform/stage": "finetune"} | EMBEDDED_STORE_TAG,
 )
