@@ -233,7 +233,9 @@ def text_sha(text: str) -> str:
 def _tokenizer(model_path: str):
     from tokenizers import Tokenizer
 
-    return Tokenizer.from_file(os.path.join(model_path, "tokenizer.json"))
+    tokenizer = Tokenizer.from_file(os.path.join(model_path, "tokenizer.json"))
+    tokenizer.no_truncation()  # the packaged tokenizer.json truncates at 128: lengths would never exceed the window
+    return tokenizer
 
 
 def default_tokenizer():

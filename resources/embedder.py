@@ -57,7 +57,9 @@ def _load(model_path: str, device: str):
 def _tokenizer(model_path: str):
     from tokenizers import Tokenizer
 
-    return Tokenizer.from_file(os.path.join(model_path, "tokenizer.json"))
+    tokenizer = Tokenizer.from_file(os.path.join(model_path, "tokenizer.json"))
+    tokenizer.no_truncation()  # the packaged tokenizer.json truncates at 128: lengths would never exceed the window
+    return tokenizer
 
 
 _E5_LOCK = threading.Lock()
@@ -199,8 +201,9 @@ class Embedder(ConfigurableResource):
 
 
 def split_by_offsets(texts: list[str], max_tokens: int, tokenizer) -> list[list[str]]:
-    """Pieces of at most max_tokens word pieces ([CLS] and [SEP] included), cut between tokens (a `tokenizers`
-    Tokenizer with offsets)."""
+    """Pieces of at most max_tokens word pieces ([CLS] and [SEP] included), cut before a word that starts after
+    whitespace (so each piece re-tokenizes to the same pieces), between word pieces only when a window holds no word
+    boundary in its second half (a `tokenizers` Tokenizer with offsets, truncation off)."""
     limit = max(8, max_tokens - 2)
     out = []
     for text, enc in zip(texts, tokenizer.encode_batch(texts, add_special_tokens=False)):
@@ -208,14 +211,26 @@ def split_by_offsets(texts: list[str], max_tokens: int, tokenizer) -> list[list[
         if len(offsets) <= limit:
             out.append([text])
             continue
-        pieces = []
-        for start in range(0, len(offsets), limit):
+        pieces, start = [], 0
+        while start < len(offsets):
             begin = offsets[start][0] if start else 0
-            end = offsets[start + limit][0] if start + limit < len(offsets) else len(text)
-            piece = text[begin:end].strip()
-            if piece:
-                pieces.append(piece)
-        out.append(pieces)
+            if start + limit >= len(offsets):
+                pieces.append(text[begin:])
+                break
+            cut = start + limit
+            while cut > start + limit // 2 and not text[offsets[cut][0] - 1 : offsets[cut][0]].isspace():
+                cut -= 1
+            if cut == start + limit // 2:
+                cut = start + limit - 2  # one long word: cut between its pieces, leaving room for re-tokenizing
+            # offsets of normalised text (Hangul decomposed into jamo) are approximate: re-count, step back if over
+            while cut > start + 1:
+                over = len(tokenizer.encode(text[begin : offsets[cut][0]], add_special_tokens=False).ids) - limit
+                if over <= 0:
+                    break
+                cut = max(start + 1, cut - over)
+            pieces.append(text[begin : offsets[cut][0]])
+            start = cut
+        out.append([p for p in (p.strip() for p in pieces) if p])
     return out
 
 
