@@ -16,6 +16,7 @@ with their chunk so the asset can report them.
 
 from __future__ import annotations
 
+import math
 import re
 from collections import Counter
 from dataclasses import dataclass, field
@@ -225,6 +226,11 @@ def silent_on_relations(facts: dict) -> bool:
     return any(count >= 2 for count in per_chunk.values())
 
 
+def _z_to_unit(z: float) -> float:
+    """The Korean layer's z-score as a (0, 1) score like the other layers' (logistic: the 0.5 threshold -> 0.62)."""
+    return 1.0 / (1.0 + math.exp(-z))
+
+
 def _korean_typing(chunks, ontology, votes) -> None:
     """Names a Korean copula sentence types ("payments-gw는 … 서비스입니다"): a class-word vote, as for "the X service"."""
     try:
@@ -255,7 +261,7 @@ def _korean_layer(chunks, ontology, type_of, rejected, resolver=None) -> list[_R
         for rel in korean.korean_relations(chunk["text"], chunk["chunk_id"], ontology, type_of):
             out.append(_RawRelation(rel["source"], rel.get("source_label"), rel["type"], rel["target"],
                                     rel.get("target_label"), chunk["chunk_id"], rel.get("sentence", ""), "korean",
-                                    float(rel.get("score", 0.0))))
+                                    _z_to_unit(float(rel.get("score", 0.0)))))
     return out
 
 
