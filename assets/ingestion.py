@@ -51,7 +51,7 @@ from resources.milvus import MilvusStore
 
 GROUP = "ingestion"
 # Bump when ingestion code changes what is stored: part of every document's stage fingerprint.
-INGEST_CODE_VERSION = "3"  # 3: tables chunked by row groups (header repeated), new formats, OCR
+INGEST_CODE_VERSION = "3"  # 3: tables chunked by row groups, new formats, OCR; BM25 reads bm25_text (Korean morphemes)
 FAILED_TAG = "docplatform/failed_documents"
 _CHUNKING_DEFAULTS = json.loads(os.environ.get("DOCPLATFORM_CHUNKING", "{}") or "{}")
 
@@ -253,8 +253,9 @@ class ChunkingConfig(Config):
     new_after_n_chars: int = Field(default=_CHUNKING_DEFAULTS.get("new_after_n_chars", 900), ge=1, le=16000)
     combine_text_under_n_chars: int = Field(default=_CHUNKING_DEFAULTS.get("combine_text_under_n_chars", 200), ge=0, le=16000)
     overlap: int = Field(default=_CHUNKING_DEFAULTS.get("overlap", 0), ge=0, le=4000)
-    # the embedder's token window (MiniLM: 256 word pieces incl. [CLS]/[SEP]); longer chunks are split on tokens
-    max_tokens: int = Field(default=_CHUNKING_DEFAULTS.get("max_tokens", 256), ge=16, le=8192)
+    # token window; 0 = the embedder's own (MiniLM 256 word pieces incl. [CLS]/[SEP], multilingual-e5 512 incl.
+    # its "passage: " prefix); a positive value only lowers it. Longer chunks are split between tokens.
+    max_tokens: int = Field(default=_CHUNKING_DEFAULTS.get("max_tokens", 0), ge=0, le=8192)
 
 
 def chunk_id_for(doc_id: str, occurrence: int, text: str) -> str:
@@ -274,7 +275,9 @@ def text_sha(text: str) -> str:
 def _tokenizer(model_path: str):
     from tokenizers import Tokenizer
 
-    return Tokenizer.from_file(os.path.join(model_path, "tokenizer.json"))
+    tokenizer = Tokenizer.from_file(os.path.join(model_path, "tokenizer.json"))
+    tokenizer.no_truncation()  # the packaged tokenizer.json truncates at 128: lengths would never exceed the window
+    return tokenizer
 
 
 def default_tokenizer():
@@ -338,9 +341,12 @@ def _text_chunks(element_dicts: list[dict], config: ChunkingConfig) -> list[tupl
     return out
 
 
-def chunk_elements(doc_id: str, sha256: str, element_dicts: list[dict], config: ChunkingConfig) -> list[dict]:
+def chunk_elements(doc_id: str, sha256: str, element_dicts: list[dict], config: ChunkingConfig,
+                   embedder: Embedder | None = None) -> list[dict]:
     from assets.tables import table_chunks
 
+    embedder = embedder or Embedder()
+    window = min(config.max_tokens, embedder.max_tokens) if config.max_tokens else embedder.max_tokens
     pieces_in: list[tuple[str, list[int], str | None]] = []  # (text, page numbers, table HTML of a table chunk)
     for kind, group in _segments(element_dicts):
         if kind == "text":
@@ -348,13 +354,12 @@ def chunk_elements(doc_id: str, sha256: str, element_dicts: list[dict], config: 
             continue
         element = group[0]
         page = (element.get("metadata") or {}).get("page_number")
-        tables = table_chunks(element["metadata"]["text_as_html"], config.max_characters, config.max_tokens,
-                              default_tokenizer())
+        tables = table_chunks(element["metadata"]["text_as_html"], config.max_characters, window, default_tokenizer())
         if not tables:  # markup without rows: the element's text like any other
             pieces_in += _text_chunks(group, config)
         pieces_in += [(t["text"], [page] if page else [], t["table_html"]) for t in tables]
     rows, seen, chunker = [], {}, chunking_fingerprint(config)
-    windows = split_to_token_window([t for t, _, _ in pieces_in], config.max_tokens)
+    windows = embedder.split_to_window([t for t, _, _ in pieces_in], config.max_tokens)
     for pieces, (_, page_numbers, markup) in zip(windows, pieces_in):
         for text in pieces:
             occurrence = seen[text] = seen.get(text, -1) + 1
@@ -397,11 +402,11 @@ def chunk_table_checks(rows: list[dict]) -> tuple[bool, dict]:
     check_specs=[AssetCheckSpec("chunk_table_valid", asset="document_chunks", blocking=True,
                                 description="Great Expectations: non-empty text, unique non-null ids.")],
 )
-def document_chunks(context: AssetExecutionContext, config: ChunkingConfig, parsed_elements):
+def document_chunks(context: AssetExecutionContext, config: ChunkingConfig, parsed_elements, embedder: Embedder):
     parsed = batch_of(context, parsed_elements)
     results, failures = {}, {}
     for key, doc in parsed.items():
-        rows = chunk_elements(key, doc["sha256"], doc["elements"], config)
+        rows = chunk_elements(key, doc["sha256"], doc["elements"], config, embedder)
         if rows:
             results[key] = rows
         else:
@@ -445,7 +450,7 @@ def index_documents(milvus: MilvusStore, embedder: Embedder, docs: dict[str, lis
     suffixes = suffixes or {}
     dim = embedder.dimension
     with milvus.client() as client:
-        milvus.ensure_collection(client, dim)
+        milvus.ensure_collection(client, dim, embedder.identity)
         existing = milvus.chunk_index(client, list(docs))  # {chunk_id: seq}
         current = {r["chunk_id"]: r for rows in docs.values() for r in rows}
         new = [r for cid, r in current.items() if cid not in existing]
@@ -458,7 +463,7 @@ def index_documents(milvus: MilvusStore, embedder: Embedder, docs: dict[str, lis
                 todo.setdefault(shas[r["chunk_id"]], r["text"])
         texts, started = list(todo.values()), time.perf_counter()
         for start in range(0, len(texts), 1024):  # slices: progress for long runs
-            vectors = embedder.encode(texts[start : start + 1024])
+            vectors = embedder.encode_passages(texts[start : start + 1024])
             cache |= {sha: vec for sha, vec in zip(list(todo)[start : start + 1024], vectors)}
             if progress:
                 done = min(start + 1024, len(texts))
@@ -495,8 +500,10 @@ def retrieval_gate(milvus: MilvusStore, embedder: Embedder, config: RetrievalGat
     queries = load_queries(config.queries_path or DEFAULT_QUERIES)
     indexed = set(milvus.document_states())
     with milvus.client() as client:
+        milvus.check_embedder(client, embedder.identity)
+
         def search(text, k):
-            return milvus.hybrid_search(client, text, embedder.encode([text])[0].tolist(), limit=k)
+            return milvus.hybrid_search(client, text, embedder.encode_queries([text])[0].tolist(), limit=k)
 
         def answerable(doc_id, phrase):
             return milvus.contains_text(client, doc_id, phrase)

@@ -38,18 +38,23 @@ def decode_text(doc_id: str, data: bytes) -> str:
     """Text of a text-like document, refusing binary junk that merely carries a text suffix."""
     if b"\x00" in data[:65536]:
         raise DocumentError(doc_id, "looks like binary data (NUL bytes), not text")
+    encoding_problem = ""
     for encoding in ("utf-8-sig", "utf-16") if data[:2] in (b"\xff\xfe", b"\xfe\xff") else ("utf-8-sig",):
         try:
             text = data.decode(encoding)
             break
         except UnicodeDecodeError:
             continue
-    else:
-        text = data.decode("latin-1")
+    else:  # EUC-KR/CP949 and other legacy encodings (resources/text_encoding.py), or a clear refusal
+        from resources.text_encoding import decode_non_utf8
+
+        text, _, encoding_problem = decode_non_utf8(data)
     sample = text[:65536]
     control = sum(1 for ch in sample if ord(ch) < 32 and ch not in "\n\r\t\f") + sample.count("\ufffd")
     if sample and control / len(sample) > 0.05:
         raise DocumentError(doc_id, f"looks like binary data ({control} control characters in {len(sample)}), not text")
+    if encoding_problem:
+        raise DocumentError(doc_id, encoding_problem)
     return text
 
 

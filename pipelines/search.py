@@ -1,4 +1,5 @@
-"""Hybrid retrieval over the chunk index: Milvus BM25 full text + dense MiniLM vectors, fused with RRF.
+"""Hybrid retrieval over the chunk index: Milvus BM25 full text (Korean as morphemes) + dense vectors of the
+configured embedder (MiniLM or multilingual-e5, query side), fused with RRF.
 
     python -m pipelines.search "who manages billing-db?" [--top-k 5] [--filter doc=a.md] [--filter path=ops/]
                                [--filter type=.pdf] [--mode hybrid|dense|bm25] [--json]
@@ -41,11 +42,12 @@ def search(query: str, top_k: int = 5, filters: dict[str, str] | None = None, mo
     milvus, embedder = milvus or MilvusStore(), embedder or Embedder()
     expression = filter_expression(filters)
     with milvus.client() as client:
+        milvus.check_embedder(client, embedder.identity)
         if mode == "hybrid":
-            vector = embedder.encode([query])[0].tolist()
+            vector = embedder.encode_queries([query])[0].tolist()
             hits = milvus.hybrid_search(client, query, vector, limit=top_k, filter=expression)
         elif mode == "dense":
-            hits = milvus.search(client, embedder.encode([query])[0].tolist(), limit=top_k, filter=expression)
+            hits = milvus.search(client, embedder.encode_queries([query])[0].tolist(), limit=top_k, filter=expression)
         elif mode == "bm25":
             hits = milvus.bm25_search(client, query, limit=top_k, filter=expression)
         else:

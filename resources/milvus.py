@@ -47,7 +47,7 @@ class MilvusStore(ConfigurableResource):
 
     uri: str = Field(default_factory=default_milvus_uri, description="milvus-lite .db file path or http(s)://host:port")
     token: str = ""
-    collection: str = "document_chunks"
+    collection: str = Field(default_factory=lambda: os.environ.get("DOCPLATFORM_MILVUS_COLLECTION", "document_chunks"))
     retries: int = Field(default=5, description="Connection attempts before failing (server URIs).")
     backoff_s: float = Field(default=1.0, description="First wait between attempts; doubles each time.")
     timeout_s: float = Field(default=10.0, description="Per-attempt connection timeout.")
@@ -123,8 +123,29 @@ class MilvusStore(ConfigurableResource):
 
     # ---------------------------------------------------------------------------------- schema
 
-    def ensure_collection(self, client, dim: int) -> None:
+    def _recorded(self, client) -> dict:
+        """The collection's recorded embedder, dimension and BM25 analyzer (collection properties)."""
+        properties = client.describe_collection(self.collection).get("properties") or {}
+        return {key.split(".", 1)[1]: value for key, value in properties.items() if key.startswith("docplatform.")}
+
+    def check_embedder(self, client, embedder_id: str) -> None:
+        """Refuse to mix vectors of two embedders in one collection (both MiniLM and multilingual-e5 are 384-d, so
+        the dimension alone would not tell)."""
+        if not embedder_id or not client.has_collection(self.collection):
+            return
+        stored = self._recorded(client).get("embedder", "")
+        if stored != embedder_id:
+            raise ValueError(
+                f"Milvus collection {self.collection!r} at {self.uri} holds vectors of embedder "
+                f"{stored or '(not recorded: created by an earlier version)'} but the configured embedder is {embedder_id}. "
+                "Either set the embedder back (DOCPLATFORM_EMBEDDER / embedder.model), or use another collection "
+                "(milvus.collection / DOCPLATFORM_MILVUS_COLLECTION; its documents are then all embedded anew), or drop "
+                "this collection (client.drop_collection) and re-ingest.")
+
+    def ensure_collection(self, client, dim: int, embedder_id: str = "") -> None:
         from pymilvus import DataType, Function, FunctionType, MilvusClient
+
+        from resources.text_analysis import BM25_ANALYZER
 
         if client.has_collection(self.collection):
             fields = {f["name"]: f for f in client.describe_collection(self.collection)["fields"]}
@@ -132,6 +153,13 @@ class MilvusStore(ConfigurableResource):
                 raise ValueError(
                     f"Milvus collection {self.collection!r} at {self.uri} has the old schema (no BM25 sparse field / "
                     "text hash); drop it (or use another collection name) and re-ingest")
+            analyzer = self._recorded(client).get("bm25_analyzer", "")
+            if "bm25_text" not in fields or analyzer != BM25_ANALYZER:
+                raise ValueError(
+                    f"Milvus collection {self.collection!r} at {self.uri} was created without Korean full-text terms "
+                    f"(BM25 field bm25_text analyzed as {BM25_ANALYZER!r}; it has {analyzer or 'none'}); drop it (or use "
+                    "another collection name) and re-ingest")
+            self.check_embedder(client, embedder_id)
             have = int(fields["vector"].get("params", {}).get("dim", dim))
             if have != dim:
                 raise ValueError(
@@ -140,18 +168,21 @@ class MilvusStore(ConfigurableResource):
                 )
             client.load_collection(self.collection)
             return
-        schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
+        schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False,
+                                            description=f"docplatform chunks; embedder {embedder_id or '?'}, {dim}-d")
         schema.add_field("chunk_id", DataType.VARCHAR, is_primary=True, max_length=64)
         schema.add_field("doc_id", DataType.VARCHAR, max_length=2048)
         schema.add_field("doc_sha256", DataType.VARCHAR, max_length=64)
         schema.add_field("doc_type", DataType.VARCHAR, max_length=16)
         schema.add_field("seq", DataType.INT64)
-        schema.add_field("text", DataType.VARCHAR, max_length=65535, enable_analyzer=True)
+        schema.add_field("text", DataType.VARCHAR, max_length=65535)  # as written, for display
+        # what BM25 reads: Korean as morphemes (resources/text_analysis.py), other text unchanged
+        schema.add_field("bm25_text", DataType.VARCHAR, max_length=65535, enable_analyzer=True)
         schema.add_field("text_sha", DataType.VARCHAR, max_length=64)
         schema.add_field("sparse", DataType.SPARSE_FLOAT_VECTOR)
         schema.add_field("vector", DataType.FLOAT_VECTOR, dim=dim)
         schema.add_function(Function(name="text_bm25", function_type=FunctionType.BM25,
-                                     input_field_names=["text"], output_field_names=["sparse"]))
+                                     input_field_names=["bm25_text"], output_field_names=["sparse"]))
         index = client.prepare_index_params()
         if self.is_lite:
             index.add_index(field_name="vector", index_type="FLAT", metric_type="COSINE")
@@ -162,7 +193,9 @@ class MilvusStore(ConfigurableResource):
         # scalar indexes: per-document reads/deletes and the text-hash cache never scan the whole collection
         index.add_index(field_name="doc_id", index_type="INVERTED")
         index.add_index(field_name="text_sha", index_type="INVERTED")
-        client.create_collection(self.collection, schema=schema, index_params=index)
+        client.create_collection(self.collection, schema=schema, index_params=index,
+                                 properties={"docplatform.embedder": embedder_id, "docplatform.dimension": str(dim),
+                                             "docplatform.bm25_analyzer": BM25_ANALYZER})
         client.load_collection(self.collection)
 
     def _ready(self, client) -> bool:
@@ -235,6 +268,9 @@ class MilvusStore(ConfigurableResource):
         return int(result[0]["count(*)"])
 
     def upsert(self, client, rows: list[dict], batch: int = 2000) -> None:
+        from resources.text_analysis import bm25_terms
+
+        rows = [row if "bm25_text" in row else {**row, "bm25_text": bm25_terms(row["text"])} for row in rows]
         for group in _chunks(rows, batch):
             client.upsert(self.collection, group)
 
@@ -299,7 +335,9 @@ class MilvusStore(ConfigurableResource):
         """Full-text only (Milvus BM25 function). milvus-lite reports BM25 scores negated (lower = better)."""
         if not self._ready(client):
             return []
-        hits = client.search(self.collection, data=[text], anns_field="sparse", limit=limit, filter=filter,
+        from resources.text_analysis import bm25_terms
+
+        hits = client.search(self.collection, data=[bm25_terms(text)], anns_field="sparse", limit=limit, filter=filter,
                              output_fields=["doc_id", "seq", "text", "doc_type"], search_params={"metric_type": "BM25"})[0]
         return [{"chunk_id": h["id"] if "id" in h else h.get("chunk_id"), "score": h["distance"], **h["entity"]} for h in hits]
 
@@ -308,11 +346,13 @@ class MilvusStore(ConfigurableResource):
         """BM25 full-text (Milvus BM25 function on `text`) + dense cosine, fused by reciprocal rank (RRF)."""
         from pymilvus import AnnSearchRequest, RRFRanker
 
+        from resources.text_analysis import bm25_terms
+
         if not self._ready(client):
             return []
         dense_params = {"metric_type": "COSINE", "params": {} if self.is_lite else {"ef": max(self.search_ef, candidates)}}
         requests = [
-            AnnSearchRequest(data=[text], anns_field="sparse", param={"metric_type": "BM25"}, limit=candidates,
+            AnnSearchRequest(data=[bm25_terms(text)], anns_field="sparse", param={"metric_type": "BM25"}, limit=candidates,
                              expr=filter or None),
             AnnSearchRequest(data=[vector], anns_field="vector", param=dense_params, limit=candidates, expr=filter or None),
         ]

@@ -14,6 +14,9 @@ SAMPLE_KEYS = {
     "oncall-handbook.txt",
     "security-policy.html",
     "team-charter.docx",
+    "ko-backup-policy.html",
+    "ko-incident-runbook.txt",
+    "ko-service-overview.md",
 }
 
 
@@ -133,7 +136,7 @@ def materialized_partitions(runs, asset: str) -> set[str]:
 def test_sensor_adds_changes_and_deletes_documents(platform):
     result, runs = platform.tick()
     assert platform.partitions == SAMPLE_KEYS
-    # one batched run over the five new documents' partitions
+    # one batched run over the eight new documents' partitions
     assert len(runs) == 1 and runs[0][0].partition_key is None
     assert sorted(runs[0][1].dagster_run.tags[k] for k in ("dagster/asset_partition_range_start",
                                                            "dagster/asset_partition_range_end")) == \

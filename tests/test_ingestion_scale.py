@@ -77,7 +77,7 @@ def test_sensor_and_nightly_request_only_changed_documents(platform, monkeypatch
         return nightly_reindex_schedule.evaluate_tick(context)
 
     idle = nightly()
-    assert not idle.run_requests and "checked 5 documents" in idle.skip_message and "0 changed" in idle.skip_message
+    assert not idle.run_requests and "checked 8 documents" in idle.skip_message and "0 changed" in idle.skip_message
     result, runs = platform.tick()
     assert runs == [] and result.skip_reason is not None
 
@@ -93,11 +93,15 @@ def test_sensor_and_nightly_request_only_changed_documents(platform, monkeypatch
     # a new stage version (code, chunking config or embedder): everything again, in one batched run
     monkeypatch.setattr("assets.ingestion.INGEST_CODE_VERSION", "bumped-for-test")
     requests = nightly().run_requests
-    assert len(requests) == 1 and requests[0].tags["docplatform/documents"] == "5"
+    assert len(requests) == 1 and requests[0].tags["docplatform/documents"] == "8"
     _, runs = platform.tick()
     assert len(runs) == 1 and runs[0][1].success
     assert all(s["fingerprint"] == expected_fingerprint(Embedder()) for s in platform.milvus.document_states().values())
     assert not nightly().run_requests
+    # another embedder (multilingual-e5): every document is stale again and would be embedded anew
+    resources["embedder"] = Embedder(model="multilingual-e5")
+    requests = nightly().run_requests
+    assert len(requests) == 1 and requests[0].tags["docplatform/documents"] == "8"
 
 
 def test_edit_near_the_top_re_embeds_only_changed_chunks(platform):

@@ -10,6 +10,7 @@ from assets.ingestion import ChunkingConfig, chunk_elements, document_chunks, pa
 from assets.knowledge_graph import domain_range_violations, extract_facts, graph_facts, knowledge_graph
 from pipelines.partitions import DOCUMENTS_PARTITIONS_NAME
 from resources.documents import SAMPLE_CORPUS, DocumentSource
+from resources.embedder import Embedder
 from resources.graph_store import GraphStore
 from resources.milvus import MilvusStore
 from resources.ontology import OntologyError, load_ontology, parse_ontology
@@ -250,7 +251,8 @@ def test_embedded_store_is_released_between_sessions(store, corpus_facts):
 
 def run_kg(instance, docs: Path, key: str, graph_store: GraphStore):
     result = materialize(KG_ASSETS, partition_key=key, instance=instance,
-                         resources={"documents": DocumentSource(root=str(docs)), "graph_store": graph_store},
+                         resources={"documents": DocumentSource(root=str(docs)), "graph_store": graph_store,
+                                    "embedder": Embedder()},
                          raise_on_error=False)
     assert result.success, [e.message for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
     checks = {(c.asset_key.to_user_string(), c.check_name): c.passed for c in result.get_asset_check_evaluations()}
@@ -377,7 +379,8 @@ def test_failing_shacl_check_blocks_the_graph_write(tmp_path, monkeypatch):
     instance = DagsterInstance.ephemeral()
     instance.add_dynamic_partitions(DOCUMENTS_PARTITIONS_NAME, ["ops.txt"])
     result = materialize(KG_ASSETS, partition_key="ops.txt", instance=instance, raise_on_error=False,
-                         resources={"documents": DocumentSource(root=str(docs)), "graph_store": store})
+                         resources={"documents": DocumentSource(root=str(docs)), "graph_store": store,
+                                    "embedder": Embedder()})
     assert not result.success
     checks = {c.check_name: c.passed for c in result.get_asset_check_evaluations()}
     assert checks["shacl_conformance"] is False and checks["domain_range_valid"] is True

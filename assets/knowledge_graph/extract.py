@@ -16,6 +16,7 @@ with their chunk so the asset can report them.
 
 from __future__ import annotations
 
+import math
 import re
 from collections import Counter
 from dataclasses import dataclass, field
@@ -40,7 +41,7 @@ from resources.ontology import Ontology, OntologyError, load_ontology, normalize
 
 LAYERS = ("structure", "sentences", "korean", "llm")
 # Bump when extraction logic changes what facts a document yields: graph_facts' code_version.
-EXTRACTOR_VERSION = "2"
+EXTRACTOR_VERSION = "3"  # 3: Korean appositions "이름(name)" and copula typing
 STRONG_EVIDENCE = {"known", "pattern", "keyword", "table", "header", "inner"}
 
 
@@ -132,6 +133,8 @@ def extract_facts(chunks: list[dict], ontology: Ontology | None = None, elements
     for mentions in document.mentions:
         for mention in mentions:
             votes.add_mention(mention)
+    if config.korean:
+        _korean_typing(chunks, ontology, votes)
 
     def intrinsic(surface: str) -> None:
         """Evidence a name carries by itself: known individual, name pattern, class word inside it."""
@@ -204,7 +207,7 @@ def extract_facts(chunks: list[dict], ontology: Ontology | None = None, elements
                                                "sentence": sentence, "layer": "sentence"})
 
     if config.korean:
-        raw.extend(_korean_layer(chunks, ontology, type_of, rejected))
+        raw.extend(_korean_layer(chunks, ontology, type_of, rejected, resolver))
 
     if config.llm:
         raw_llm, attrs_llm = _llm_layer(chunks, ontology, config, llm_extractor, votes, rejected)
@@ -223,7 +226,24 @@ def silent_on_relations(facts: dict) -> bool:
     return any(count >= 2 for count in per_chunk.values())
 
 
-def _korean_layer(chunks, ontology, type_of, rejected) -> list[_RawRelation]:
+def _z_to_unit(z: float) -> float:
+    """The Korean layer's z-score as a (0, 1) score like the other layers' (logistic: the 0.5 threshold -> 0.62)."""
+    return 1.0 / (1.0 + math.exp(-z))
+
+
+def _korean_typing(chunks, ontology, votes) -> None:
+    """Names a Korean copula sentence types ("payments-gw는 … 서비스입니다"): a class-word vote, as for "the X service"."""
+    try:
+        from assets.knowledge_graph import korean
+    except ImportError:
+        return
+    for chunk in chunks:
+        if korean.is_korean(chunk["text"]):
+            for surface, cls in korean.korean_copula_types(chunk["text"], ontology):
+                votes.add(normalize_name(surface), cls, "keyword")
+
+
+def _korean_layer(chunks, ontology, type_of, rejected, resolver=None) -> list[_RawRelation]:
     try:
         from assets.knowledge_graph import korean
         korean.korean_relations  # noqa: B018
@@ -232,12 +252,16 @@ def _korean_layer(chunks, ontology, type_of, rejected) -> list[_RawRelation]:
         return []
     out = []
     for chunk in chunks:
+        if resolver is not None and korean.is_korean(chunk["text"]):
+            for alias, name, _ in korean.korean_appositions(chunk["text"], ontology):
+                resolver.add_apposition(alias, name)  # "주문 서비스(order-api)": one entity, both names
+    for chunk in chunks:
         if not korean.is_korean(chunk["text"]):
             continue
         for rel in korean.korean_relations(chunk["text"], chunk["chunk_id"], ontology, type_of):
             out.append(_RawRelation(rel["source"], rel.get("source_label"), rel["type"], rel["target"],
                                     rel.get("target_label"), chunk["chunk_id"], rel.get("sentence", ""), "korean",
-                                    float(rel.get("score", 0.0))))
+                                    _z_to_unit(float(rel.get("score", 0.0)))))
     return out
 
 

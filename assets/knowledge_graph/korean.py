@@ -71,6 +71,9 @@ _GENERIC_VERBS = ("본다", "기다린다", "좋아한다", "말한다", "읽는
 _GENERIC_PASSIVE_VERBS = ("보인다", "기다려진다", "말해진다", "읽힌다", "기억된다", "설명된다", "소개된다", "발표된다",
                           "정리된다", "준비된다", "시작된다", "끝난다", "언급된다", "칭찬받는다", "그려진다")
 _COMPLEMENT_ROLES = ("object", "location", "path", "agent", "goal", "source")
+# Nouns that are close translations of a class's English word but never class words: 데이터 is "data", not
+# "database" (e5 cosine 0.906, the one false class word measured on the infrastructure ontology).
+_NOT_CLASS_WORDS = {"데이터"}
 
 
 @dataclass(frozen=True)
@@ -227,7 +230,7 @@ class _OntologyIndex:
         if not word:
             return None
         hit = self.class_words.get(_squash(word))
-        if hit or not cross_lingual or not _HANGUL.search(word) or not self.class_owners:
+        if hit or not cross_lingual or not _HANGUL.search(word) or not self.class_owners or word in _NOT_CLASS_WORDS:
             return hit
         if word not in self._nearest:
             if len(self._nearest) > 50_000:
@@ -443,7 +446,79 @@ def _sentence_mentions(tokens, text: str, index: _OntologyIndex,
         if found:
             located.append(_Located(*found))
     located.sort(key=lambda item: item.mention.start)
-    return located
+    return _merge_appositions(located, text)
+
+
+def _apposition(first: KoreanMention, second: KoreanMention, text: str) -> bool:
+    """"주문 서비스(order-api)": a Hangul name and, in brackets right after it, a Latin name of the same thing."""
+    return (bool(_HANGUL.search(first.surface)) and not _HANGUL.search(second.surface)
+            and text[first.end:second.start].strip() in {"(", "（"} and text[second.end:second.end + 2].strip()[:1] in {")", "）"})
+
+
+def _merge_appositions(located: list[_Located], text: str) -> list[_Located]:
+    """One mention for "Hangul name(latin-name)": the Latin name, typed by the Hangul name's class word when it has
+    no class of its own (korean_appositions gives the pair to the resolver, so the Hangul name alone later in the
+    document is the same entity)."""
+    merged: list[_Located] = []
+    for item in located:
+        if merged and _apposition(merged[-1].mention, item.mention, text):
+            first = merged.pop().mention
+            mention = item.mention
+            if mention.label is None and first.label is not None:
+                mention = KoreanMention(mention.surface, mention.start, mention.end, first.label, mention.canonical)
+            item = _Located(mention, item.last_token)
+        merged.append(item)
+    return merged
+
+
+def korean_copula_types(text: str, ontology: Ontology) -> list[tuple[str, str]]:
+    """(name, class id) from copula sentences: "payments-gw는 카드 결제를 승인하는 서비스입니다" says payments-gw is an
+    Application, "cache-01은 … 서버이며" a Server. The subject is the sentence's first topic/subject mention before
+    the class word that carries the copula (이다, VCP)."""
+    index = _index(ontology)
+    found = []
+    for sentence in kiwi().split_into_sents(text or "", return_tokens=True):
+        tokens = sentence.tokens
+        copulas = [i for i, t in enumerate(tokens) if t.tag == "VCP" and i > 0 and tokens[i - 1].tag in _NOUN_TAGS]
+        if not copulas:
+            continue
+        located = _sentence_mentions(tokens, text, index)
+        for i in copulas:
+            label = index.class_of_word(tokens[i - 1].form)
+            if label is None:
+                continue
+            for item in located:
+                if item.mention.start >= tokens[i - 1].start:
+                    break
+                role, _, _ = _role_after(tokens, item.last_token, text)
+                if role in {"topic", "subject"}:
+                    if item.mention.label in (None, label):
+                        found.append((item.mention.surface, label))
+                    break
+    return found
+
+
+def korean_appositions(text: str, ontology: Ontology) -> list[tuple[str, str, str | None]]:
+    """(Hangul name, Latin name, class id or None) of every "주문 서비스(order-api)" in the text: two names of one
+    entity, for the resolver."""
+    index = _index(ontology)
+    pairs = []
+    for sentence in kiwi().split_into_sents(text or "", return_tokens=True):
+        if "(" not in sentence.text and "（" not in sentence.text:
+            continue
+        units = _units(sentence.tokens, text)
+        located = []
+        for unit in units:
+            if unit.kind == "noun":
+                found = _noun_chain_mention(unit, sentence.tokens, text, index)
+                if found:
+                    located.append(found[0])
+            else:
+                located.append(KoreanMention(text[unit.start:unit.end], unit.start, unit.end))
+        for first, second in zip(located, located[1:]):
+            if _apposition(first, second, text):
+                pairs.append((first.surface, second.surface, first.label))
+    return pairs
 
 
 def _is_identifier_like(text: str) -> bool:

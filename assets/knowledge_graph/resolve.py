@@ -28,11 +28,16 @@ class Resolver:
         self.ontology = ontology
         self.lexicon = lexicon
         self.known: dict[tuple[str, str], str] = {}
+        self.appositions: dict[str, str] = {}  # this document's "Hangul name(latin-name)" pairs
         for known in ontology.known_entities:
             for form in (known.name, *known.aliases):
                 for label in ontology.classes[known.label].ancestors:
                     self.known.setdefault((label, self.key(known.label, form)), known.name)
                     self.known.setdefault((label, normalize_name(form)), known.name)
+
+    def add_apposition(self, alias: str, name: str) -> None:
+        """A document said both names of one thing ("주문 서비스(order-api)"): the alias resolves to the name."""
+        self.appositions[normalize_name(alias)] = name
 
     def key(self, label: str, surface: str) -> str:
         """Normalised name less the class words of its own class ('Platform Team' -> 'platform')."""
@@ -61,11 +66,14 @@ class Resolver:
         groups: dict[tuple[str, str], Counter] = defaultdict(Counter)
         reasons: dict[tuple[str, str], str] = {}
         for label, surface, _ in named:
-            known = self.canonical_known(label, surface)
-            anchor = (label, self.key(label, known or surface))
+            named_as = self.appositions.get(normalize_name(surface))
+            known = self.canonical_known(label, surface) or (named_as and self.canonical_known(label, named_as))
+            anchor = (label, self.key(label, known or named_as or surface))
             groups[anchor][surface] += 1
             if known:
                 reasons[(label, surface)] = "known individual"
+            elif named_as:
+                reasons[(label, surface)] = "apposition"
             elif normalize_name(surface) != anchor[1]:
                 reasons[(label, surface)] = "class word"
         # near-identical names of one class merge into the more frequent one ('Billing Servce' -> 'Billing Service')

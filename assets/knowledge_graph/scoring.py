@@ -21,7 +21,7 @@ from resources.ontology import Ontology, RelationInfo, humanize, load_ontology
 def _embedder():
     from resources.embedder import Embedder
 
-    return Embedder()
+    return Embedder(model="minilm")  # thresholds here are calibrated on MiniLM, whatever the index uses
 
 
 _CACHE: dict[str, np.ndarray] = {}
