@@ -111,6 +111,8 @@ class DocumentSource(ConfigurableResource):
                 seen = known.get(key) or {}
                 if seen.get("size") == stat.st_size and seen.get("mtime_ns") == stat.st_mtime_ns and seen.get("sha256"):
                     sha256 = seen["sha256"]
+                elif stat.st_size > self.max_bytes:  # never read: its run refuses it by size ("too large")
+                    sha256 = hashlib.sha256(f"oversize\0{stat.st_size}\0{stat.st_mtime_ns}".encode()).hexdigest()
                 else:
                     sha256 = file_sha256(path)
                 found[key] = DocumentFile(key=key, path=path, sha256=sha256, size=stat.st_size, mtime_ns=stat.st_mtime_ns)
