@@ -24,6 +24,7 @@ from dagster import (
     AssetObservation,
     Config,
     DataVersion,
+    Failure,
     MaterializeResult,
     MetadataValue,
     OpExecutionContext,
@@ -476,6 +477,10 @@ def chunk_vectors(context: AssetExecutionContext, config: RetrievalGateConfig, d
 
         if not isinstance(exc, (MilvusUnavailable, MilvusException)):
             raise
+        if context.retry_number >= MILVUS_STEP_RETRIES:
+            raise Failure(description=f"Milvus at {milvus.uri} failed on all {MILVUS_STEP_RETRIES + 1} tries of this step: "
+                                      f"{type(exc).__name__}: {str(exc)[:500]}; nothing indexed was removed and these "
+                                      "documents stay stale, so the next run indexes them") from exc
         wait = MILVUS_STEP_BACKOFF_S * 2 ** context.retry_number
         context.log.warning(f"Milvus failed ({type(exc).__name__}: {exc}); retry {context.retry_number + 1}/"
                             f"{MILVUS_STEP_RETRIES} of this step in {wait:g} s")
