@@ -568,12 +568,20 @@ GRAPH_PENDING = "pending:"
     deps=[AssetKey("knowledge_graph")],
     code_version=INGEST_CODE_VERSION,
     description="The documents' index state made final, after their vectors and their graph facts are written.",
+    check_specs=[AssetCheckSpec("state_final", asset="documents_indexed",
+                                description="Every document of the run has a final state row with its fingerprint.")],
 )
 def documents_indexed(context: AssetExecutionContext, chunk_vectors, milvus: MilvusStore):
-    done = sorted(batch_of(context, chunk_vectors))
+    values = batch_of(context, chunk_vectors)
+    done = sorted(values)
     fault_point("after_graph_write")
     finalized = milvus.finalize_document_states(done, GRAPH_PENDING)
-    return MaterializeResult(metadata={"documents": len(done), "finalized": finalized})
+    states = milvus.document_states()
+    wrong = [k for k in done if (states.get(k) or {}).get("fingerprint") != values[k]["fingerprint"]]
+    return MaterializeResult(
+        metadata={"documents": len(done), "finalized": finalized},
+        check_results=[AssetCheckResult(check_name="state_final", passed=not wrong,
+                                        metadata={"not_final": MetadataValue.json(wrong[:50])})])
 
 
 ingestion_assets = [raw_documents, parsed_elements, document_chunks, chunk_vectors, documents_indexed]
