@@ -19,6 +19,7 @@ def _read_bytes_so_far() -> int:
     return int(next(line for line in Path("/proc/self/io").read_text().splitlines() if line.startswith("rchar:")).split()[1])
 
 
+@pytest.mark.slow
 def test_multi_gigabyte_file_is_refused_by_size_without_being_read(platform):
     huge = platform.docs / "huge-export.txt"
     subprocess.run(["truncate", "-s", "6G", str(huge)], check=True)  # sparse: 6 GB long, no disk used

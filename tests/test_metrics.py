@@ -6,6 +6,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -34,6 +35,7 @@ def _scrape(url: str, proc) -> dict:
     return values
 
 
+@pytest.mark.slow
 def test_exporter_serves_values_that_match_the_stores(platform, tmp_path):
     (platform.docs / "broken.pdf").write_bytes(b"this is not a pdf at all")
     keys = sorted(p.name for p in platform.docs.iterdir())
