@@ -20,18 +20,23 @@ from dagster import (
     AssetCheckSeverity,
     AssetCheckSpec,
     AssetExecutionContext,
+    AssetKey,
     AssetObservation,
     Config,
     DataVersion,
+    Failure,
+    MaterializeResult,
     MetadataValue,
     OpExecutionContext,
     Output,
+    RetryRequested,
     asset,
     op,
 )
 from pydantic import Field
 
 from assets import _offline  # noqa: F401
+from assets.faults import fault_point
 from assets.parsing import (  # noqa: F401  (re-exported: tests and other stages import them from here)
     TEXT_SUFFIXES,
     DocumentError,
@@ -47,12 +52,15 @@ from assets.parsing import (  # noqa: F401  (re-exported: tests and other stages
 from pipelines.partitions import Batch, documents_backfill_policy, documents_partitions
 from resources.documents import DocumentSource
 from resources.embedder import Embedder
-from resources.milvus import MilvusStore
+from resources.milvus import MilvusStore, MilvusUnavailable
 
 GROUP = "ingestion"
 # Bump when ingestion code changes what is stored: part of every document's stage fingerprint.
 INGEST_CODE_VERSION = "3"  # 3: tables chunked by row groups, new formats, OCR; BM25 reads bm25_text (Korean morphemes)
 FAILED_TAG = "docplatform/failed_documents"
+# chunk_vectors re-runs its step this often when Milvus fails mid-run, waiting backoff * 2**n seconds between tries
+MILVUS_STEP_RETRIES = int(os.environ.get("DOCPLATFORM_MILVUS_STEP_RETRIES", "3"))
+MILVUS_STEP_BACKOFF_S = float(os.environ.get("DOCPLATFORM_MILVUS_STEP_BACKOFF_S", "5"))
 _CHUNKING_DEFAULTS = json.loads(os.environ.get("DOCPLATFORM_CHUNKING", "{}") or "{}")
 
 
@@ -221,6 +229,7 @@ def parsed_elements(context: AssetExecutionContext, raw_documents, documents: Do
                                       progress=progress)
     finally:
         shutdown_pools()
+    fault_point("after_parse")
     report_failures(context, failures)
     results = {k: {"doc_id": k, "sha256": raws[k]["sha256"], "elements": parsed[k]} for k in raws if k in parsed}
     strategies = {k: parse_strategy(v["elements"]) for k, v in results.items()}
@@ -477,6 +486,7 @@ def index_documents(milvus: MilvusStore, embedder: Embedder, docs: dict[str, lis
                          "text": r["text"], "text_sha": text_sha(r["text"]), "doc_type": suffixes.get(r["doc_id"], "")[:16],
                          "vector": np.asarray(vector, dtype=np.float32).tolist()})
         milvus.upsert(client, rows)
+        fault_point("after_milvus_upsert")
         stale = [cid for cid in existing if cid not in current]
         milvus.delete_ids(client, stale)
         milvus.set_document_states(client, [{"doc_id": k, "sha256": rows_[0]["doc_sha256"], "fingerprint": fingerprint,
@@ -538,9 +548,27 @@ def chunk_vectors(context: AssetExecutionContext, config: RetrievalGateConfig, d
     chunkers = {rows[0].get("chunker", "") for rows in docs.values() if rows}
     fingerprint = stage_fingerprint(next(iter(chunkers)) if len(chunkers) == 1 else "mixed", embedder)
     chunk_count = sum(len(rows) for rows in docs.values())
-    summary = index_documents(milvus, embedder, docs, fingerprint, {k: suffix_of(k) for k in docs},
-                              progress=context.log.info) if docs else \
-        {"written": 0, "embedded": 0, "cache_hits": 0, "moved": 0, "removed": 0, "stored": [], "dimension": embedder.dimension}
+    # when documents_indexed runs after the graph in this run, the state stays pending until then (crash consistency)
+    pending = GRAPH_PENDING if AssetKey("documents_indexed") in context.job_def.asset_layer.selected_asset_keys else ""
+    try:
+        summary = index_documents(milvus, embedder, docs, pending + fingerprint, {k: suffix_of(k) for k in docs},
+                                  progress=context.log.info) if docs else \
+            {"written": 0, "embedded": 0, "cache_hits": 0, "moved": 0, "removed": 0, "stored": [], "dimension": embedder.dimension}
+    except Exception as exc:
+        # Milvus gone or restarting (each connection already retried with backoff): the step again, later; nothing was
+        # deleted (stale vectors go only after the new ones are written) and no state recorded
+        from pymilvus.exceptions import MilvusException
+
+        if not isinstance(exc, (MilvusUnavailable, MilvusException)):
+            raise
+        if context.retry_number >= MILVUS_STEP_RETRIES:
+            raise Failure(description=f"Milvus at {milvus.uri} failed on all {MILVUS_STEP_RETRIES + 1} tries of this step: "
+                                      f"{type(exc).__name__}: {str(exc)[:500]}; nothing indexed was removed and these "
+                                      "documents stay stale, so the next run indexes them") from exc
+        wait = MILVUS_STEP_BACKOFF_S * 2 ** context.retry_number
+        context.log.warning(f"Milvus failed ({type(exc).__name__}: {exc}); retry {context.retry_number + 1}/"
+                            f"{MILVUS_STEP_RETRIES} of this step in {wait:g} s")
+        raise RetryRequested(max_retries=MILVUS_STEP_RETRIES, seconds_to_wait=wait) from exc
     progress(len(docs), chunks=chunk_count)
     stored, dim = summary.pop("stored"), summary["dimension"]
     stored_by_doc: dict[str, set] = {}
@@ -611,4 +639,33 @@ def purge_document_vectors(context: OpExecutionContext, config: PurgeConfig, mil
     return config.doc_ids
 
 
-ingestion_assets = [raw_documents, parsed_elements, document_chunks, chunk_vectors]
+# A document's state row (what sensor and nightly compare with) is written with this prefix by chunk_vectors and made
+# final by documents_indexed once the knowledge graph holds the document too: a run killed in between leaves the
+# document stale (re-indexed by the next run) instead of recorded as done with an outdated graph.
+GRAPH_PENDING = "pending:"
+
+
+@asset(
+    partitions_def=documents_partitions,
+    backfill_policy=documents_backfill_policy,
+    group_name=GROUP,
+    deps=[AssetKey("knowledge_graph")],
+    code_version=INGEST_CODE_VERSION,
+    description="The documents' index state made final, after their vectors and their graph facts are written.",
+    check_specs=[AssetCheckSpec("state_final", asset="documents_indexed",
+                                description="Every document of the run has a final state row with its fingerprint.")],
+)
+def documents_indexed(context: AssetExecutionContext, chunk_vectors, milvus: MilvusStore):
+    values = batch_of(context, chunk_vectors)
+    done = sorted(values)
+    fault_point("after_graph_write")
+    finalized = milvus.finalize_document_states(done, GRAPH_PENDING)
+    states = milvus.document_states()
+    wrong = [k for k in done if (states.get(k) or {}).get("fingerprint") != values[k]["fingerprint"]]
+    return MaterializeResult(
+        metadata={"documents": len(done), "finalized": finalized},
+        check_results=[AssetCheckResult(check_name="state_final", passed=not wrong,
+                                        metadata={"not_final": MetadataValue.json(wrong[:50])})])
+
+
+ingestion_assets = [raw_documents, parsed_elements, document_chunks, chunk_vectors, documents_indexed]

@@ -25,6 +25,8 @@ TEXT_SUFFIXES = {".md", ".markdown", ".txt", ".text", ".html", ".htm"}
 # a .docx whose parts inflate past this (or by more than the ratio) is refused as a zip bomb
 MAX_DOCX_UNCOMPRESSED = 256 * 1024 * 1024
 MAX_DOCX_RATIO = 200
+# address space of a parser pool worker (RLIMIT_AS); a warmed worker maps ~1.2 GB, so ~2.8 GB is left to one document
+PARSE_MEMORY_MB = int(os.environ.get("DOCPLATFORM_PARSE_MEMORY_MB", "4096"))
 
 
 class DocumentError(Failure):
@@ -75,7 +77,11 @@ def validate_content(doc_id: str, suffix: str, data: bytes) -> None:
 
 def check_docx_archive(doc_id: str, data: bytes) -> None:
     """Refuse zip bombs (huge or extreme inflation) and XML entity declarations (billion laughs) before parsing."""
-    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(data))
+    except (zipfile.BadZipFile, ValueError, OSError) as exc:
+        raise DocumentError(doc_id, f"not a valid .docx file ({exc})") from exc
+    with archive:
         infos = archive.infolist()
         total = sum(i.file_size for i in infos)
         packed = max(1, sum(i.compress_size for i in infos))
@@ -159,6 +165,23 @@ def _worker(doc_id: str, suffix: str, data: bytes):
         return "error", exc.description
     except Exception as exc:  # noqa: BLE001
         return "error", f"document {doc_id!r}: parser failed: {type(exc).__name__}: {exc}"
+
+
+def _capped(memory_mb: int, worker, doc_id: str, suffix: str, data: bytes):
+    """Run worker in a pool process under an address-space cap: a document that needs more gets a MemoryError,
+    reported as its own clear error (the run's process is never capped: one- or two-document runs have only the timeout)."""
+    import resource
+
+    if memory_mb > 0:
+        _, hard = resource.getrlimit(resource.RLIMIT_AS)
+        limit = memory_mb * 1024 * 1024
+        resource.setrlimit(resource.RLIMIT_AS, (limit if hard == resource.RLIM_INFINITY else min(limit, hard), hard))
+    over = f"document {doc_id!r}: parsing needed more than the {memory_mb:,} MB memory limit; skipped"
+    try:
+        status, value = worker(doc_id, suffix, data)
+    except MemoryError:
+        return "error", over
+    return ("error", over) if status == "error" and "MemoryError" in value else (status, value)
 
 
 _POOL: dict = {}
@@ -253,7 +276,7 @@ def parse_many(docs: list[tuple[str, str, bytes]], workers: int = 0, timeout_s: 
     def run(batch: list, size: int) -> tuple[list, bool]:
         """Parse batch in the pool of this size; returns (documents suspected of a hang or crash, crashed?)."""
         pool = _pool(size)
-        futures = {pool.submit(worker, *doc): doc for doc in batch}
+        futures = {pool.submit(_capped, PARSE_MEMORY_MB, worker, *doc): doc for doc in batch}
         started: dict = {}
         pending = set(futures)
         while pending:

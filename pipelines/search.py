@@ -27,8 +27,9 @@ def filter_expression(filters: dict[str, str] | None) -> str:
         if name not in FILTER_FIELDS:
             raise ValueError(f"unknown filter {name!r}; use one of {', '.join(FILTER_FIELDS)}")
         if name == "path":
-            escaped = value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-            parts.append(f"doc_id like {_quote(escaped + '%')}")
+            # a string range, not LIKE: Milvus' LIKE treats backslashes inconsistently, a range has no wildcards
+            # (keys are prefix + anything up to U+10FFFF; only a key continuing with U+10FFFF itself is missed)
+            parts.append(f"(doc_id >= {_quote(value)} and doc_id < {_quote(value + chr(0x10FFFF))})")
         elif name == "type":
             parts.append(f"doc_type == {_quote(value if value.startswith('.') else '.' + value)}")
         else:

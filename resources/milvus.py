@@ -22,9 +22,10 @@ def default_milvus_uri() -> str:
 
 
 def _quote(value: str) -> str:
-    """A Milvus filter string literal. Only backslash and double quote are escaped: the filter parser
-    rejects \\u escapes, so non-ASCII text stays as it is (milvus-lite has no filter templates)."""
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    """A Milvus filter string literal. Backslash, double quote and line breaks (a raw one ends the literal) are
+    escaped: the filter parser rejects \\u and \\x escapes, so other text stays as it is (milvus-lite has no
+    filter templates)."""
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\r", "\\r") + '"'
 
 
 
@@ -310,6 +311,14 @@ class MilvusStore(ConfigurableResource):
         with self._state_db() as db:
             db.executemany("INSERT OR REPLACE INTO documents VALUES (?, ?, ?, ?, ?)",
                            [(s["doc_id"], s["sha256"], s["fingerprint"], int(s.get("chunks", 0)), now) for s in states])
+
+    def finalize_document_states(self, doc_ids: list[str], pending_prefix: str) -> int:
+        """Drop the pending prefix from these documents' fingerprints (every store now holds them). Returns how many."""
+        with self._state_db() as db:
+            return sum(db.execute("UPDATE documents SET fingerprint = substr(fingerprint, ?) WHERE doc_id = ? "
+                                  "AND substr(fingerprint, 1, ?) = ?",
+                                  (len(pending_prefix) + 1, d, len(pending_prefix), pending_prefix)).rowcount
+                       for d in doc_ids)
 
     def document_states(self, client=None) -> dict[str, dict]:
         """{doc_id: {"sha256", "fingerprint", "chunks", "updated"}} of every indexed document (no Milvus connection)."""

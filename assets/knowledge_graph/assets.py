@@ -17,6 +17,7 @@ from dagster import (
 
 from assets import _offline  # noqa: F401
 from assets.ingestion import PurgeConfig, batch_of, emit
+from assets.faults import fault_point
 from assets.knowledge_graph.extract import EXTRACTOR_VERSION, ExtractionConfig, extract_facts, silent_on_relations
 from pipelines.partitions import documents_backfill_policy, documents_partitions
 from resources.graph_store import GraphStore, remap_entities
@@ -156,6 +157,7 @@ def knowledge_graph(context: AssetExecutionContext, graph_facts, document_chunks
     # to what this run touched (its documents' chunks and edges, the entities they mention or mentioned)
     facts_by_doc, chunks_by_doc = batch_of(context, graph_facts), batch_of(context, document_chunks)
     summaries, touched, mismatched, violations = {}, set(), [], 0
+    fault_point("before_graph_write")
     with graph_store.session() as graph:
         for doc_id, facts in facts_by_doc.items():
             touched |= {e["id"] for e in graph.document_facts(doc_id)["entities"]} | {e["id"] for e in facts["entities"]}
