@@ -23,6 +23,9 @@ from resources.ontology import Ontology, normalize_name
 SIMILARITY = 0.92
 
 
+_IDENTIFIER = re.compile(r"[\w.]*\d[\w.-]*|[\w.]+(?:[-_][\w.]+)+")
+
+
 class Resolver:
     def __init__(self, ontology: Ontology, lexicon: ClassLexicon):
         self.ontology = ontology
@@ -56,6 +59,12 @@ class Resolver:
 
     def canonical_known(self, label: str, surface: str) -> str | None:
         return self.known.get((label, self.key(label, surface))) or self.known.get((label, normalize_name(surface)))
+
+    def _names_with_class_word(self, surface: str) -> bool:
+        """A class word that is part of the name ('Platform Team'), not one around an identifier ('the server
+        srv-app-02 host', 'billing-db database'): there the bare identifier is the better name."""
+        stripped, classes = self.lexicon.strip_class_words(surface)
+        return bool(classes) and not _IDENTIFIER.fullmatch(normalize_name(stripped))
 
     def entity_id(self, label: str, canonical: str) -> str:
         return f"{label}:{self.key(label, canonical)}"
@@ -110,7 +119,7 @@ class Resolver:
             # the full proper name ('Norvik International Airport', 'Platform Team') over a shortened one, then the
             # most frequent, capitalised, shortest form
             full = [s for s in surfaces if reasons.get((label, s)) != "short form"] or list(surfaces)
-            name = known or max(full, key=lambda s: (self.lexicon.strip_class_words(s)[1] != set(), surfaces[s],
+            name = known or max(full, key=lambda s: (self._names_with_class_word(s), surfaces[s],
                                                      s != s.lower(), -len(s), s))
             entity_id = f"{label}:{key}"
             entities[entity_id] = {"id": entity_id, "label": label, "name": name, "aliases": set(), "chunk_ids": [],
