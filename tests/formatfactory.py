@@ -44,6 +44,19 @@ def write_xlsx(path: Path, rows: list[list[str]], sheet: str = "Inventory") -> P
     return path
 
 
+def write_xls(path: Path, rows: list[list[str]], sheet: str = "Inventory") -> Path:
+    """A legacy Excel 97-2003 workbook (BIFF8 in an OLE compound file), written by xlwt."""
+    import xlwt
+
+    book = xlwt.Workbook()
+    table = book.add_sheet(sheet)
+    for r, row in enumerate(rows):
+        for c, value in enumerate(row):
+            table.write(r, c, value)
+    book.save(str(path))
+    return path
+
+
 def write_csv(path: Path, rows: list[list[str]]) -> Path:
     import csv
 
@@ -63,6 +76,68 @@ def write_eml(path: Path, subject: str, body: str, attachments: list[tuple[str, 
         maintype, subtype = mime.split("/")
         message.add_attachment(data, maintype=maintype, subtype=subtype, filename=name)
     path.write_bytes(message.as_bytes())
+    return path
+
+
+# MAPI property types and tags ([MS-OXCDATA] 2.11.1, [MS-OXPROPS]) of the few properties a minimal .msg carries
+_PT_LONG, _PT_UNICODE, _PT_BINARY = 0x0003, 0x001F, 0x0102
+_PR_MESSAGE_CLASS, _PR_SUBJECT, _PR_BODY, _PR_STORE_SUPPORT_MASK = 0x001A, 0x0037, 0x1000, 0x340D
+_PR_ATTACH_NUM, _PR_ATTACH_DATA_BIN, _PR_ATTACH_FILENAME, _PR_ATTACH_METHOD = 0x0E21, 0x3701, 0x3704, 0x3705
+_PR_ATTACH_LONG_FILENAME, _STORE_UNICODE_OK, _ATTACH_BY_VALUE = 0x3707, 0x00040000, 1
+
+
+def _msg_properties(header: bytes, props: list[tuple[int, int, int | bytes]]) -> tuple[bytes, dict[str, bytes]]:
+    """A '__properties_version1.0' stream ([MS-OXMSG] 2.4) and the '__substg1.0_*' streams of its variable-size
+    properties: fixed-size values sit in the 16-byte entry, the others in their own stream (the entry holds the size)."""
+    import struct
+
+    entries, streams = [header], {}
+    for pid, ptype, value in props:
+        tag = struct.pack("<HH", ptype, pid)
+        if isinstance(value, int):
+            entries.append(tag + struct.pack("<IIi", 0x6, value, 0))  # flags: readable | writable
+        else:
+            size = len(value) + (2 if ptype == _PT_UNICODE else 0)  # a string's size counts its terminator
+            entries.append(tag + struct.pack("<III", 0x6, size, 0))
+            streams[f"__substg1.0_{pid:04X}{ptype:04X}"] = value
+    return b"".join(entries), streams
+
+
+def write_msg(path: Path, subject: str, body: str, attachments: list[tuple[str, bytes]]) -> Path:
+    """A minimal real Outlook .msg ([MS-OXMSG]: an MS-CFB compound file of MAPI property streams): IPM.Note with a
+    Unicode subject and plain-text body, and each attachment (file name, bytes) attached by value. Written with
+    extract-msg's own OLE writer; read back by extract-msg and by python-oxmsg (unstructured's partition_msg)."""
+    import struct
+
+    from extract_msg import OleWriter
+
+    def text(value: str) -> bytes:
+        return value.encode("utf-16-le")
+
+    writer = OleWriter()
+    # top-level message header: 8 reserved, next recipient id, next attachment id, recipient count, attachment
+    # count, 8 reserved
+    header = struct.pack("<8xIIII8x", 0, len(attachments), 0, len(attachments))
+    properties, streams = _msg_properties(header, [
+        (_PR_MESSAGE_CLASS, _PT_UNICODE, text("IPM.Note")), (_PR_SUBJECT, _PT_UNICODE, text(subject)),
+        (_PR_BODY, _PT_UNICODE, text(body)), (_PR_STORE_SUPPORT_MASK, _PT_LONG, _STORE_UNICODE_OK)])
+    writer.addEntry("__nameid_version1.0", storage=True)
+    for name in ("__substg1.0_00020102", "__substg1.0_00030102", "__substg1.0_00040102"):
+        writer.addEntry(f"__nameid_version1.0/{name}", b"")  # the (empty) named-property map
+    writer.addEntry("__properties_version1.0", properties)
+    for name, data in streams.items():
+        writer.addEntry(name, data)
+    for number, (filename, data) in enumerate(attachments):
+        folder = f"__attach_version1.0_#{number:08X}"
+        writer.addEntry(folder, storage=True)
+        properties, streams = _msg_properties(b"\x00" * 8, [  # an attachment's header: 8 reserved bytes
+            (_PR_ATTACH_NUM, _PT_LONG, number), (_PR_ATTACH_DATA_BIN, _PT_BINARY, data),
+            (_PR_ATTACH_FILENAME, _PT_UNICODE, text(filename)), (_PR_ATTACH_METHOD, _PT_LONG, _ATTACH_BY_VALUE),
+            (_PR_ATTACH_LONG_FILENAME, _PT_UNICODE, text(filename))])
+        writer.addEntry(f"{folder}/__properties_version1.0", properties)
+        for name, value in streams.items():
+            writer.addEntry(f"{folder}/{name}", value)
+    writer.write(str(path))
     return path
 
 

@@ -26,6 +26,7 @@ def texts(records) -> str:
 GENERATORS = {
     "deck.pptx": lambda p: ff.write_pptx(p, [("Quote service", [LINE, "Owned by Revenue Tools"])]),
     "hosts.xlsx": lambda p: ff.write_xlsx(p, HOSTS),
+    "hosts.xls": lambda p: ff.write_xls(p, HOSTS),
     "hosts.csv": lambda p: ff.write_csv(p, HOSTS),
     "notes.odt": lambda p: ff.write_odt(p, "Notes", [LINE]),
     "hosts.ods": lambda p: ff.write_ods(p, HOSTS),
@@ -33,6 +34,7 @@ GENERATORS = {
     "memo.rtf": lambda p: ff.write_rtf(p, [LINE]),
     "book.epub": lambda p: ff.write_epub(p, "Runbook", [LINE]),
     "mail.eml": lambda p: ff.write_eml(p, "Quote service", LINE, []),
+    "mail.msg": lambda p: ff.write_msg(p, "Quote service", LINE, []),
 }
 
 
@@ -155,6 +157,34 @@ def test_mail_attachments_are_documents_of_their_own(platform):
                                                                              "not included (.exe))"]
 
 
+def test_outlook_msg_attachments_are_documents_of_their_own(tmp_path):
+    """A real .msg (MS-CFB, written in the test): its body parses, each attachment is a document keyed
+    '<mail>#<name>' that reads and parses on its own, and an attachment of a type not included is skipped by name."""
+    import extract_msg
+
+    from assets.ingestion import read_document
+
+    docs = tmp_path / "docs"
+    (docs / "inbox").mkdir(parents=True)
+    plan = write_docx(tmp_path / "plan.docx", "Plan", ["Move ledger-ui to bx-web-12 on Friday."])
+    mail = ff.write_msg(docs / "inbox" / "outage.msg", "Outage", "See the plan attached.",
+                        [("plan.docx", plan.read_bytes()), ("setup.exe", b"MZ\x00\x00")])
+    with extract_msg.openMsg(mail.read_bytes()) as message:  # the file is a real MSG to extract-msg itself
+        assert message.subject == "Outage" and message.body == "See the plan attached."
+        assert [a.longFilename for a in message.attachments] == ["plan.docx", "setup.exe"]
+    source = DocumentSource(root=str(docs))
+    report = ScanReport()
+    found = source.scan(report=report)
+    assert set(found) == {"inbox/outage.msg", "inbox/outage.msg#plan.docx"}
+    assert found["inbox/outage.msg#plan.docx"].attached_to == "inbox/outage.msg"
+    assert report.skipped == {"attachment not included (.exe)": 1}
+    body = parse_records("inbox/outage.msg", ".msg", mail.read_bytes())
+    assert "plan attached" in texts(body) and "Friday" not in texts(body)  # attachments are not inlined
+    record = read_document(source, "inbox/outage.msg#plan.docx")
+    assert record["attached_to"] == "inbox/outage.msg" and record["content"] == plan.read_bytes()
+    assert "bx-web-12 on Friday" in texts(parse_records(record["doc_id"], record["suffix"], record["content"]))
+
+
 def test_large_table_chunks_keep_whole_rows_with_the_header(tmp_path):
     from assets.ingestion import ChunkingConfig, chunk_elements
 
@@ -172,7 +202,7 @@ def test_large_table_chunks_keep_whole_rows_with_the_header(tmp_path):
     assert seen == [r[0] for r in rows[1:]]
 
 
-@pytest.mark.parametrize("name", ["fleet.xlsx", "fleet.csv", "fleet.docx", "fleet.html"])
+@pytest.mark.parametrize("name", ["fleet.xlsx", "fleet.xls", "fleet.csv", "fleet.docx", "fleet.html"])
 def test_table_reaches_the_graph_stage_as_a_table(tmp_path, name):
     from assets.ingestion import ChunkingConfig, chunk_elements
     from assets.knowledge_graph.extract import extract_facts
@@ -182,6 +212,8 @@ def test_table_reaches_the_graph_stage_as_a_table(tmp_path, name):
     path = tmp_path / name
     if name.endswith(".xlsx"):
         ff.write_xlsx(path, rows)
+    elif name.endswith(".xls"):
+        ff.write_xls(path, rows)
     elif name.endswith(".csv"):
         ff.write_csv(path, rows)
     elif name.endswith(".html"):
