@@ -275,7 +275,9 @@ def main(argv=None) -> int:
             batches = contiguous_batches(keys, set(keys))
             for batch in batches:
                 result = run(batch)
-                chunks += int(result.get_asset_materialization_events()[-1].materialization.metadata["chunks"].value)
+                chunks += next(int(e.materialization.metadata["chunks"].value) for e in result.get_asset_materialization_events()
+                               if e.materialization.asset_key.to_user_string() == "chunk_vectors"
+                               and "chunks" in e.materialization.metadata)
             full_s = time.perf_counter() - start
             rss_full = peak_rss_mb()
             print(f"pipeline (batched):{full_s:8.2f} s  {chunks / full_s:8.1f} chunks/s ({chunks} chunks, "
