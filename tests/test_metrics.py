@@ -13,6 +13,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from resources.llm import AdapterRegistry
 from tests.platform_harness import free_port
 
+from resources.documents import SAMPLE_CORPUS
+
+SAMPLE_COUNT = sum(1 for p in SAMPLE_CORPUS.iterdir() if p.is_file())  # the bundled sample documents
+
 REPO = __import__("pathlib").Path(__file__).resolve().parent.parent
 
 
@@ -73,11 +77,11 @@ def test_exporter_serves_values_that_match_the_stores(platform, tmp_path):
         proc.terminate()
         proc.wait(timeout=30)
     assert values["docplatform_store_up{store=dagster}"] == 1 and values["docplatform_store_up{store=graph}"] == 1
-    assert values["docplatform_documents_processed_total"] == 5 == again["docplatform_documents_processed_total"]
+    assert values["docplatform_documents_processed_total"] == SAMPLE_COUNT == again["docplatform_documents_processed_total"]
     assert values["docplatform_chunks_processed_total"] == sum(s["chunks"] for s in states.values()) == vectors
     assert values["docplatform_failures_total{stage=raw_documents}"] == 1
     assert values["docplatform_failures_total{stage=chunk_vectors}"] == 0
-    assert values["docplatform_documents_indexed"] == len(states) == 5
+    assert values["docplatform_documents_indexed"] == len(states) == SAMPLE_COUNT
     assert values["docplatform_chunks_indexed"] == vectors
     # a milvus-lite file is held by one process at a time: its size comes from the state table, not a Milvus count
     assert "docplatform_index_vectors" not in values and "docplatform_store_up{store=milvus}" not in values

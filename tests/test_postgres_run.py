@@ -13,6 +13,10 @@ from dagster._core.instance.config import dagster_instance_config
 
 from tests.test_postgres_storage import PG, pg_database  # noqa: F401  (fixture: a fresh database on the real server)
 
+from resources.documents import SAMPLE_CORPUS
+
+SAMPLE_COUNT = sum(1 for p in SAMPLE_CORPUS.iterdir() if p.is_file())  # the bundled sample documents
+
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -35,16 +39,16 @@ def test_make_run_job_on_postgres_storage(tmp_path, pg_database):  # noqa: F811
     proc = subprocess.run([sys.executable, "-m", "pipelines.run_main"], cwd=REPO, env=env, capture_output=True,
                           text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert "ingested 5/5 changed documents" in proc.stdout and "0 failed" in proc.stdout
+    assert f"ingested {SAMPLE_COUNT}/{SAMPLE_COUNT} changed documents" in proc.stdout and "0 failed" in proc.stdout
     assert not (home / "history").exists() and not (home / "storage" / "runs.db").exists()  # nothing on SQLite
     with psycopg2.connect(dbname=pg_database, **PG) as conn, conn.cursor() as cur:
         cur.execute("SELECT pipeline_name, status FROM runs")
         assert cur.fetchall() == [("ingest_job", "SUCCESS")]
         cur.execute("SELECT count(*) FROM dynamic_partitions")
-        assert cur.fetchone()[0] == 5
+        assert cur.fetchone()[0] == SAMPLE_COUNT
         cur.execute("SELECT count(DISTINCT partition) FROM event_logs WHERE dagster_event_type = 'ASSET_MATERIALIZATION' "
                     "AND asset_key LIKE '%chunk_vectors%'")
-        assert cur.fetchone()[0] == 5
+        assert cur.fetchone()[0] == SAMPLE_COUNT
     again = subprocess.run([sys.executable, "-m", "pipelines.run_main"], cwd=REPO, env=env, capture_output=True,
                            text=True, timeout=900)
     assert again.returncode == 0 and "0 new or changed" in again.stdout, again.stdout[-2000:]
