@@ -200,10 +200,29 @@ class Embedder(ConfigurableResource):
         return [split_by_count(text, window, lambda t: model.token_count(t, False)) for text in texts]
 
 
+_SENTENCE_ENDS = ".!?。！？"
+_WORD_BREAK, _SENTENCE_BREAK, _LINE_BREAK = 1, 2, 3
+
+
+def _break_kind(text: str, position: int) -> int:
+    """How good a cut before text[position] is: 3 after a line break, 2 after a sentence end, 1 after other
+    whitespace, 0 inside a word."""
+    if position <= 0 or not text[position - 1].isspace():
+        return 0
+    gap = position
+    while gap > 0 and text[gap - 1].isspace():
+        gap -= 1
+    if "\n" in text[gap:position]:
+        return _LINE_BREAK
+    return _SENTENCE_BREAK if gap > 0 and text[gap - 1] in _SENTENCE_ENDS else _WORD_BREAK
+
+
 def split_by_offsets(texts: list[str], max_tokens: int, tokenizer) -> list[list[str]]:
     """Pieces of at most max_tokens word pieces ([CLS] and [SEP] included), cut before a word that starts after
     whitespace (so each piece re-tokenizes to the same pieces), between word pieces only when a window holds no word
-    boundary in its second half (a `tokenizers` Tokenizer with offsets, truncation off)."""
+    boundary in its second half (a `tokenizers` Tokenizer with offsets, truncation off). Within that second half a
+    line break beats a sentence end, which beats any other word boundary: a cut inside a sentence splits the fact it
+    states ("ledger-db는 | 데이터팀이 관리하므로") so that neither piece holds it, for search or the knowledge graph."""
     limit = max(8, max_tokens - 2)
     out = []
     for text, enc in zip(texts, tokenizer.encode_batch(texts, add_special_tokens=False)):
@@ -217,11 +236,13 @@ def split_by_offsets(texts: list[str], max_tokens: int, tokenizer) -> list[list[
             if start + limit >= len(offsets):
                 pieces.append(text[begin:])
                 break
-            cut = start + limit
-            while cut > start + limit // 2 and not text[offsets[cut][0] - 1 : offsets[cut][0]].isspace():
-                cut -= 1
-            if cut == start + limit // 2:
-                cut = start + limit - 2  # one long word: cut between its pieces, leaving room for re-tokenizing
+            cut, best = start + limit - 2, 0  # one long word: cut between its pieces, leaving room for re-tokenizing
+            for candidate in range(start + limit, start + limit // 2, -1):  # the latest cut of the best kind
+                kind = _break_kind(text, offsets[candidate][0])
+                if kind > best:
+                    cut, best = candidate, kind
+                    if kind == _LINE_BREAK:
+                        break
             # offsets of normalised text (Hangul decomposed into jamo) are approximate: re-count, step back if over
             while cut > start + 1:
                 over = len(tokenizer.encode(text[begin : offsets[cut][0]], add_special_tokens=False).ids) - limit
