@@ -85,7 +85,7 @@ def test_exporter_serves_values_that_match_the_stores(platform, tmp_path):
     assert values["docplatform_chunks_indexed"] == vectors
     # a milvus-lite file is held by one process at a time: its size comes from the state table, not a Milvus count
     assert "docplatform_index_vectors" not in values and "docplatform_store_up{store=milvus}" not in values
-    assert values["docplatform_documents_in_folder"] == 6
+    assert values["docplatform_documents_in_folder"] == SAMPLE_COUNT + 1  # and broken.pdf
     assert values["docplatform_documents_pending"] == 2  # the edited document and the broken one
     assert 100 < values["docplatform_ingestion_lag_seconds"] < 3600
     assert values["docplatform_graph_entities"] == stats["entities"] > 0
