@@ -574,6 +574,7 @@ def chunk_vectors(context: AssetExecutionContext, config: RetrievalGateConfig, d
                   "cache_hits": summary["cache_hits"], "written": summary["written"], "moved": summary["moved"],
                   "reused": chunk_count - summary["written"] + summary["moved"], "stale_removed": summary["removed"],
                   "dimension": dim, "collection": milvus.collection, "fingerprint": fingerprint,
+                  "embedder_precision": embedder.resolved_precision(),
                   "failed": len(failed), "failed_documents": MetadataValue.json(failed),
                   **progress.metadata(len(docs), chunk_count)},
     )

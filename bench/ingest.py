@@ -247,7 +247,9 @@ def main(argv=None) -> int:
         build_corpus(docs, args.docs, args.paragraphs)
         embedder = Embedder()
         embedder.encode(["warm-up"])  # model load is not part of either rate
-        print(f"corpus: {args.docs} markdown documents, {args.paragraphs} paragraphs each; cores: {os.cpu_count()}")
+        print(f"corpus: {args.docs} markdown documents, {args.paragraphs} paragraphs each; cores: {os.cpu_count()}; "
+              f"embedder {embedder.model} in {embedder.resolved_precision()} (DOCPLATFORM_EMBEDDER_PRECISION; LlamaIndex: fp32); "
+              f"load average {os.getloadavg()[0]:.1f}")
 
         if not args.skip_plain:
             plain_s, plain_chunks = plain_loop(docs, str(tmp / "plain.db"), embedder)

@@ -6,9 +6,10 @@ pipelines.partitions without loading the whole platform. Load it with `dagster d
 """
 
 from assets import _offline  # noqa: F401  (air-gapped environment before any library import)
-from pipelines.event_log import batch_planned_events, relax_sqlite_sync
+from pipelines.event_log import batch_planned_events, batch_sqlite_event_writes, relax_sqlite_sync
 
 batch_planned_events()
+batch_sqlite_event_writes()
 relax_sqlite_sync()
 
 

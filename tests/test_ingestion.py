@@ -242,3 +242,20 @@ def test_chunking_config_is_validated(platform):
     chunks = small.output_for_node("document_chunks")
     assert len(chunks) > 3 and all(len(c["text"]) <= 120 for c in chunks)
     assert platform.count("oncall-handbook.txt") == len(chunks)
+
+
+def test_embedder_precision_bf16_matches_fp32_and_bad_setting_is_named(monkeypatch):
+    from resources.embedder import cpu_has_native_bf16
+
+    texts = ["The billing service runs on db-01, managed by the Data Team.", "Backups are kept for 30 days. " * 20]
+    fp32, bf16 = Embedder(precision="fp32"), Embedder(precision="bf16")
+    assert fp32.resolved_precision() == "fp32" and bf16.resolved_precision() == "bf16"
+    a, b = fp32.encode(texts), bf16.encode(texts)
+    assert not np.array_equal(a, b)  # bf16 arithmetic really ran
+    assert np.allclose(np.linalg.norm(b, axis=1), 1.0, atol=1e-5)
+    assert float((a * b).sum(axis=1).min()) > 0.999
+    assert Embedder().resolved_precision() == ("bf16" if cpu_has_native_bf16() else "fp32")
+    assert Embedder(precision="bf16").fingerprint() == Embedder(precision="fp32").fingerprint()
+    monkeypatch.setenv("DOCPLATFORM_EMBEDDER_PRECISION", "fp16")
+    with pytest.raises(ValueError, match="DOCPLATFORM_EMBEDDER_PRECISION"):
+        Embedder().encode(["x"])
