@@ -13,7 +13,8 @@ from dagster import DagsterEventType
 
 from assets.ingestion import GRAPH_PENDING
 from resources.graph_store import GraphStore, GraphStoreUnavailable
-from tests.platform_harness import Platform, failure_message, free_port
+from pipelines.sensors import purge_run_config
+from tests.platform_harness import QUIET, Platform, failure_message, free_port
 
 A, B, C = "infrastructure-overview.md", "oncall-handbook.txt", "security-policy.html"
 
@@ -106,6 +107,23 @@ def test_graph_store_held_by_another_process(tmp_path, docs_dir, monkeypatch):
         assert _facts(store, C)[0]
         assert not platform.milvus.document_states()[C]["fingerprint"].startswith(GRAPH_PENDING)
         assert _facts(store, A) == facts_a
+
+        # the purge of a deleted document while the file is held: its graph step is retried, then fails saying what
+        # to re-run (its vectors and state row are gone already); re-run once released, the facts go too
+        purge = platform.defs.resolve_job_def("purge_documents_job")
+        holder = Holder(path)
+        try:
+            result = purge.execute_in_process(run_config=purge_run_config([C]) | QUIET, instance=platform.instance,
+                                              raise_on_error=False)
+        finally:
+            holder.release()
+        assert not result.success
+        message = failure_message(result)
+        assert f"graph database {path} failed on all 3 tries" in message and "run purge_documents_job again" in message
+        assert _restarts(result) == ["purge_document_graph", "purge_document_graph"]
+        assert platform.count(C) == 0 and _facts(store, C)[0]
+        assert purge.execute_in_process(run_config=purge_run_config([C]) | QUIET, instance=platform.instance).success
+        assert _facts(store, C) == ([], []) and _facts(store, A) == facts_a
 
 
 def test_neo4j_unreachable_fails_clearly_after_retries(tmp_path, docs_dir, monkeypatch):

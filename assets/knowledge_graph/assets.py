@@ -143,6 +143,17 @@ def graph_facts(context: AssetExecutionContext, config: ExtractionSettings, docu
         metadata={"documents_without_relations": MetadataValue.json(silent[:50])})
 
 
+def retry_or_fail(context, graph_store: GraphStore, exc: BaseException, outcome: str):
+    """The graph store was unavailable: RetryRequested with backoff, or after the last try a Failure naming it."""
+    if context.retry_number >= GRAPH_STEP_RETRIES:
+        raise Failure(description=f"{graph_store.location} failed on all {GRAPH_STEP_RETRIES + 1} tries of this step: "
+                                  f"{type(exc).__name__}: {str(exc)[:500]}; {outcome}") from exc
+    wait = GRAPH_STEP_BACKOFF_S * 2 ** context.retry_number
+    context.log.warning(f"{graph_store.location} failed ({type(exc).__name__}: {exc}); retry "
+                        f"{context.retry_number + 1}/{GRAPH_STEP_RETRIES} of this step in {wait:g} s")
+    raise RetryRequested(max_retries=GRAPH_STEP_RETRIES, seconds_to_wait=wait) from exc
+
+
 def _write_documents(graph_store: GraphStore, facts_by_doc: dict, chunks_by_doc: dict):
     """Replace each document's facts (one transaction per document) and run the scoped integrity queries."""
     summaries, touched, mismatched, violations = {}, set(), [], 0
@@ -197,14 +208,8 @@ def knowledge_graph(context: AssetExecutionContext, graph_facts, document_chunks
     except (GraphStoreUnavailable, *neo4j_transient_errors()) as exc:
         # held by another process / server down: each document's replacement is one transaction, so nothing stored
         # was removed; the documents' index state stays pending, so a later run writes them if these tries fail
-        if context.retry_number >= GRAPH_STEP_RETRIES:
-            raise Failure(description=f"{graph_store.location} failed on all {GRAPH_STEP_RETRIES + 1} tries of this "
-                                      f"step: {type(exc).__name__}: {str(exc)[:500]}; nothing stored was removed and "
-                                      "these documents stay pending, so the next run writes them") from exc
-        wait = GRAPH_STEP_BACKOFF_S * 2 ** context.retry_number
-        context.log.warning(f"{graph_store.location} failed ({type(exc).__name__}: {exc}); retry "
-                            f"{context.retry_number + 1}/{GRAPH_STEP_RETRIES} of this step in {wait:g} s")
-        raise RetryRequested(max_retries=GRAPH_STEP_RETRIES, seconds_to_wait=wait) from exc
+        retry_or_fail(context, graph_store, exc, "nothing stored was removed and these documents stay pending, so "
+                                                 "the next run writes them")
     summaries, mismatched, violations, orphans, untraceable, stats = written
     totals = Counter()
     for summary in summaries.values():
@@ -227,10 +232,15 @@ def knowledge_graph(context: AssetExecutionContext, graph_facts, document_chunks
 
 @op(description="Remove deleted documents' facts and provenance from the knowledge graph.")
 def purge_document_graph(context: OpExecutionContext, config: PurgeConfig, graph_store: GraphStore) -> list[str]:
-    with graph_store.session() as graph:
-        for doc_id in config.doc_ids:
-            removed = graph.purge_document(doc_id)
-            context.log.info(f"purged graph facts of deleted document {doc_id!r}: {removed}")
+    try:
+        with graph_store.session() as graph:
+            for doc_id in config.doc_ids:
+                removed = graph.purge_document(doc_id)
+                context.log.info(f"purged graph facts of deleted document {doc_id!r}: {removed}")
+    except (GraphStoreUnavailable, *neo4j_transient_errors()) as exc:
+        # the vectors are already purged (and the state rows with them): the sensor will not ask again
+        retry_or_fail(context, graph_store, exc, f"the graph still holds the facts of {config.doc_ids[:20]}: run "
+                                                 "purge_documents_job again with the same doc_ids")
     return config.doc_ids
 
 
