@@ -2,8 +2,9 @@
 test's own (initdb in a temporary folder, the same binaries as .ci/start_postgres.sh; the shared test server is never
 touched) restarted between runs, restarted during a run, and down when a run starts. dagster-postgres opens a new
 connection per operation (NullPool) and retries a failed connection 5 times with exponential backoff (~10 s in all):
-a short restart is ridden out, a longer outage fails the run's start clearly; nothing stored before is lost and a
-later run succeeds."""
+a planned restart (SIGTERM: queries in flight finish, new connections wait) shorter than that is ridden out, a
+server down at a run's launch fails it clearly before any step; nothing stored before is lost and a later run
+succeeds. (A crash or fast shutdown cuts a query in flight, which dagster-postgres does not retry: see README.)"""
 
 import os
 import shutil
@@ -16,6 +17,7 @@ from pathlib import Path
 import psycopg2
 import pytest
 from dagster import AssetKey, DagsterEventType, DagsterInstance
+from dagster_postgres.utils import DagsterPostgresException
 
 from assets.ingestion import GRAPH_PENDING
 from pipelines.definitions import build_defs
@@ -59,8 +61,10 @@ class PostgresServer:
         self._run("pg_ctl", "-D", str(self.data), "-l", str(self.root / "server.log"), "-w", "-t", "60",
                   "-o", f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.root}", "start")
 
-    def stop(self) -> None:
-        self._run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop")
+    def stop(self, mode: str = "fast") -> None:
+        """fast: active sessions are cut; smart: what SIGTERM does (a planned restart, e.g. a pod replaced): new
+        connections are refused at once, queries in flight finish first."""
+        self._run("pg_ctl", "-D", str(self.data), "-m", mode, "-w", "stop")
 
     def close(self) -> None:
         try:
@@ -84,7 +88,7 @@ def _restart_when(instance, step_key: str, server: PostgresServer, down_s: float
         if runs and runs[0].run_id not in seen and any(
                 r.event_log_entry.step_key == step_key for r in instance.get_records_for_run(
                     runs[0].run_id, of_type=DagsterEventType.STEP_START).records):
-            server.stop()
+            server.stop("smart")
             time.sleep(down_s)
             server.start()
             seen.append(runs[0].run_id)
@@ -132,7 +136,7 @@ def test_postgres_storage_restarts_between_and_during_runs(tmp_path, docs_dir, m
             second = ingest(DOCS[1])
             assert second.success, failure_message(second)
 
-            # 2. restarted (down 2 s) while a run is in its chunk_vectors step: the event writes are retried
+            # 2. restarted (SIGTERM, down 2 s) while a run is in its chunk_vectors step: the event writes are retried
             seen = [r.run_id for r in instance.get_runs()]
             restart = threading.Thread(target=_restart_when, args=(instance, "chunk_vectors", server, 2.0, seen))
             restart.start()
@@ -149,11 +153,9 @@ def test_postgres_storage_restarts_between_and_during_runs(tmp_path, docs_dir, m
             # 3. down when a run starts: creating the run fails after dagster-postgres' retries, before any step ran
             server.stop()
             started = time.monotonic()
-            with pytest.raises(Exception) as failure:
+            with pytest.raises(DagsterPostgresException, match="too many retries for DB connection"):
                 ingest(DOCS[3])
             assert time.monotonic() - started > 2  # it retried with backoff before giving up
-            assert "too many retries for DB connection" in str(failure.value) or \
-                "Connection refused" in str(failure.value) or "connection" in str(failure.value).lower(), failure.value
             assert DOCS[3] not in milvus.document_states()  # nothing of the document was written anywhere
 
             # back up: nothing stored before was lost, and the run succeeds
