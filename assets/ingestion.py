@@ -69,7 +69,10 @@ _CHUNKING_DEFAULTS = json.loads(os.environ.get("DOCPLATFORM_CHUNKING", "{}") or 
 def batch_of(context, value) -> dict:
     """{doc_id: value} for an input: a batched run passes a Batch, a one-document run the value itself."""
     if isinstance(value, Batch):
-        return dict(value)
+        # the IO manager loads every stored partition of the range: those of documents this run skipped as
+        # unchanged are earlier runs' values, not this run's work
+        skipped = unchanged_in_run(context)
+        return {k: v for k, v in value.items() if k not in skipped}
     if value is None:
         return {}
     return {context.partition_keys[0]: value}
@@ -83,7 +86,9 @@ def emit(context, results: dict, failures: dict[str, str]):
             error = failures[keys[0]]
             raise DocumentError(keys[0], error.split(": ", 1)[1] if error.startswith("document ") else error)
         return results[keys[0]]
-    return Batch(results)
+    batch = Batch(results)
+    batch.kept = unchanged_in_run(context)  # their stored values stay: this run skipped them, they did not fail
+    return batch
 
 
 def report_failures(context, failures: dict[str, str]) -> None:
@@ -97,6 +102,15 @@ def report_failures(context, failures: dict[str, str]) -> None:
     run = context.instance.get_run_by_id(context.run_id)
     merged = json.loads((run.tags if run else {}).get(FAILED_TAG, "{}")) | {k: v[:300] for k, v in failures.items()}
     context.instance.add_run_tags(context.run_id, {FAILED_TAG: json.dumps(merged)[:20000]})
+
+
+UNCHANGED_TAG = "docplatform/unchanged_documents"
+
+
+def unchanged_in_run(context) -> set[str]:
+    """The documents this run found already indexed with the same content and stage fingerprint (skipped)."""
+    run = context.instance.get_run_by_id(context.run_id)
+    return set(json.loads((run.tags if run else {}).get(UNCHANGED_TAG, "[]")))
 
 
 def failed_in_run(context) -> dict[str, str]:
@@ -173,15 +187,47 @@ def read_attachment(documents: DocumentSource, doc_id: str) -> tuple | None:
     return found[0], data
 
 
+class ReadConfig(Config):
+    reindex_unchanged: bool = Field(
+        default=False, description="Index documents again although the index already holds their current content "
+                                   "with this run's stage fingerprint (e.g. after a knowledge-graph extractor change). "
+                                   "Default: such documents are skipped, so a run queued behind an equal one (sensor, "
+                                   "nightly, manual request for the same change) does no work.")
+
+
+def run_stage_fingerprint(context, embedder: Embedder) -> str | None:
+    """The stage fingerprint this run's chunk_vectors will record: its own chunking config (run config), embedder.
+    None for an invalid chunking config (document_chunks reports it)."""
+    from pydantic import ValidationError
+
+    ops = ((context.run.run_config if context.run else None) or {}).get("ops") or {}
+    try:
+        chunking = ChunkingConfig(**(((ops.get("document_chunks") or {}).get("config")) or {}))
+    except ValidationError:
+        return None
+    return stage_fingerprint(chunking_fingerprint(chunking), embedder)
+
+
+def unchanged_documents(records: dict[str, dict], states: dict[str, dict], fingerprint: str) -> list[str]:
+    """Documents whose final index state (vectors and graph written: no pending prefix) has this content hash and
+    this stage fingerprint: indexing them again would change nothing."""
+    return sorted(k for k, r in records.items()
+                  if (s := states.get(k)) and s["sha256"] == r["sha256"] and s["fingerprint"] == fingerprint)
+
+
 @asset(
     partitions_def=documents_partitions,
     backfill_policy=documents_backfill_policy,
     group_name=GROUP,
     code_version=INGEST_CODE_VERSION,
-    description="The document's bytes and content hash, read from the documents folder.",
+    description="The document's bytes and content hash, read from the documents folder. In the ingestion job, a "
+                "document already indexed with this content and stage fingerprint is skipped (no output for it: the "
+                "run does no work for it), unless reindex_unchanged is set.",
     check_specs=[AssetCheckSpec("content_not_empty", asset="raw_documents", blocking=True)],
+    output_required=False,
 )
-def raw_documents(context: AssetExecutionContext, documents: DocumentSource):
+def raw_documents(context: AssetExecutionContext, config: ReadConfig, documents: DocumentSource, milvus: MilvusStore,
+                  embedder: Embedder):
     results, failures = {}, {}
     for key in context.partition_keys:
         try:
@@ -189,10 +235,32 @@ def raw_documents(context: AssetExecutionContext, documents: DocumentSource):
         except DocumentError as exc:
             failures[key] = exc.description
     report_failures(context, failures)
+    # Deduplication at run start: the sensor, the nightly and a manual request may queue runs for the same change;
+    # the queue runs them one after the other, and the later ones find the change indexed (state final) and skip it.
+    # Only in a run that ends with documents_indexed (the whole ingestion path), which is what makes a state final.
+    full_path = AssetKey("documents_indexed") in context.job_def.asset_layer.selected_asset_keys
+    fingerprint = run_stage_fingerprint(context, embedder) if full_path and not config.reindex_unchanged else None
+    unchanged = unchanged_documents(results, milvus.document_states(), fingerprint) if fingerprint else []
+    if unchanged:
+        context.instance.add_run_tags(context.run_id, {UNCHANGED_TAG: json.dumps(unchanged)[:20000]})
+        for key in unchanged:
+            context.log_event(AssetObservation(asset_key=context.asset_key, partition=key, metadata={
+                "status": "unchanged", "sha256": results[key]["sha256"],
+                "note": "already indexed with this content and stage fingerprint: skipped (reindex_unchanged=true "
+                        "indexes it anyway)"}))
+            del results[key]
+        context.log.info(f"{len(unchanged)} document(s) already indexed with this content and stage fingerprint, "
+                         f"skipped: {', '.join(unchanged[:20])}")
+        if not results and not failures:
+            # nothing to do in this run: no output, so every later step is skipped
+            yield AssetCheckResult(check_name="content_not_empty", passed=True,
+                                   metadata={"documents": 0, "unchanged": len(unchanged)})
+            return
     value = emit(context, results, failures)
     sizes = [r["size"] for r in results.values()]
     metadata = {"documents": len(results), "failed": len(failures), "size_bytes": int(sum(sizes)),
-                "failed_documents": MetadataValue.json(failures)}
+                "failed_documents": MetadataValue.json(failures), "unchanged": len(unchanged),
+                "unchanged_documents": MetadataValue.json(unchanged[:200])}
     run = context.instance.get_run_by_id(context.run_id)
     if run and run.tags.get("docplatform/skipped_files"):  # the scan's non-documents (pipelines/sensors.py)
         metadata["skipped_files"] = MetadataValue.json(json.loads(run.tags["docplatform/skipped_files"]))
@@ -559,8 +627,9 @@ def chunk_vectors(context: AssetExecutionContext, config: RetrievalGateConfig, d
     norms_ok = bool(len(norms)) and bool(np.all(np.abs(norms - 1.0) < 1e-3))
     mismatched = sorted(k for k, rows in docs.items() if stored_by_doc.get(k, set()) != {r["chunk_id"] for r in rows})
     failed = {k: v for k, v in failed_in_run(context).items() if k in set(context.partition_keys)}
+    unchanged = unchanged_in_run(context)
     failed |= {k: "failed upstream (see raw_documents / parsed_elements)" for k in context.partition_keys
-               if k not in docs and k not in failed}
+               if k not in docs and k not in failed and k not in unchanged}
     chunk_ids = {k: sorted(r["chunk_id"] for r in rows) for k, rows in docs.items()}
     if len(context.partition_keys) == 1:
         key = context.partition_keys[0]

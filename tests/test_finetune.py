@@ -306,6 +306,7 @@ def test_finetune_job_end_to_end_on_ingested_sample_corpus(tmp_path, docs_dir, t
     from tests.platform_harness import QUIET, Platform
 
     monkeypatch.setenv("DOCPLATFORM_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setattr("assets.finetune.assets.DEPLOY_STEP_RETRIES", 0)  # no server will come: no step retries
     overrides = {
         "base_model": BaseModelFolder(path=str(tiny_model)),
         "adapter_registry": AdapterRegistry(root=str(tmp_path / "adapters")),

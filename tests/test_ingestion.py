@@ -3,10 +3,10 @@
 import numpy as np
 import pytest
 
-from assets.ingestion import chunk_id_for
+from assets.ingestion import UNCHANGED_TAG, chunk_id_for
 from resources import Embedder
 from tests.docfactory import write_pdf
-from tests.platform_harness import failure_message
+from tests.platform_harness import QUIET, failure_message
 
 SAMPLE_KEYS = {
     "deployment-runbook.pdf",
@@ -52,9 +52,18 @@ def test_rerun_is_idempotent_and_reuses_vectors(platform):
     first = platform.ingest("infrastructure-overview.md")
     assert first.success
     ids = {r["chunk_id"] for r in platform.vectors("infrastructure-overview.md")}
+    # the same content again: found indexed at run start, nothing after raw_documents runs
     second = platform.ingest("infrastructure-overview.md")
     assert second.success
-    assert second.output_for_node("chunk_vectors")["embedded"] == 0
+    skipped = {e.step_key for e in second.all_events if e.event_type_value == "STEP_SKIPPED"}
+    assert {"parsed_elements", "chunk_vectors", "knowledge_graph", "documents_indexed"} <= skipped
+    assert platform.instance.get_run_by_id(second.run_id).tags[UNCHANGED_TAG] == '["infrastructure-overview.md"]'
+    # forced (reindex_unchanged): the whole path runs again, every vector is reused, nothing is duplicated
+    forced = platform.defs.resolve_job_def("ingest_job").execute_in_process(
+        partition_key="infrastructure-overview.md", instance=platform.instance,
+        run_config=QUIET | {"ops": {"raw_documents": {"config": {"reindex_unchanged": True}}}})
+    assert forced.success
+    assert forced.output_for_node("chunk_vectors")["embedded"] == 0
     assert {r["chunk_id"] for r in platform.vectors("infrastructure-overview.md")} == ids
     assert platform.count() == len(ids)
 

@@ -10,7 +10,7 @@ import zipfile
 
 import pytest
 
-from assets.ingestion import FAILED_TAG, chunk_elements, ChunkingConfig, default_tokenizer, expected_fingerprint
+from assets.ingestion import FAILED_TAG, UNCHANGED_TAG, chunk_elements, ChunkingConfig, default_tokenizer, expected_fingerprint
 from assets.parsing import parse_many
 from pipelines.partitions import contiguous_batches
 from resources import DocumentSource, Embedder
@@ -52,8 +52,13 @@ def test_batch_isolates_bad_documents_and_keeps_indexed_vectors(platform):
     tagged = json.loads(result.dagster_run.tags[FAILED_TAG])
     assert set(tagged) == {corrupt, "infrastructure-overview.md"}
     # per-document status: an observation on each failed partition
-    observed = {e.partition for e in result.all_events if e.event_type_value == "ASSET_OBSERVATION"}
-    assert observed == {corrupt, "infrastructure-overview.md"}
+    observed = {(e.partition, e.asset_observation_data.asset_observation.metadata["status"].value)
+                for e in result.all_events if e.event_type_value == "ASSET_OBSERVATION"}
+    assert {k for k, status in observed if status == "failed"} == {corrupt, "infrastructure-overview.md"}
+    # the documents that did not change were found indexed at run start and skipped, not re-done
+    unchanged = set(keys) - {corrupt, "infrastructure-overview.md", "oncall-handbook.txt"}
+    assert {k for k, status in observed if status == "unchanged"} == unchanged
+    assert set(json.loads(result.dagster_run.tags[UNCHANGED_TAG])) == unchanged
     # nothing already indexed is lost; the good change went through
     assert platform.vectors(corrupt) == before
     assert platform.count("infrastructure-overview.md") > 0

@@ -252,7 +252,7 @@ def test_embedded_store_is_released_between_sessions(store, corpus_facts):
 def run_kg(instance, docs: Path, key: str, graph_store: GraphStore):
     result = materialize(KG_ASSETS, partition_key=key, instance=instance,
                          resources={"documents": DocumentSource(root=str(docs)), "graph_store": graph_store,
-                                    "embedder": Embedder()},
+                                    "embedder": Embedder(), "milvus": MilvusStore(uri=str(docs.parent / "milvus.db"))},
                          raise_on_error=False)
     assert result.success, [e.message for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
     checks = {(c.asset_key.to_user_string(), c.check_name): c.passed for c in result.get_asset_check_evaluations()}
@@ -380,7 +380,7 @@ def test_failing_shacl_check_blocks_the_graph_write(tmp_path, monkeypatch):
     instance.add_dynamic_partitions(DOCUMENTS_PARTITIONS_NAME, ["ops.txt"])
     result = materialize(KG_ASSETS, partition_key="ops.txt", instance=instance, raise_on_error=False,
                          resources={"documents": DocumentSource(root=str(docs)), "graph_store": store,
-                                    "embedder": Embedder()})
+                                    "embedder": Embedder(), "milvus": MilvusStore(uri=str(tmp_path / "milvus.db"))})
     assert not result.success
     checks = {c.check_name: c.passed for c in result.get_asset_check_evaluations()}
     assert checks["shacl_conformance"] is False and checks["domain_range_valid"] is True

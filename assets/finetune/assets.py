@@ -1,6 +1,7 @@
 """The fine-tune stage's Dagster assets: thin wrappers over the plain modules of this package."""
 
 import json
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -13,11 +14,12 @@ from dagster import (
     AssetIn,
     MetadataValue,
     Output,
+    RetryRequested,
     asset,
 )
 
 from assets.finetune.dataset import InstructionDatasetConfig, _materialize_dataset, _mkdir
-from assets.finetune.deploy import DeploymentConfig, deploy_adapter
+from assets.finetune.deploy import DeploymentConfig, VLLMGone, deploy_adapter
 from assets.finetune.evaluate import eval_gate, gate_table, task_gate
 from assets.finetune.train import LOSS_PLOT, LoraTrainingConfig, train_lora
 from resources.llm import AdapterRegistry, BaseModelFolder, VLLMServer, folder_fingerprint
@@ -123,6 +125,12 @@ def lora_adapter(context: AssetExecutionContext, config: LoraTrainingConfig, fin
 
 
 
+# adapter_deployment re-runs its step this often when the vLLM server is down or dies mid-deployment,
+# waiting backoff * 2**n seconds between tries (a restarted vLLM pod needs minutes to load its model)
+DEPLOY_STEP_RETRIES = int(os.environ.get("DOCPLATFORM_DEPLOY_STEP_RETRIES", "3"))
+DEPLOY_STEP_BACKOFF_S = float(os.environ.get("DOCPLATFORM_DEPLOY_STEP_BACKOFF_S", "30"))
+
+
 @asset(
     group_name=GROUP,
     description="The adapter served by vLLM: dynamic /v1/load_lora_adapter, greedy smoke completion, in-place swap "
@@ -131,7 +139,17 @@ def lora_adapter(context: AssetExecutionContext, config: LoraTrainingConfig, fin
 )
 def adapter_deployment(context: AssetExecutionContext, config: DeploymentConfig, lora_adapter: dict,
                        vllm: VLLMServer, adapter_registry: AdapterRegistry):
-    record = deploy_adapter(vllm, adapter_registry, lora_adapter, config, log=context.log.info)
+    try:
+        record = deploy_adapter(vllm, adapter_registry, lora_adapter, config, log=context.log.info)
+    except VLLMGone as exc:
+        # server down or killed mid-deployment (already recorded as rolled back, nothing deployed): a restarted
+        # server (a Kubernetes pod comes back by itself) gets the deployment on a later try of this step
+        if context.retry_number >= DEPLOY_STEP_RETRIES:
+            raise VLLMGone(description=f"{exc.description} (gave up after {DEPLOY_STEP_RETRIES + 1} tries of this "
+                                       "step)", metadata=exc.metadata) from exc
+        wait = DEPLOY_STEP_BACKOFF_S * 2 ** context.retry_number
+        context.log.warning(f"{exc.description}; retry {context.retry_number + 1}/{DEPLOY_STEP_RETRIES} in {wait:g} s")
+        raise RetryRequested(max_retries=DEPLOY_STEP_RETRIES, seconds_to_wait=wait) from exc
     yield Output(record, metadata={"version": record["version"], "served_as": record["served_as"],
                                    "previous": record["previous"] or "", "base_url": record["base_url"],
                                    "smoke_text": record["smoke"]["text"]})

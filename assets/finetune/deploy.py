@@ -6,6 +6,7 @@ from pathlib import Path
 from dagster import Config, Failure, MetadataValue
 from pydantic import Field
 
+from assets.faults import fault_point
 from resources.llm import AdapterRegistry, VLLMError, VLLMServer
 
 class DeploymentConfig(Config):
@@ -18,6 +19,10 @@ class DeploymentConfig(Config):
 
 class DeploymentFailed(Failure):
     pass
+
+
+class VLLMGone(DeploymentFailed):
+    """The vLLM server was unreachable or went away during the deployment (transient: the step is retried)."""
 
 
 def _smoke(vllm: VLLMServer, model_name: str, prompt: str, max_tokens: int, reference: list[int] | None,
@@ -59,28 +64,39 @@ def deploy_adapter(vllm: VLLMServer, registry: AdapterRegistry, adapter: dict, c
         reference = smoke_cfg.get("reference_token_ids")
     eos_id = _eos_id(manifest)
 
-    def fail(stage: str, reason: str, details: dict | None = None):
+    def fail(stage: str, reason: str, details: dict | None = None, server_stage: bool = True):
+        gone = server_stage and not vllm.healthy()
         registry.record_deployment(version=version, status="rolled_back", stage=stage, reason=reason,
-                                   active_after=previous)
+                                   active_after=previous, **({"server_gone": True} if gone else {}))
+        metadata = {"stage": stage, "reason": reason, "still_active": previous or "",
+                    "details": MetadataValue.json(details or {})}
+        if gone:
+            # nothing can be unloaded or restored on a dead server; a restarted one holds no runtime-loaded adapter
+            raise VLLMGone(
+                description=f"deployment of {candidate} failed at {stage}: the vLLM server at {vllm.base_url} went "
+                            f"away during the deployment ({reason}); rolled back: the registry still names "
+                            f"{'previous ' + previous if previous else 'no adapter'} as active and {version} is not "
+                            f"deployed; a restarted server serves no adapter under {alias!r} until adapter_deployment "
+                            "runs again", metadata=metadata)
         raise DeploymentFailed(
             description=f"deployment of {candidate} failed at {stage}: {reason}; rolled back, "
                         f"serving {'previous ' + previous if previous else 'no adapter'} under {alias!r}",
-            metadata={"stage": stage, "reason": reason, "still_active": previous or "",
-                      "details": MetadataValue.json(details or {})},
+            metadata=metadata,
         )
 
     if not manifest.get("eval_gate", {}).get("passed"):
-        fail("eval_gate", "the adapter did not pass the eval-loss gate")
+        fail("eval_gate", "the adapter did not pass the eval-loss gate", server_stage=False)
     if not manifest.get("task_gate", {}).get("passed", True):
-        fail("task_gate", "the adapter did not beat the base on held-out grounded questions (task gate)")
+        fail("task_gate", "the adapter did not beat the base on held-out grounded questions (task gate)",
+             server_stage=False)
     unreachable = (f"vLLM server at {vllm.base_url} is not reachable; start one with `python -m resources.llm` or "
                    "set DOCPLATFORM_VLLM_URL; nothing was changed")
     if not vllm.healthy():
-        raise DeploymentFailed(description=unreachable, metadata={"still_active": previous or ""})
+        raise VLLMGone(description=unreachable, metadata={"still_active": previous or ""})
     try:
         loaded = vllm.model_ids()
     except VLLMError as exc:
-        raise DeploymentFailed(description=f"{unreachable} ({exc})", metadata={"still_active": previous or ""}) from exc
+        raise VLLMGone(description=f"{unreachable} ({exc})", metadata={"still_active": previous or ""}) from exc
 
     def unload(name: str) -> None:
         # rollback steps must not be cut short by a server that went away mid-deployment
@@ -97,6 +113,7 @@ def deploy_adapter(vllm: VLLMServer, registry: AdapterRegistry, adapter: dict, c
     except VLLMError as exc:
         fail("load", str(exc))
     log(f"loaded {candidate} from {path}")
+    fault_point("after_adapter_load")
     # 2. smoke completion on the candidate; a failure unloads it, the alias is untouched
     ok, details = _smoke(vllm, candidate, prompt, max_tokens, reference, eos_id)
     if not ok:
@@ -107,6 +124,7 @@ def deploy_adapter(vllm: VLLMServer, registry: AdapterRegistry, adapter: dict, c
                        "runtime need not match exactly; set require_reference_match=false to check for a non-empty "
                        "completion only)")
         fail("smoke", reason, details)
+    fault_point("before_alias_swap")
     # 3. swap the stable alias in place, smoke it again; restore the previous adapter on failure
     try:
         vllm.load_adapter(alias, path, inplace=alias in loaded)

@@ -1,5 +1,6 @@
 """Dagster assets of the knowledge-graph stage: thin wrappers over the plain extraction and store functions."""
 
+import os
 from collections import Counter
 
 from dagster import (
@@ -8,9 +9,11 @@ from dagster import (
     AssetCheckSpec,
     Config,
     AssetExecutionContext,
+    Failure,
     MetadataValue,
     OpExecutionContext,
     Output,
+    RetryRequested,
     asset,
     op,
 )
@@ -20,10 +23,14 @@ from assets.ingestion import PurgeConfig, batch_of, emit
 from assets.faults import fault_point
 from assets.knowledge_graph.extract import EXTRACTOR_VERSION, ExtractionConfig, extract_facts, silent_on_relations
 from pipelines.partitions import documents_backfill_policy, documents_partitions
-from resources.graph_store import GraphStore, remap_entities
+from resources.graph_store import GraphStore, GraphStoreUnavailable, neo4j_transient_errors, remap_entities
 from resources.ontology import Ontology, load_ontology
 
 GROUP = "knowledge_graph"
+# knowledge_graph re-runs its step this often when the graph store is held by another process or unreachable,
+# waiting backoff * 2**n seconds between tries (each try already waited GraphStore.lock_timeout_s / its own retries)
+GRAPH_STEP_RETRIES = int(os.environ.get("DOCPLATFORM_GRAPH_STEP_RETRIES", "3"))
+GRAPH_STEP_BACKOFF_S = float(os.environ.get("DOCPLATFORM_GRAPH_STEP_BACKOFF_S", "10"))
 
 
 class ExtractionSettings(Config):
@@ -136,28 +143,20 @@ def graph_facts(context: AssetExecutionContext, config: ExtractionSettings, docu
         metadata={"documents_without_relations": MetadataValue.json(silent[:50])})
 
 
-@asset(
-    partitions_def=documents_partitions,
-    backfill_policy=documents_backfill_policy,
-    group_name=GROUP,
-    description="The document's facts written to the graph store (ladybug embedded by default, or Neo4j), "
-                "replacing what the document said before; entities other documents mention survive.",
-    check_specs=[
-        AssetCheckSpec("no_orphan_nodes", asset="knowledge_graph", blocking=True,
-                       description="Every entity is mentioned in a chunk and every chunk mentions an entity."),
-        AssetCheckSpec("edges_traceable_to_chunks", asset="knowledge_graph", blocking=True,
-                       description="Every fact edge names a stored chunk of its document that mentions both ends."),
-        AssetCheckSpec("graph_matches_facts", asset="knowledge_graph", blocking=True,
-                       description="The store holds exactly this document's extracted entities, relations and "
-                                   "attributes, and its edges respect domain/range."),
-    ],
-)
-def knowledge_graph(context: AssetExecutionContext, graph_facts, document_chunks, graph_store: GraphStore):
-    # one document, or a batch: each document's facts replace its earlier ones; the integrity checks are scoped
-    # to what this run touched (its documents' chunks and edges, the entities they mention or mentioned)
-    facts_by_doc, chunks_by_doc = batch_of(context, graph_facts), batch_of(context, document_chunks)
+def retry_or_fail(context, graph_store: GraphStore, exc: BaseException, outcome: str):
+    """The graph store was unavailable: RetryRequested with backoff, or after the last try a Failure naming it."""
+    if context.retry_number >= GRAPH_STEP_RETRIES:
+        raise Failure(description=f"{graph_store.location} failed on all {GRAPH_STEP_RETRIES + 1} tries of this step: "
+                                  f"{type(exc).__name__}: {str(exc)[:500]}; {outcome}") from exc
+    wait = GRAPH_STEP_BACKOFF_S * 2 ** context.retry_number
+    context.log.warning(f"{graph_store.location} failed ({type(exc).__name__}: {exc}); retry "
+                        f"{context.retry_number + 1}/{GRAPH_STEP_RETRIES} of this step in {wait:g} s")
+    raise RetryRequested(max_retries=GRAPH_STEP_RETRIES, seconds_to_wait=wait) from exc
+
+
+def _write_documents(graph_store: GraphStore, facts_by_doc: dict, chunks_by_doc: dict):
+    """Replace each document's facts (one transaction per document) and run the scoped integrity queries."""
     summaries, touched, mismatched, violations = {}, set(), [], 0
-    fault_point("before_graph_write")
     with graph_store.session() as graph:
         for doc_id, facts in facts_by_doc.items():
             touched |= {e["id"] for e in graph.document_facts(doc_id)["entities"]} | {e["id"] for e in facts["entities"]}
@@ -180,6 +179,38 @@ def knowledge_graph(context: AssetExecutionContext, graph_facts, document_chunks
         orphans = graph.orphan_nodes(entity_ids=sorted(touched), doc_ids=sorted(facts_by_doc))
         untraceable = graph.untraceable_edges(doc_ids=sorted(facts_by_doc))
         stats = graph.stats()
+    return summaries, mismatched, violations, orphans, untraceable, stats
+
+
+@asset(
+    partitions_def=documents_partitions,
+    backfill_policy=documents_backfill_policy,
+    group_name=GROUP,
+    description="The document's facts written to the graph store (ladybug embedded by default, or Neo4j), "
+                "replacing what the document said before; entities other documents mention survive.",
+    check_specs=[
+        AssetCheckSpec("no_orphan_nodes", asset="knowledge_graph", blocking=True,
+                       description="Every entity is mentioned in a chunk and every chunk mentions an entity."),
+        AssetCheckSpec("edges_traceable_to_chunks", asset="knowledge_graph", blocking=True,
+                       description="Every fact edge names a stored chunk of its document that mentions both ends."),
+        AssetCheckSpec("graph_matches_facts", asset="knowledge_graph", blocking=True,
+                       description="The store holds exactly this document's extracted entities, relations and "
+                                   "attributes, and its edges respect domain/range."),
+    ],
+)
+def knowledge_graph(context: AssetExecutionContext, graph_facts, document_chunks, graph_store: GraphStore):
+    # one document, or a batch: each document's facts replace its earlier ones; the integrity checks are scoped
+    # to what this run touched (its documents' chunks and edges, the entities they mention or mentioned)
+    facts_by_doc, chunks_by_doc = batch_of(context, graph_facts), batch_of(context, document_chunks)
+    fault_point("before_graph_write")
+    try:
+        written = _write_documents(graph_store, facts_by_doc, chunks_by_doc)
+    except (GraphStoreUnavailable, *neo4j_transient_errors()) as exc:
+        # held by another process / server down: each document's replacement is one transaction, so nothing stored
+        # was removed; the documents' index state stays pending, so a later run writes them if these tries fail
+        retry_or_fail(context, graph_store, exc, "nothing stored was removed and these documents stay pending, so "
+                                                 "the next run writes them")
+    summaries, mismatched, violations, orphans, untraceable, stats = written
     totals = Counter()
     for summary in summaries.values():
         totals.update({k: v for k, v in summary.items() if isinstance(v, int)})
@@ -201,10 +232,15 @@ def knowledge_graph(context: AssetExecutionContext, graph_facts, document_chunks
 
 @op(description="Remove deleted documents' facts and provenance from the knowledge graph.")
 def purge_document_graph(context: OpExecutionContext, config: PurgeConfig, graph_store: GraphStore) -> list[str]:
-    with graph_store.session() as graph:
-        for doc_id in config.doc_ids:
-            removed = graph.purge_document(doc_id)
-            context.log.info(f"purged graph facts of deleted document {doc_id!r}: {removed}")
+    try:
+        with graph_store.session() as graph:
+            for doc_id in config.doc_ids:
+                removed = graph.purge_document(doc_id)
+                context.log.info(f"purged graph facts of deleted document {doc_id!r}: {removed}")
+    except (GraphStoreUnavailable, *neo4j_transient_errors()) as exc:
+        # the vectors are already purged (and the state rows with them): the sensor will not ask again
+        retry_or_fail(context, graph_store, exc, f"the graph still holds the facts of {config.doc_ids[:20]}: run "
+                                                 "purge_documents_job again with the same doc_ids")
     return config.doc_ids
 
 
