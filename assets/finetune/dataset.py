@@ -217,8 +217,8 @@ class InstructionDatasetConfig(Config):
     num_distractors: int = Field(default=2, ge=0, le=10, description="Retrieved chunks shown beside the gold chunk "
                                  "(2: a third of the tokens of 3 saved, on CPU the training budget).")
     no_gold_share: float = Field(default=0.1, ge=0.0, lt=1.0, description="Share of examples whose context leaves "
-                                 "the gold chunk out; their answer is grounded_prompt.NO_ANSWER (at 0.2 a short run "
-                                 "taught SmolLM2 to refuse every question).")
+                                 "the gold chunk out; their answer is grounded_prompt.NO_ANSWER (at 0.2 SmolLM2 adapters "
+                                 "learnt to refuse answerable questions, see README).")
     max_multihop: int = Field(default=200, ge=0, description="At most this many two-hop graph-path questions.")
     sentences_per_chunk: int = Field(default=2, ge=1, le=10, description="Key sentences of a chunk asked about "
                                      "(one question each, all in the chunk's split).")
