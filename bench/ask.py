@@ -3,12 +3,19 @@
     python -m bench.ask [--set sample|mixed|all] [--top-k 5] [--json]
                         [--url http://127.0.0.1:8000] [--base-model base]
                         [--adapter-url URL] [--adapter-model docplatform] [--no-llm]
+                        [--adapter ADAPTER_FOLDER] [--base-model-path HF_FOLDER]
 
 Question set: bench/ask_data/questions.json (single- and multi-hop, English and Korean; set 'mixed' adds the Korean
 documents of bench/ask_data/ko_docs to the sample corpus). Each set is ingested once with the real pipeline
 (`python -m pipelines.run_main` in a subprocess) into $DOCPLATFORM_DATA_DIR/bench-ask/<set> and re-used while its
 documents are unchanged. Without a reachable server only retrieval figures are printed. With one, every question is
 answered by the base model and, when served (same server or --adapter-url), by the `docplatform` adapter.
+
+--adapter FOLDER (a LoRA adapter folder, e.g. a registry version `$DOCPLATFORM_ADAPTER_DIR/docplatform/v0001`) answers
+every question twice in this process when no server answers them: base model (adapter disabled) and adapter, greedy
+Hugging Face generation over exactly the prompt the ask path builds (labels `base-hf` and `adapter-hf`). Each answer
+is scored on token F1, exact match, citation accuracy (it cites exactly the relevant chunks that were in its context;
+nothing when none was) and citation precision, with its generation latency.
 """
 
 from __future__ import annotations
@@ -111,6 +118,50 @@ def server_models(url: str) -> list[str]:
         return []
 
 
+def citation_accuracy(cited: list[str], relevant: list[str], context: list[str]) -> float:
+    """1.0 when the answer cites exactly the relevant chunks that its context held (none when it held none)."""
+    return float(set(cited) == set(relevant) & set(context))
+
+
+class LocalAnswerer:
+    """Greedy Hugging Face generation of base and adapter answers in this process (no vLLM server needed): the base is
+    the adapter with its LoRA layers disabled, so both see the same weights, prompt and decoding."""
+
+    def __init__(self, adapter: str, base_model: str | None = None):
+        import torch
+        from peft import PeftModel
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        from assets.finetune.train import cpu_threads
+        from resources.llm import BaseModelFolder
+
+        torch.set_num_threads(cpu_threads(0))
+        base = BaseModelFolder(path=base_model).resolve() if base_model else BaseModelFolder().resolve()
+        manifest = Path(adapter) / "manifest.json"
+        if not base_model and manifest.is_file():  # the base the adapter was trained on
+            recorded = Path(json.loads(manifest.read_text())["base_model"]["path"])
+            base = recorded if (recorded / "config.json").is_file() else base
+        self.tokenizer = AutoTokenizer.from_pretrained(str(base), local_files_only=True)
+        model = AutoModelForCausalLM.from_pretrained(str(base), dtype=torch.float32, local_files_only=True)
+        self.model = PeftModel.from_pretrained(model, str(adapter))
+        self.model.eval()
+        self.base, self.adapter = str(base), str(adapter)
+
+    def answer(self, messages: list[dict], use_adapter: bool, max_tokens: int) -> tuple[str, float]:
+        import contextlib
+
+        import torch
+
+        from assets.finetune.evaluate import greedy_answers
+        from assets.grounded_prompt import render_prompt
+
+        prompt = render_prompt(messages, self.tokenizer)
+        started = time.perf_counter()
+        with (contextlib.nullcontext() if use_adapter else self.model.disable_adapter()):
+            text = greedy_answers(self.model, self.tokenizer, [prompt], max_tokens, torch.device("cpu"))[0]
+        return text, time.perf_counter() - started
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--set", default="all", help="sample, mixed or all")
@@ -122,6 +173,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--adapter-url", default=None, help="server serving the adapter (default --url)")
     parser.add_argument("--adapter-model", default="docplatform", help="served name of the adapter")
     parser.add_argument("--no-llm", action="store_true", help="retrieval figures only")
+    parser.add_argument("--adapter", default=None, help="LoRA adapter folder: base vs adapter answers by greedy "
+                                                        "HF generation in this process when no server serves them")
+    parser.add_argument("--base-model-path", default=None, help="HF folder of the adapter's base (default: the one "
+                                                                "its manifest names, else the platform's base)")
     parser.add_argument("--timeout", type=float, default=120.0)
     parser.add_argument("--max-tokens", type=int, default=128)
     parser.add_argument("--work-dir", default=None, help="where the sets are ingested (default $DOCPLATFORM_DATA_DIR/bench-ask)")
@@ -135,6 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.disable(logging.WARNING)  # pymilvus' per-query client-side-timestamp warnings drown the report
     from assets.ask import ask
     from assets.ask.metrics import best_over_references, citation_precision, exact_match, recall_at_k, token_f1
+    from assets.grounded_prompt import cited_numbers
     from resources.embedder import Embedder
     from resources.milvus import default_data_dir
 
@@ -157,6 +213,11 @@ def main(argv: list[str] | None = None) -> int:
                 answerers.append(("adapter", adapter_url, args.adapter_model))
         elif args.adapter_url and args.adapter_model in server_models(args.adapter_url):
             answerers.append(("adapter", args.adapter_url, args.adapter_model))
+    local = None
+    if not args.no_llm and args.adapter and not any(label == "adapter" for label, _, _ in answerers):
+        local = LocalAnswerer(args.adapter, args.base_model_path)
+        answerers = [("base-hf", "local", local.base), ("adapter-hf", "local", local.adapter)]
+        print(f"greedy HF generation in this process: base {local.base}, adapter {local.adapter}", file=sys.stderr)
     if not args.no_llm and not answerers:
         print(f"no vLLM server at {args.url}: retrieval figures only (start one: python -m resources.llm --port 8000 "
               "--max-model-len 2048 &, then --url http://127.0.0.1:8000)", file=sys.stderr)
@@ -182,6 +243,18 @@ def main(argv: list[str] | None = None) -> int:
                    "graph_paths_found": hit, "graph_paths_gold": total, "retrieval_s": round(seconds, 3),
                    "retrieval_mode": retrieved.retrieval_mode, "answers": {}}
             for label, url, model in answerers:
+                if local is not None:
+                    text, seconds = local.answer(retrieved.messages, label == "adapter-hf", args.max_tokens)
+                    by_number = {s["number"]: s for s in retrieved.sources}
+                    cited = [by_number[n]["chunk_id"] for n in cited_numbers(text, len(retrieved.sources))]
+                    row["answers"][label] = {
+                        "model": model, "answer": text, "error": None, "generation": "hf-greedy",
+                        "f1": best_over_references(token_f1, text, question["answers"]),
+                        "em": best_over_references(exact_match, text, question["answers"]),
+                        "cited": len(cited), "citation_accuracy": citation_accuracy(cited, relevant, context),
+                        "citation_precision": citation_precision(cited, relevant),
+                        "latency_s": round(seconds, 3), "llm_s": round(seconds, 3)}
+                    continue
                 started = time.perf_counter()
                 answer = ask(question["question"], server_url=url, model=model, timeout_s=args.timeout,
                              max_tokens=args.max_tokens, **kwargs)
@@ -191,7 +264,8 @@ def main(argv: list[str] | None = None) -> int:
                     "model": answer.model, "answer": text, "error": answer.error,
                     "f1": best_over_references(token_f1, text, question["answers"]),
                     "em": best_over_references(exact_match, text, question["answers"]),
-                    "cited": len(answer.citations),
+                    "cited": len(answer.citations), "generation": "vllm",
+                    "citation_accuracy": citation_accuracy(answer.cited_chunk_ids, relevant, context),
                     "citation_precision": citation_precision(answer.cited_chunk_ids, relevant),
                     "latency_s": round(seconds, 3), "llm_s": answer.timings.get("llm_s")}
             rows.append(row)
@@ -220,6 +294,7 @@ def summarize(rows: list[dict], labels: list[str]) -> dict:
             answers = [r["answers"][label] for r in group if label in r["answers"]]
             entry[label] = {"f1": round(mean([a["f1"] for a in answers]), 3), "em": round(mean([a["em"] for a in answers]), 3),
                             "cited_share": round(mean([float(a["cited"] > 0) for a in answers]), 3),
+                            "citation_accuracy": round(mean([a["citation_accuracy"] for a in answers]), 3),
                             "citation_precision": round(mean([a["citation_precision"] for a in answers]), 3),
                             "latency_s_median": round(statistics.median([a["latency_s"] for a in answers]), 3)}
         out[name] = entry
@@ -235,13 +310,14 @@ def print_report(rows: list[dict], summary: dict, labels: list[str], answerers) 
                 f"paths {r['graph_paths_found']}/{r['graph_paths_gold']}  retrieval {r['retrieval_s']:.2f}s")
         for label in labels:
             a = r["answers"][label]
-            line += f"  | {label} F1 {a['f1']:.2f} EM {a['em']:.0f} cites {a['cited']} {a['latency_s']:.1f}s"
+            line += (f"  | {label} F1 {a['f1']:.2f} EM {a['em']:.0f} cites {a['cited']} "
+                     f"cit.acc {a['citation_accuracy']:.0f} {a['latency_s']:.1f}s")
         print(line)
     header = "| group | n | recall@5 | context recall | graph-path hits | retrieval s (median) |"
     sep = "| --- | --- | --- | --- | --- | --- |"
     for label in labels:
-        header += f" {label} F1 | {label} EM | {label} cited | {label} s (median) |"
-        sep += " --- | --- | --- | --- |"
+        header += f" {label} F1 | {label} EM | {label} cited | {label} citation acc. | {label} s (median) |"
+        sep += " --- | --- | --- | --- | --- |"
     print(header)
     print(sep)
     for name, s in summary.items():
@@ -250,7 +326,8 @@ def print_report(rows: list[dict], summary: dict, labels: list[str], answerers) 
                 f"{s['retrieval_s_median']:.2f} |")
         for label in labels:
             a = s[label]
-            line += f" {a['f1']:.2f} | {a['em']:.2f} | {a['cited_share']:.2f} | {a['latency_s_median']:.1f} |"
+            line += (f" {a['f1']:.2f} | {a['em']:.2f} | {a['cited_share']:.2f} | {a['citation_accuracy']:.2f} | "
+                     f"{a['latency_s_median']:.1f} |")
         print(line)
 
 

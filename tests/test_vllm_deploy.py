@@ -14,7 +14,8 @@ from resources.llm import AdapterRegistry, BaseModelFolder, VLLMServer, running_
 from tests.finetune_harness import QUIET, FinetuneHarness, check_results, failure_message, materialized
 from tests.tiny_llama import build_tiny_llama
 
-TRAINING = {"num_epochs": 4, "learning_rate": 0.01, "batch_size": 4, "max_seq_len": 1024, "smoke_max_tokens": 16,
+TRAINING = {"num_epochs": 4, "learning_rate": 0.01, "batch_size": 4, "gradient_accumulation_steps": 1,
+            "max_seq_len": 1024, "smoke_max_tokens": 16,
             "task_gate_questions": 4, "task_gate_max_tokens": 8, "task_gate_min_margin": -1.0, "eval_steps": 4}
 PROMPT = "### Instruction:\nWhat does billing database run on?\n\n### Response:\n"
 

@@ -118,11 +118,26 @@ def _chunk_topic(chunk: dict) -> str:
     return name.rsplit(".", 1)[0].replace("-", " ").replace("_", " ")
 
 
+_KO_SUBJECT_WORD = re.compile(r"^(.+?)(?:은|는|이|가|에는|에서는)$")
+
+
+def _korean_subject(sentence: str) -> str:
+    """The sentence's topic/subject phrase: its first words up to one ending in a topic or subject particle
+    ("배송 추적 서비스(shipping-tracker)는 ..." -> "배송 추적 서비스(shipping-tracker)"), else ""."""
+    words = sentence.split()
+    for i, word in enumerate(words[:4]):
+        match = _KO_SUBJECT_WORD.match(word)
+        if match:
+            return " ".join(words[:i] + [match.group(1)])
+    return ""
+
+
 def _chunk_question(chunk: dict, sentence: str) -> str:
     topic = _chunk_topic(chunk)
     title = chunk["doc_id"].rsplit("/", 1)[-1].rsplit(".", 1)[0].replace("-", " ").replace("_", " ")
     if _HANGUL.search(sentence):
-        return f"{title} 문서에 따르면 {topic}에 대해 무엇이라고 하나요?"
+        # the sentence's own subject makes the question point at one sentence (a chunk holds several)
+        return f"{title} 문서에 따르면 {_korean_subject(sentence) or topic}에 대해 무엇이라고 하나요?"
     verb = _VERBISH.search(sentence)
     subject = sentence[:verb.start()].strip(" ,") if verb else ""
     if subject and 1 <= len(subject.split()) <= 6 and subject.casefold() not in ("it", "they", "this", "there"):
@@ -132,7 +147,8 @@ def _chunk_question(chunk: dict, sentence: str) -> str:
     return f"What does the {title} document say about {topic.lower()}?"
 
 
-def question_items(chunks: list[dict], facts: list[dict], max_multihop: int = 200) -> list[dict]:
+def question_items(chunks: list[dict], facts: list[dict], max_multihop: int = 200,
+                   sentences_per_chunk: int = 2) -> list[dict]:
     """Questions with their answer template, gold chunk ids and graph paths (before contexts are assembled).
 
     An answer template holds {cite:<chunk_id>} markers that become [n] once the context's order is known."""
@@ -187,19 +203,25 @@ def question_items(chunks: list[dict], facts: list[dict], max_multihop: int = 20
                       "gold": list(dict.fromkeys(x for _, c1, _, c2 in chains for x in (c1, c2))),
                       "graph_paths": paths, "source": "raft_multihop", "doc_id": edges[(a, r1)]["doc_id"]})
     for chunk in chunks:
-        for sentence in key_sentences(chunk.get("text", "")):
-            items.append({"question": _chunk_question(chunk, sentence), "answer": f"{sentence.rstrip('.')} "
+        asked = set()
+        for sentence in key_sentences(chunk.get("text", ""), sentences_per_chunk):
+            question = _chunk_question(chunk, sentence)
+            if question in asked:  # one question, one answer: a second sentence needs a question of its own
+                continue
+            asked.add(question)
+            items.append({"question": question, "answer": f"{sentence.rstrip('.')} "
                           f"{{cite:{chunk['chunk_id']}}}.", "gold": [chunk["chunk_id"]], "graph_paths": [],
                           "source": "raft_chunk", "doc_id": chunk["doc_id"]})
     return items
 
 
-def raft_examples(chunks: list[dict], facts: list[dict], num_distractors: int = 3, no_gold_share: float = 0.2,
-                  seed: int = 0, retriever: Retriever | None = None, max_multihop: int = 200) -> list[dict]:
+def raft_examples(chunks: list[dict], facts: list[dict], num_distractors: int = 2, no_gold_share: float = 0.1,
+                  seed: int = 0, retriever: Retriever | None = None, max_multihop: int = 200,
+                  sentences_per_chunk: int = 2) -> list[dict]:
     """Rows (instruction = question, input = numbered context, output = cited answer, citations = gold numbers)."""
     by_id = {c["chunk_id"]: c for c in chunks}
     chunks = list(by_id.values())  # a chunk listed twice is one passage
-    items = question_items(chunks, facts, max_multihop)
+    items = question_items(chunks, facts, max_multihop, sentences_per_chunk)
     if not items:
         return []
     retrieve = retriever or lexical_retriever(chunks)
