@@ -846,3 +846,18 @@ def test_chunk_questions_ask_about_several_key_sentences_each_by_its_subject():
     for question, row in korean.items():
         assert row["output"] == f"{expected[question]} [{row['citations']}]." and row["chunk_id"] == "k0"
     assert len(raft_examples(chunks, [], num_distractors=1, no_gold_share=0.0, sentences_per_chunk=1)) == 2
+
+
+def test_distractors_come_from_the_jobs_milvus_index_when_it_exists(tmp_path):
+    from assets.finetune.dataset import choose_retriever
+    from resources import Embedder, MilvusStore
+
+    milvus = MilvusStore(uri=str(tmp_path / "milvus.db"))
+    logged = []
+    assert choose_retriever("auto", logged.append, milvus, Embedder()) is None  # no index yet: word overlap
+    assert "no Milvus index" in logged[0]
+    with milvus.client():  # milvus-lite 3 creates its store (a folder) at the uri
+        pass
+    assert (tmp_path / "milvus.db").exists()
+    assert choose_retriever("auto", logged.append, milvus, Embedder()) is not None
+    assert choose_retriever("chunks", logged.append, milvus, Embedder()) is None

@@ -22,7 +22,9 @@ from assets.finetune.dataset import InstructionDatasetConfig, _materialize_datas
 from assets.finetune.deploy import DeploymentConfig, VLLMGone, deploy_adapter
 from assets.finetune.evaluate import eval_gate, gate_table, task_gate
 from assets.finetune.train import LOSS_PLOT, LoraTrainingConfig, train_lora
+from resources.embedder import Embedder
 from resources.llm import AdapterRegistry, BaseModelFolder, VLLMServer, folder_fingerprint
+from resources.milvus import MilvusStore
 
 GROUP = "finetune"
 
@@ -46,8 +48,9 @@ GROUP = "finetune"
                        description="No eval example, prompt or response identical to a train one."),
     ],
 )
-def finetune_dataset(context: AssetExecutionContext, config: InstructionDatasetConfig, document_chunks, graph_facts):
-    yield from _materialize_dataset(context, config, document_chunks, graph_facts)
+def finetune_dataset(context: AssetExecutionContext, config: InstructionDatasetConfig, document_chunks, graph_facts,
+                     milvus: MilvusStore, embedder: Embedder):
+    yield from _materialize_dataset(context, config, document_chunks, graph_facts, milvus, embedder)
 
 
 @asset(

@@ -226,9 +226,10 @@ class InstructionDatasetConfig(Config):
                                                          "chunks by word overlap), index or chunks.")
 
 
-def choose_retriever(mode: str, log=None):
-    """The distractor retriever: Milvus dense search when an index exists (auto) or is required (index), else None
-    (raft's word-overlap ranking over the corpus's chunks)."""
+def choose_retriever(mode: str, log=None, milvus=None, embedder=None):
+    """The distractor retriever: Milvus dense search in the run's index (milvus, embedder: the job's resources; the
+    defaults otherwise) when it exists (auto) or is required (index), else None (raft's word-overlap ranking over the
+    corpus's chunks)."""
     log = log or (lambda message: None)
     if mode not in ("auto", "index", "chunks"):
         raise Failure(description=f"distractors must be auto, index or chunks, not {mode!r}")
@@ -238,11 +239,11 @@ def choose_retriever(mode: str, log=None):
     from resources.embedder import Embedder
     from resources.milvus import MilvusStore
 
-    milvus = MilvusStore()
-    if mode == "auto" and milvus.is_lite and not Path(milvus.uri).is_file():
+    milvus = milvus or MilvusStore()
+    if mode == "auto" and milvus.is_lite and not Path(milvus.uri).exists():  # milvus-lite 3 keeps a folder there
         log(f"no Milvus index at {milvus.uri}: distractors are the corpus's chunks ranked by word overlap")
         return None
-    return index_retriever(milvus, Embedder())
+    return index_retriever(milvus, embedder or Embedder())
 
 
 def datasets_root() -> Path:
@@ -250,7 +251,8 @@ def datasets_root() -> Path:
 
 
 
-def _materialize_dataset(context, config: InstructionDatasetConfig, document_chunks, graph_facts):
+def _materialize_dataset(context, config: InstructionDatasetConfig, document_chunks, graph_facts, milvus=None,
+                         embedder=None):
     from datasets import Dataset, DatasetDict, Features, Value
 
     chunks_by_doc = _by_partition(document_chunks, lambda v: isinstance(v, list))
@@ -258,7 +260,7 @@ def _materialize_dataset(context, config: InstructionDatasetConfig, document_chu
     chunks = [row for key in sorted(chunks_by_doc) for row in (chunks_by_doc[key] or [])]
     facts = [facts_by_doc[key] for key in sorted(facts_by_doc) if facts_by_doc[key]]
     log = context.log.info if context is not None else None
-    retriever = choose_retriever(config.distractors, log)
+    retriever = choose_retriever(config.distractors, log, milvus, embedder)
     try:
         train, evals, stats = build_instruction_examples(
             chunks, facts, config.eval_fraction, config.seed, config.min_chunk_chars, config.num_distractors,
