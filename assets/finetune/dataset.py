@@ -261,6 +261,7 @@ def _materialize_dataset(context, config: InstructionDatasetConfig, document_chu
     facts = [facts_by_doc[key] for key in sorted(facts_by_doc) if facts_by_doc[key]]
     log = context.log.info if context is not None else None
     retriever = choose_retriever(config.distractors, log, milvus, embedder)
+    distractor_source = "Milvus dense search" if retriever is not None else "word overlap over the corpus's chunks"
     try:
         train, evals, stats = build_instruction_examples(
             chunks, facts, config.eval_fraction, config.seed, config.min_chunk_chars, config.num_distractors,
@@ -270,6 +271,7 @@ def _materialize_dataset(context, config: InstructionDatasetConfig, document_chu
             raise
         if log:
             log(f"index search for distractors failed ({exc}); using the corpus's chunks")
+        distractor_source = "word overlap over the corpus's chunks (the index search failed)"
         train, evals, stats = build_instruction_examples(
             chunks, facts, config.eval_fraction, config.seed, config.min_chunk_chars, config.num_distractors,
             config.no_gold_share, None, config.max_multihop, config.sentences_per_chunk)
@@ -306,6 +308,7 @@ def _materialize_dataset(context, config: InstructionDatasetConfig, document_chu
         metadata={"path": str(target), "fingerprint": fingerprint, "train_rows": saved["train"].num_rows,
                   "eval_rows": saved["eval"].num_rows, "documents": len(chunks_by_doc),
                   "graph_fact_documents": len(facts), "stats": MetadataValue.json(stats),
+                  "distractors": distractor_source,
                   "preview": MetadataValue.md(f"**{train[0]['instruction']}**\n\n{train[0]['output'][:300]}")},
     )
     yield AssetCheckResult(check_name="dataset_schema_valid", passed=not problems,
