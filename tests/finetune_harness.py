@@ -7,6 +7,7 @@ from dagster import AssetKey, DagsterInstance, FilesystemIOManager, asset, mater
 
 from assets import finetune
 from pipelines.partitions import DOCUMENTS_PARTITIONS_NAME, documents_partitions
+from resources import Embedder, MilvusStore
 from tests.platform_harness import QUIET, failure_message  # noqa: F401  (failure_message re-exported)
 
 
@@ -94,7 +95,9 @@ class FinetuneHarness:
     def __init__(self, root: Path, resources: dict):
         self.root = root
         self.instance = DagsterInstance.ephemeral(tempdir=str(root / "dagster"))
-        self.resources = {"io_manager": FilesystemIOManager(base_dir=str(root / "storage"))} | resources
+        # finetune_dataset searches the job's Milvus index for distractors: none here, so the chunks' word overlap
+        self.resources = {"io_manager": FilesystemIOManager(base_dir=str(root / "storage")),
+                          "milvus": MilvusStore(uri=str(root / "milvus.db")), "embedder": Embedder()} | resources
         self.instance.add_dynamic_partitions(DOCUMENTS_PARTITIONS_NAME, sorted(CHUNKS))
         for key in sorted(CHUNKS):
             result = materialize(upstream_stubs(), partition_key=key, instance=self.instance,
