@@ -295,13 +295,16 @@ def main(argv=None) -> int:
 
             start, chunks = time.perf_counter(), 0
             batches = contiguous_batches(keys, set(keys))
+            run_peaks = []
             for batch in batches:
+                reset_peak_rss()
                 result = run(batch)
+                run_peaks.append(peak_rss_mb())
                 chunks += next(int(e.materialization.metadata["chunks"].value) for e in result.get_asset_materialization_events()
                                if e.materialization.asset_key.to_user_string() == "chunk_vectors"
                                and "chunks" in e.materialization.metadata)
             full_s = time.perf_counter() - start
-            rss_full = peak_rss_mb()
+            rss_full = max(run_peaks)
             print(f"pipeline (batched):{full_s:8.2f} s  {chunks / full_s:8.1f} chunks/s ({chunks} chunks, "
                   f"{len(batches)} runs of <= {len(batches[0])} documents)")
             if not args.skip_plain:
@@ -337,7 +340,8 @@ def main(argv=None) -> int:
             vectors = result.output_for_node("chunk_vectors")
             print(f"one changed doc:   {one_s:8.2f} s  ({len(requests)} run, {vectors['embedded']} chunk(s) re-embedded "
                   f"of {len(vectors['chunk_ids'])})   (target <= 15 s)")
-        print(f"peak RSS of the pipeline over {args.docs} documents: {rss_full:.0f} MB"
+        print(f"peak RSS of the pipeline over {args.docs} documents: {rss_full:.0f} MB; per run: "
+              f"{', '.join(f'{p:.0f}' for p in run_peaks)} MB"
               f"{'' if measured_alone else ' (the plain loop included: VmHWM could not be reset)'}")
 
         # the same edit, run as the daemon would: a fresh process that imports everything first
