@@ -106,3 +106,21 @@ class Platform:
     def count(self, doc_id: str | None = None) -> int:
         with self.milvus.client() as client:
             return self.milvus.count(client, doc_id)
+
+
+def after_first_step_retry(instance, before: set, action, timeout_s: float, poll_s: float = 0.5) -> None:
+    """Call action once a run not in before has a step up for retry (the fault was seen and retried), or at timeout:
+    the tests restart a server or release a held store at that moment."""
+    import time
+
+    from dagster import DagsterEventType
+
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        for run in instance.get_runs(limit=3):
+            if run.run_id not in before and instance.get_records_for_run(
+                    run.run_id, of_type=DagsterEventType.STEP_UP_FOR_RETRY).records:
+                action()
+                return
+        time.sleep(poll_s)
+    action()

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from tests.platform_harness import Platform, failure_message, free_port
+from tests.platform_harness import Platform, after_first_step_retry, failure_message, free_port
 
 
 class MilvusServer:
@@ -52,20 +52,6 @@ def _count_once_ready(platform, doc_id: str, timeout_s: float = 60) -> int:
             time.sleep(1)
 
 
-def _start_after_first_retry(instance, before: set, server, timeout_s: float = 300):
-    from dagster import DagsterEventType
-
-    deadline = time.time() + timeout_s
-    while time.time() < deadline:
-        for run in instance.get_runs(limit=3):
-            if run.run_id not in before and instance.get_records_for_run(
-                    run.run_id, of_type=DagsterEventType.STEP_UP_FOR_RETRY).records:
-                server.start()
-                return
-        time.sleep(0.5)
-    server.start()
-
-
 @pytest.mark.slow
 def test_milvus_restart_mid_run_is_retried_and_milvus_down_fails_clearly(tmp_path, docs_dir, monkeypatch):
     from resources import MilvusStore
@@ -86,7 +72,7 @@ def test_milvus_restart_mid_run_is_retried_and_milvus_down_fails_clearly(tmp_pat
             # retry: the retries ride it out
             server.stop()
             before = {r.run_id for r in platform.instance.get_runs()}
-            restart = threading.Thread(target=_start_after_first_retry, args=(platform.instance, before, server))
+            restart = threading.Thread(target=after_first_step_retry, args=(platform.instance, before, server.start, 300))
             restart.start()
             result = platform.ingest("oncall-handbook.txt")
             restart.join()

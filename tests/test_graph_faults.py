@@ -9,12 +9,11 @@ import threading
 import time
 
 import pytest
-from dagster import DagsterEventType
 
 from assets.ingestion import GRAPH_PENDING
 from resources.graph_store import GraphStore, GraphStoreUnavailable
 from pipelines.sensors import purge_run_config
-from tests.platform_harness import QUIET, Platform, failure_message, free_port
+from tests.platform_harness import QUIET, Platform, after_first_step_retry, failure_message, free_port
 
 A, B, C = "infrastructure-overview.md", "oncall-handbook.txt", "security-policy.html"
 
@@ -33,18 +32,6 @@ class Holder:
         if self.proc.poll() is None:
             self.proc.stdin.close()
             self.proc.wait(timeout=30)
-
-
-def _release_after_first_retry(instance, before: set, holder: Holder, timeout_s: float = 120):
-    deadline = time.time() + timeout_s
-    while time.time() < deadline:
-        for run in instance.get_runs(limit=3):
-            if run.run_id not in before and instance.get_records_for_run(
-                    run.run_id, of_type=DagsterEventType.STEP_UP_FOR_RETRY).records:
-                holder.release()
-                return
-        time.sleep(0.2)
-    holder.release()
 
 
 def _restarts(result) -> list[str]:
@@ -73,7 +60,7 @@ def test_graph_store_held_by_another_process(tmp_path, docs_dir, monkeypatch):
         # held when the run reaches the graph; released once the step waits for its first retry: ridden out
         holder = Holder(path)
         before = {r.run_id for r in platform.instance.get_runs()}
-        release = threading.Thread(target=_release_after_first_retry, args=(platform.instance, before, holder))
+        release = threading.Thread(target=after_first_step_retry, args=(platform.instance, before, holder.release, 120, 0.2))
         release.start()
         try:
             result = platform.ingest(B)
