@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 import threading
 import time
@@ -231,6 +232,14 @@ def main(argv: list[str] | None = None) -> int:
     REGISTRY.register(PlatformCollector(read_lite_milvus=args.read_lite_milvus))
     server, thread = start_http_server(args.port, addr=args.host)
     log.info(f"docplatform metrics on http://{args.host}:{server.server_port}/metrics")
+
+    def stop(signum, frame):  # noqa: ARG001
+        raise KeyboardInterrupt
+
+    # SIGTERM (systemd, kill, Kubernetes) and SIGINT stop the exporter even when it was started with SIGINT ignored
+    # (nohup, a background job of a script), which Python and Dagster would otherwise pass on to SIGTERM
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
     try:
         thread.join()
     except KeyboardInterrupt:
