@@ -88,8 +88,16 @@ def test_daemon_serialises_sensor_nightly_and_manual_runs_and_later_ones_do_noth
                             and all(r.dagster_run.is_finished for r in rs) and rs, 420, "the three runs", log)
             by_id = {r.dagster_run.run_id: r for r in records}
             for record in records:
-                assert record.dagster_run.status == DagsterRunStatus.SUCCESS, (record.dagster_run.tags,
-                                                                                log.read_text()[-4000:])
+                run_id = record.dagster_run.run_id
+                failed_checks = [e.dagster_event.event_specific_data.check_name
+                                 for e in _events(instance, run_id, DagsterEventType.ASSET_CHECK_EVALUATION)
+                                 if not e.dagster_event.event_specific_data.passed]
+                step_errors = [e.dagster_event.step_key + ": " + str(e.dagster_event.event_specific_data.error)[:1500]
+                               for e in _events(instance, run_id, DagsterEventType.STEP_FAILURE)]
+                assert record.dagster_run.status == DagsterRunStatus.SUCCESS, (
+                    f"run {run_id} ({record.dagster_run.tags.get('dagster/sensor_name') or 'queued by the test'}) "
+                    f"{record.dagster_run.status}; failed checks {failed_checks}; step errors {step_errors}\n"
+                    f"{log.read_text()[-3000:]}")
             # never interleaved: each run started after the previous one ended, oldest first (the queue is FIFO)
             spans = sorted((by_id[i].start_time, by_id[i].end_time, i) for i in ids)
             assert [i for _, _, i in spans] == ids
