@@ -124,3 +124,17 @@ def after_first_step_retry(instance, before: set, action, timeout_s: float, poll
                 return
         time.sleep(poll_s)
     action()
+
+
+def stop_process_group(proc, sig, timeout_s: float = 60) -> None:
+    """Stop a server started with start_new_session=True: sig to its whole group, SIGKILL if it outlives timeout_s."""
+    import os
+    import signal
+    import subprocess
+
+    os.killpg(proc.pid, sig)
+    try:
+        proc.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()

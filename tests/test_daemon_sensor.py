@@ -14,7 +14,7 @@ from pathlib import Path
 import requests
 
 from resources import MilvusStore
-from tests.platform_harness import free_port
+from tests.platform_harness import free_port, stop_process_group
 
 REPO = Path(__file__).resolve().parent.parent
 RUNS = """{ runsOrError { ... on Runs { results { jobName status tags { key value } } } } }"""
@@ -78,12 +78,7 @@ def test_sensor_and_daemon_ingest_and_purge(tmp_path, docs_dir):
         wait_for(url, lambda rs: ("purge_documents_job", "SUCCESS", "") in rs
                  and ("ingest_job", "SUCCESS", "backup-policy.md") in rs, 240, log)
     finally:
-        os.killpg(proc.pid, signal.SIGINT)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        stop_process_group(proc, signal.SIGINT)
 
     store = MilvusStore(uri=str(data / "milvus.db"))
     with store.client() as client:

@@ -23,6 +23,7 @@ from pipelines.definitions import defs
 from pipelines.schedules import nightly_reindex_schedule
 from resources import DocumentSource, Embedder, MilvusStore
 from resources.graph_store import GraphStore
+from tests.platform_harness import stop_process_group
 
 REPO = Path(__file__).resolve().parent.parent
 DOC = "oncall-handbook.txt"
@@ -123,12 +124,7 @@ def test_daemon_serialises_sensor_nightly_and_manual_runs_and_later_ones_do_noth
                             for e in _events(instance, run_id, DagsterEventType.ASSET_OBSERVATION)]
                 assert [(o.partition, o.metadata["status"].value) for o in observed] == [(DOC, "unchanged")]
     finally:
-        os.killpg(daemon.pid, signal.SIGTERM)
-        try:
-            daemon.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(daemon.pid, signal.SIGKILL)
-            daemon.wait()
+        stop_process_group(daemon, signal.SIGTERM)
 
     # one run's worth of index: the document's chunks once, its state final, its facts in the graph
     state = milvus.document_states()[DOC]
