@@ -22,7 +22,7 @@ import hashlib
 import os
 import re
 import unicodedata
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 from urllib.parse import quote
@@ -140,6 +140,11 @@ class RelationInfo:
     inverse_phrases: tuple[str, ...] = ()
     domains: tuple[str, ...] = ()  # rdfs:domain (owl:unionOf gives several); empty = any class
     ranges: tuple[str, ...] = ()
+    # OWL characteristics, honoured at query time (graph paths, SPARQL): relation identifiers, never URIs
+    transitive: bool = False  # owl:TransitiveProperty
+    symmetric: bool = False  # owl:SymmetricProperty
+    inverse_of: str = ""  # owl:inverseOf (either direction of the axiom)
+    super_properties: tuple[str, ...] = ()  # rdfs:subPropertyOf, transitively, nearest first
 
 
 @dataclass(frozen=True)
@@ -429,6 +434,23 @@ def _generated_shapes(classes: dict[str, ClassInfo], relations: dict[str, Relati
     return shapes
 
 
+def _add_characteristics(graph: Graph, relations: dict[str, RelationInfo]) -> None:
+    """owl:TransitiveProperty, owl:SymmetricProperty, owl:inverseOf and rdfs:subPropertyOf between the relations."""
+    ident = {rel.uri: name for name, rel in relations.items()}
+    for name, rel in list(relations.items()):
+        inverse = next((ident[o] for o in graph.objects(rel.uri, OWL.inverseOf) if o in ident), "") or \
+            next((ident[s] for s in graph.subjects(OWL.inverseOf, rel.uri) if s in ident), "")
+        supers, frontier = [], [rel.uri]
+        while frontier:
+            for parent in sorted(graph.objects(frontier.pop(0), RDFS.subPropertyOf)):
+                if parent in ident and ident[parent] not in supers and ident[parent] != name:
+                    supers.append(ident[parent])
+                    frontier.append(parent)
+        relations[name] = replace(rel, transitive=(rel.uri, RDF.type, OWL.TransitiveProperty) in graph,
+                                  symmetric=(rel.uri, RDF.type, OWL.SymmetricProperty) in graph,
+                                  inverse_of=inverse, super_properties=tuple(supers))
+
+
 def ontology_files(directory: Path) -> list[Path]:
     return sorted(p for p in Path(directory).iterdir() if p.is_file() and p.suffix.lower() in ONTOLOGY_SUFFIXES
                   and not p.name.startswith("."))
@@ -509,6 +531,7 @@ def parse_ontology(directory: Path) -> Ontology:
             phrases=_strings(graph, prop, KG.phrase),
             inverse_phrases=_strings(graph, prop, KG.inversePhrase),
         )
+    _add_characteristics(graph, relations)
 
     attributes: dict[str, AttributeInfo] = {}
     attr_idents: dict[str, URIRef] = {}

@@ -114,3 +114,21 @@ def test_file_names_are_free_and_shapes_are_found_by_content(tmp_path):
     assert set(onto.relations) == {"RUNS_ON", "DEPENDS_ON", "MANAGED_BY"}
     assert any(True for _ in onto.shapes.subjects()) and onto.known_entities
     assert onto.fingerprint != load_ontology().fingerprint
+
+
+def test_property_characteristics_are_read(tmp_path):
+    (tmp_path / "o.ttl").write_text(PREFIXES + """
+ex:Thing a owl:Class .
+ex:partOf a owl:ObjectProperty, owl:TransitiveProperty ; rdfs:domain ex:Thing ; rdfs:range ex:Thing .
+ex:hasPart a owl:ObjectProperty ; owl:inverseOf ex:partOf ; rdfs:domain ex:Thing ; rdfs:range ex:Thing .
+ex:near a owl:ObjectProperty, owl:SymmetricProperty .
+ex:related a owl:ObjectProperty .
+ex:linked a owl:ObjectProperty ; rdfs:subPropertyOf ex:related .
+ex:wiredTo a owl:ObjectProperty ; rdfs:subPropertyOf ex:linked .
+""")
+    rels = parse_ontology(tmp_path).relations
+    assert rels["PART_OF"].transitive and not rels["HAS_PART"].transitive
+    assert rels["HAS_PART"].inverse_of == "PART_OF" and rels["PART_OF"].inverse_of == "HAS_PART"
+    assert rels["NEAR"].symmetric and not rels["PART_OF"].symmetric
+    assert rels["WIRED_TO"].super_properties == ("LINKED", "RELATED") and rels["RELATED"].super_properties == ()
+    assert load_ontology().relations["DEPENDS_ON"].transitive  # the bundled ontology declares it
