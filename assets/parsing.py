@@ -193,17 +193,28 @@ class _ParseTimeout(BaseException):
 
 
 def _in_process(doc_id: str, suffix: str, data: bytes, timeout_s: float):
+    """Parse in this process under a SIGALRM deadline.
+
+    The alarm repeats every 0.2 s after the deadline: a signal handler's exception that lands in a garbage
+    collector callback or a __del__ is swallowed by Python ("Exception ignored in ..."), so one alarm alone
+    could let a spinning parser run on."""
+    finished = False
+
     def expire(signum, frame):
-        raise _ParseTimeout()
+        if not finished:
+            raise _ParseTimeout()
 
     previous = signal.signal(signal.SIGALRM, expire)
-    signal.setitimer(signal.ITIMER_REAL, timeout_s)
+    signal.setitimer(signal.ITIMER_REAL, timeout_s, 0.2)
     try:
-        return _worker(doc_id, suffix, data)
+        try:
+            return _worker(doc_id, suffix, data)
+        finally:
+            finished = True
+            signal.setitimer(signal.ITIMER_REAL, 0)
     except _ParseTimeout:
         return "error", f"document {doc_id!r}: parsing took longer than {timeout_s:g} s; skipped"
     finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
 
 

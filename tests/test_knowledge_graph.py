@@ -250,10 +250,16 @@ def test_embedded_store_is_released_between_sessions(store, corpus_facts):
 # ------------------------------------------------------------------------------------------ Dagster assets
 
 def run_kg(instance, docs: Path, key: str, graph_store: GraphStore):
-    result = materialize(KG_ASSETS, partition_key=key, instance=instance,
-                         resources={"documents": DocumentSource(root=str(docs)), "graph_store": graph_store,
-                                    "embedder": Embedder(), "milvus": MilvusStore(uri=str(docs.parent / "milvus.db"))},
-                         raise_on_error=False)
+    from dagster._core.storage.defs_state.base import set_defs_state_storage
+
+    # an ephemeral Dagster instance a resource context entered and the garbage collector half-disposed can
+    # leave a dead "current defs-state storage" behind, which Definitions then fail to resolve
+    with set_defs_state_storage(None):
+        result = materialize(KG_ASSETS, partition_key=key, instance=instance,
+                             resources={"documents": DocumentSource(root=str(docs)), "graph_store": graph_store,
+                                        "embedder": Embedder(),
+                                        "milvus": MilvusStore(uri=str(docs.parent / "milvus.db"))},
+                             raise_on_error=False)
     assert result.success, [e.message for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
     checks = {(c.asset_key.to_user_string(), c.check_name): c.passed for c in result.get_asset_check_evaluations()}
     for name in ("shacl_conformance", "domain_range_valid"):
