@@ -158,10 +158,13 @@ class AttributeInfo:
     labels: tuple[str, ...] = ()
     comment: str = ""
     phrases: tuple[str, ...] = ()
+    # what the values look like when the file names no xsd type ("number", "year", "date", "text"); "" = datatype
+    literal_kind: str = ""
+    declared_as: str = "owl:DatatypeProperty"  # or "owl:ObjectProperty" for an object property with a literal range
 
     @property
     def numeric(self) -> bool:
-        return self.datatype in _NUMERIC_TYPES
+        return self.datatype in _NUMERIC_TYPES or self.literal_kind in ("number", "year")
 
 
 @dataclass(frozen=True)
@@ -182,6 +185,8 @@ class Ontology:
     fingerprint: str = ""  # sha256 of the files: caches keyed on it follow edits
     attributes: dict[str, AttributeInfo] = field(default_factory=dict)
     files: tuple[str, ...] = ()
+    # what loading had to infer, as RDFS would (see OntologyLoadReport); shown in the graph assets' metadata
+    load_report: "OntologyLoadReport" = None  # type: ignore[assignment]
 
     # ------------------------------------------------------------------ allow-list
     def require_class(self, label: str) -> str:
@@ -343,10 +348,107 @@ def _class_refs(graph: Graph, node, names: dict[URIRef, str], what: str) -> tupl
         union = graph.value(node, OWL.unionOf)
         if union is None:
             raise OntologyError(f"{what} is an anonymous class other than owl:unionOf; declare a named class")
-        return tuple(_class_refs(graph, member, names, what)[0] for member in Collection(graph, union))
+        return tuple(ref for member in Collection(graph, union) for ref in _class_refs(graph, member, names, what))
     if node not in names:
-        raise OntologyError(f"{what} is {node}, which is not a class declared in the ontology (owl:Class)")
+        raise OntologyError(f"{what} is {node}, which is not a class declared in the ontology (owl:Class)"
+                            " (strict_ontology is on: undeclared domain/range classes are refused, not inferred)")
     return (names[node],)
+
+
+@dataclass
+class OntologyLoadReport:
+    """What loading an ontology as published had to infer (RDFS entailment rules rdfs2/rdfs3: whatever is an
+    rdfs:domain or rdfs:range is a class), and which ranges it read as literal values."""
+    inferred_classes: dict[str, list[str]] = field(default_factory=dict)  # class id -> properties implying it
+    literal_ranges: dict[str, list[str]] = field(default_factory=dict)  # range term -> properties with that range
+    object_properties_as_attributes: list[str] = field(default_factory=list)  # owl:ObjectProperty, literal range
+    imports_followed: list[str] = field(default_factory=list)
+    imports_not_followed: list[str] = field(default_factory=list)  # remote or missing: named, never fetched
+    strict: bool = False
+
+    def as_metadata(self) -> dict:
+        return {"inferred_classes": self.inferred_classes, "literal_ranges": self.literal_ranges,
+                "object_properties_as_attributes": self.object_properties_as_attributes,
+                "imports_followed": self.imports_followed, "imports_not_followed": self.imports_not_followed,
+                "strict": self.strict}
+
+    def lines(self) -> list[str]:
+        out = [f"inferred class {c} (used as domain/range of {', '.join(props)})"
+               for c, props in sorted(self.inferred_classes.items())]
+        out += [f"literal range {term} ({', '.join(props)})" for term, props in sorted(self.literal_ranges.items())]
+        out += [f"owl:ObjectProperty {p} has a literal range: its facts are attributes"
+                for p in self.object_properties_as_attributes]
+        out += [f"owl:imports {i} not followed (not a local file)" for i in self.imports_not_followed]
+        return out
+
+
+# Names of "classes" that stand for literal values in published ontologies (compared lower-case, letters only)
+_LITERAL_CLASS_KINDS = {
+    "string": "text", "str": "text", "text": "text", "literal": "text", "langstring": "text", "plainliteral": "text",
+    "name": "text", "label": "text",
+    "number": "number", "numeric": "number", "integer": "number", "int": "number", "float": "number",
+    "double": "number", "decimal": "number", "real": "number", "long": "number", "quantity": "number",
+    "nonnegativeinteger": "number", "positiveinteger": "number",
+    "year": "year", "gyear": "year", "date": "date", "datetime": "date", "time": "date", "month": "date",
+    "day": "date", "duration": "text", "boolean": "text", "bool": "text",
+}
+_RDF_LITERALS = {RDFS.Literal, RDF.langString, RDF.PlainLiteral, RDF.XMLLiteral, RDF.HTML}
+
+
+def _literal_kind(graph: Graph, term) -> str:
+    """'' if term is a class of things; else the kind of literal it stands for (xsd:*, rdfs:Literal, or a class
+    with a datatype-like name and no subclasses and no instances)."""
+    if not isinstance(term, URIRef):
+        return ""
+    if str(term).startswith(str(XSD)):
+        local = _local(term)
+        return "number" if local in _NUMERIC_TYPES and local != "gYear" else \
+            "year" if local == "gYear" else "date" if local in ("date", "dateTime", "time") else "text"
+    if term in _RDF_LITERALS:
+        return "text"
+    kind = _LITERAL_CLASS_KINDS.get(re.sub(r"[^a-z]", "", _local(term).lower()), "")
+    if kind and not any(True for _ in graph.subjects(RDFS.subClassOf, term)) and \
+            not any(True for _ in graph.subjects(RDF.type, term)):
+        return kind
+    return ""
+
+
+def _xsd_of(term, kind: str) -> str:
+    """The datatype attribute values are checked against: the xsd type named, else a plain string (values written
+    in prose, '2,100 km2' or 'March 1986', must not fail SHACL because the file said 'number' or 'Date')."""
+    if isinstance(term, URIRef) and str(term).startswith(str(XSD)):
+        return _local(term)
+    return "string"
+
+
+def _follow_imports(graph: Graph, directory: Path, read: set[Path], report: OntologyLoadReport) -> None:
+    """owl:imports of local files (a path relative to the folder, a file: URI, or a file of the folder with the
+    imported name) are read; anything else is listed in the report and never fetched (air-gapped)."""
+    pending = sorted({o for o in graph.objects(None, OWL.imports) if isinstance(o, URIRef)})
+    while pending:
+        target = pending.pop(0)
+        text = str(target)
+        candidates = []
+        if text.startswith("file:"):
+            from urllib.parse import unquote, urlparse
+            candidates.append(Path(unquote(urlparse(text).path)))
+        elif "://" not in text:
+            candidates.append((directory / text))
+        tail = text.rstrip("/#").rsplit("/", 1)[-1]
+        candidates += [directory / tail] + [directory / (tail + suffix) for suffix in ONTOLOGY_SUFFIXES]
+        found = next((c.resolve() for c in candidates if c.is_file() and c.suffix.lower() in ONTOLOGY_SUFFIXES), None)
+        if found is None:
+            report.imports_not_followed.append(text)
+            continue
+        if found in read:
+            report.imports_followed.append(text)
+            continue
+        read.add(found)
+        imported = _parse_file(found)
+        report.imports_followed.append(text)
+        for triple in imported:
+            graph.add(triple)
+        pending.extend(sorted({o for o in imported.objects(None, OWL.imports) if isinstance(o, URIRef)}))
 
 
 def _parse_file(path: Path) -> Graph:
@@ -456,7 +558,8 @@ def ontology_files(directory: Path) -> list[Path]:
                   and not p.name.startswith("."))
 
 
-def parse_ontology(directory: Path) -> Ontology:
+def parse_ontology(directory: Path, strict: bool = False) -> Ontology:
+    """strict: refuse domain/range terms the files do not declare as classes (the behaviour before RDFS inference)."""
     directory = Path(directory)
     if not directory.is_dir():
         raise OntologyError(f"ontology folder {directory} does not exist")
@@ -464,8 +567,11 @@ def parse_ontology(directory: Path) -> Ontology:
     if not files:
         raise OntologyError(f"ontology folder {directory} has no ontology files ({', '.join(sorted(ONTOLOGY_SUFFIXES))})")
     graph, shapes = Graph(), Graph()
+    origin: dict = {}  # subject -> the file that types it (named in errors)
     for path in files:
         parsed = _parse_file(path)
+        for subject in parsed.subjects(RDF.type, None):
+            origin.setdefault(subject, path)
         is_shapes = any(True for _ in parsed.subjects(RDF.type, SH.NodeShape)) or \
             any(True for _ in parsed.subjects(RDF.type, SH.PropertyShape))
         target = shapes if is_shapes else graph
@@ -473,9 +579,48 @@ def parse_ontology(directory: Path) -> Ontology:
             target.add(triple)
         for prefix, ns in parsed.namespaces():
             target.bind(prefix, ns, override=False)
+    report = OntologyLoadReport(strict=strict)
+    _follow_imports(graph, directory, {p.resolve() for p in files}, report)
 
-    class_uris = sorted({c for t in (OWL.Class, RDFS.Class) for c in graph.subjects(RDF.type, t)
-                         if isinstance(c, URIRef) and c not in (OWL.Thing, RDFS.Resource)})
+    declared = {c for t in (OWL.Class, RDFS.Class) for c in graph.subjects(RDF.type, t)
+                if isinstance(c, URIRef) and c not in (OWL.Thing, RDFS.Resource)}
+    # domain/range terms: a literal kind, or a class (declared, or inferred as RDFS entailment would)
+    object_props = [p for p in sorted(set(graph.subjects(RDF.type, OWL.ObjectProperty)))
+                    if isinstance(p, URIRef) and p not in _PLATFORM_PROPERTIES and not str(p).startswith(str(KG))]
+    datatype_props = [p for p in sorted(set(graph.subjects(RDF.type, OWL.DatatypeProperty)))
+                      if isinstance(p, URIRef) and p not in _PLATFORM_PROPERTIES and not str(p).startswith(str(KG))]
+    literal_range: dict[URIRef, tuple[URIRef, str]] = {}  # object property -> (range term, kind)
+    implied: dict[URIRef, list[str]] = {}
+    used_as_domain = {graph.value(p, RDFS.domain) for p in object_props + datatype_props}
+
+    def terms(node):
+        if isinstance(node, BNode) and graph.value(node, OWL.unionOf) is not None:
+            return [m for m in Collection(graph, graph.value(node, OWL.unionOf))]
+        return [node] if node is not None else []
+
+    for prop in object_props:
+        range_ = graph.value(prop, RDFS.range)
+        kind = _literal_kind(graph, range_)
+        if not strict and kind and range_ not in used_as_domain:
+            literal_range[prop] = (range_, kind)
+            report.literal_ranges.setdefault(_local(range_), []).append(_local(prop))
+            report.object_properties_as_attributes.append(_local(prop))
+    for prop in object_props + datatype_props:
+        for predicate in (RDFS.domain, RDFS.range):
+            if predicate == RDFS.range and (prop in literal_range or prop in datatype_props):
+                continue
+            for term in terms(graph.value(prop, predicate)):
+                if isinstance(term, URIRef) and term not in declared and term not in (OWL.Thing, RDFS.Resource):
+                    implied.setdefault(term, []).append(_local(prop))
+    for prop in datatype_props:
+        range_ = graph.value(prop, RDFS.range)
+        if range_ is not None and not str(range_).startswith(str(XSD)) and range_ not in _RDF_LITERALS:
+            report.literal_ranges.setdefault(_local(range_), []).append(_local(prop))
+    if not strict:
+        for term, props in implied.items():
+            report.inferred_classes[class_identifier(_local(term))] = sorted(set(props))
+        declared |= set(implied)
+    class_uris = sorted(declared)
     if not class_uris:
         raise OntologyError(f"ontology in {directory} declares no classes (owl:Class or rdfs:Class) in "
                             f"{', '.join(p.name for p in files)}")
@@ -511,17 +656,17 @@ def parse_ontology(directory: Path) -> Ontology:
 
     relations: dict[str, RelationInfo] = {}
     rel_idents: dict[str, URIRef] = {}
-    for prop in sorted(set(graph.subjects(RDF.type, OWL.ObjectProperty))):
-        if not isinstance(prop, URIRef) or prop in _PLATFORM_PROPERTIES or str(prop).startswith(str(KG)):
-            continue  # kg:mentionedIn is provenance, not a domain relation
+    for prop in object_props:  # kg:mentionedIn is provenance, not a domain relation
+        if prop in literal_range:
+            continue  # an attribute, below
         local = _local(prop)
         ident = relation_identifier(local)
         if not IDENTIFIER.match(ident):
             raise OntologyError(f"ontology relation {prop} cannot be a relationship type ({ident!r})")
         _check_unique("relation", rel_idents, ident, prop, RESERVED_RELATION_NAMES)
         rel_idents[ident] = prop
-        domains = _class_refs(graph, graph.value(prop, RDFS.domain), names, f"rdfs:domain of relation {prop}")
-        ranges = _class_refs(graph, graph.value(prop, RDFS.range), names, f"rdfs:range of relation {prop}")
+        domains = _class_refs(graph, graph.value(prop, RDFS.domain), names, f"rdfs:domain of relation {prop} (in {origin.get(prop, directory)})")
+        ranges = _class_refs(graph, graph.value(prop, RDFS.range), names, f"rdfs:range of relation {prop} (in {origin.get(prop, directory)})")
         relations[ident] = RelationInfo(
             name=ident, uri=prop, domain=domains[0] if domains else "", range=ranges[0] if ranges else "",
             domains=domains, ranges=ranges, local_name=local,
@@ -535,22 +680,23 @@ def parse_ontology(directory: Path) -> Ontology:
 
     attributes: dict[str, AttributeInfo] = {}
     attr_idents: dict[str, URIRef] = {}
-    for prop in sorted(set(graph.subjects(RDF.type, OWL.DatatypeProperty))):
-        if not isinstance(prop, URIRef) or prop in _PLATFORM_PROPERTIES or str(prop).startswith(str(KG)):
-            continue
+    for prop in datatype_props + [p for p in object_props if p in literal_range]:
         local = _local(prop)
         ident = attribute_identifier(local)
         _check_unique("datatype property", attr_idents, ident, prop)
         attr_idents[ident] = prop
-        domains = _class_refs(graph, graph.value(prop, RDFS.domain), names, f"rdfs:domain of datatype property {prop}")
+        domains = _class_refs(graph, graph.value(prop, RDFS.domain), names, f"rdfs:domain of datatype property {prop} (in {origin.get(prop, directory)})")
         range_ = graph.value(prop, RDFS.range)
-        datatype = _local(range_) if isinstance(range_, URIRef) and str(range_).startswith(str(XSD)) else "string"
+        kind = literal_range[prop][1] if prop in literal_range else \
+            ("" if range_ is None or str(range_).startswith(str(XSD)) else _literal_kind(graph, range_) or "text")
+        datatype = _xsd_of(range_, kind)
         attributes[ident] = AttributeInfo(
             name=ident, uri=prop, domain=domains[0] if len(domains) == 1 else None, datatype=datatype,
             local_name=local, label=_english_label(graph, prop, humanize(local)),
             labels=_strings(graph, prop, RDFS.label, SKOS.prefLabel, SKOS.altLabel),
             comment=" ".join(_strings(graph, prop, RDFS.comment, SKOS.definition)),
-            phrases=_strings(graph, prop, KG.phrase),
+            phrases=_strings(graph, prop, KG.phrase), literal_kind=kind if not str(range_ or "").startswith(str(XSD)) else "",
+            declared_as="owl:ObjectProperty" if prop in literal_range else "owl:DatatypeProperty",
         )
 
     # known individuals: any subject typed with a declared class (canonical name = label, aliases = altLabels)
@@ -567,23 +713,32 @@ def parse_ontology(directory: Path) -> Ontology:
     # SHACL: the folder's own shapes plus the shapes every ontology gets
     shapes += _generated_shapes(classes, relations, attributes)
     digest = hashlib.sha256()
-    for path in files:
+    for path in files + [p for p in [directory / "examples.jsonl"] if p.is_file()]:  # examples teach extraction
         digest.update(path.name.encode() + b"\0" + path.read_bytes())
     return Ontology(directory=directory, graph=graph, shapes=shapes, classes=classes, relations=relations,
-                    known_entities=known, fingerprint=digest.hexdigest(), attributes=attributes,
-                    files=tuple(p.name for p in files))
+                    known_entities=known, fingerprint=digest.hexdigest() + ("-strict" if strict else ""),
+                    attributes=attributes, files=tuple(p.name for p in files), load_report=report)
 
 
 @lru_cache(maxsize=8)
-def _cached(directory: str, stamp: tuple) -> Ontology:
-    return parse_ontology(Path(directory))
+def _cached(directory: str, stamp: tuple, strict: bool) -> Ontology:
+    return parse_ontology(Path(directory), strict=strict)
 
 
-def load_ontology(directory: str | Path | None = None) -> Ontology:
-    """The ontology in directory (default: ontology_schemas/ or $DOCPLATFORM_ONTOLOGY_DIR), cached per file change."""
+def strict_ontology_default() -> bool:
+    """DOCPLATFORM_STRICT_ONTOLOGY=true: refuse undeclared domain/range classes instead of inferring them."""
+    return os.environ.get("DOCPLATFORM_STRICT_ONTOLOGY", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def load_ontology(directory: str | Path | None = None, strict: bool | None = None) -> Ontology:
+    """The ontology in directory (default: ontology_schemas/ or $DOCPLATFORM_ONTOLOGY_DIR), cached per file change.
+
+    strict (default $DOCPLATFORM_STRICT_ONTOLOGY): refuse domain/range terms that are not declared classes."""
+    strict = strict_ontology_default() if strict is None else strict
     path = Path(directory or default_ontology_dir()).resolve()
     if not path.is_dir():
         raise OntologyError(f"ontology folder {path} does not exist (set DOCPLATFORM_ONTOLOGY_DIR to a folder of "
                             f"OWL/Turtle files)")
-    stamp = tuple(sorted((p.name, p.stat().st_mtime_ns, p.stat().st_size) for p in ontology_files(path)))
-    return _cached(str(path), stamp)
+    stamp = tuple(sorted((p.name, p.stat().st_mtime_ns, p.stat().st_size)
+                         for p in ontology_files(path) + [e for e in [path / "examples.jsonl"] if e.is_file()]))
+    return _cached(str(path), stamp, bool(strict))

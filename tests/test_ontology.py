@@ -83,9 +83,6 @@ def _folder(tmp_path, text: str, name: str = "mine.ttl") -> Path:
 
 @pytest.mark.parametrize("text, message", [
     ("ex:runsOn a owl:ObjectProperty .", "declares no classes"),
-    ("ex:A a owl:Class . ex:runsOn a owl:ObjectProperty ; rdfs:domain ex:Missing ; rdfs:range ex:A .",
-     "rdfs:domain of relation .*runsOn.* not a class declared"),
-    ("ex:A a owl:Class . ex:size a owl:DatatypeProperty ; rdfs:domain ex:Nowhere .", "rdfs:domain of datatype property"),
     ("ex:A a owl:Class . ex:runsOn a owl:ObjectProperty . ex:runs_on a owl:ObjectProperty .", "both map to the identifier 'RUNS_ON'"),
     ("ex:Chunk a owl:Class .", "reserves"),
     ("ex:A a owl:Class . ex:mentioned_in a owl:ObjectProperty .", "reserves"),
@@ -95,6 +92,71 @@ def _folder(tmp_path, text: str, name: str = "mine.ttl") -> Path:
 def test_unusable_ontologies_fail_with_a_clear_error(tmp_path, text, message):
     with pytest.raises(OntologyError, match=message):
         parse_ontology(_folder(tmp_path, text))
+
+
+@pytest.mark.parametrize("text, message", [
+    ("ex:A a owl:Class . ex:runsOn a owl:ObjectProperty ; rdfs:domain ex:Missing ; rdfs:range ex:A .",
+     r"rdfs:domain of relation .*runsOn.*mine\.ttl.* not a class declared"),
+    ("ex:A a owl:Class . ex:size a owl:DatatypeProperty ; rdfs:domain ex:Nowhere .", "rdfs:domain of datatype property"),
+    ("ex:A a owl:Class . ex:year a owl:ObjectProperty ; rdfs:domain ex:A ; rdfs:range ex:Year .", "range of relation .*year"),
+])
+def test_strict_ontology_refuses_undeclared_domain_and_range_terms(tmp_path, text, message):
+    folder = _folder(tmp_path, text)
+    with pytest.raises(OntologyError, match=message):
+        parse_ontology(folder, strict=True)
+    parse_ontology(folder)  # the default infers them instead
+
+
+PUBLISHED_STYLE = """
+ex:birthYear a owl:ObjectProperty ; rdfs:label "birthYear" ; rdfs:domain ex:Athlete ; rdfs:range ex:Year .
+ex:height a owl:ObjectProperty ; rdfs:domain ex:Athlete ; rdfs:range ex:number .
+ex:nickname a owl:ObjectProperty ; rdfs:domain ex:Athlete ; rdfs:range xsd:string .
+ex:motto a owl:ObjectProperty ; rdfs:domain ex:Club ; rdfs:range rdfs:Literal .
+ex:club a owl:ObjectProperty ; rdfs:label "club", "클럽"@ko ; rdfs:domain ex:Athlete ; rdfs:range ex:Club .
+ex:ground a owl:ObjectProperty ; rdfs:domain ex:Club ; rdfs:range ex:Place .
+ex:Place a owl:Class ; rdfs:label "Place" .
+ex:Date a owl:Class .
+ex:Holiday rdfs:subClassOf ex:Date .
+ex:opened a owl:ObjectProperty ; rdfs:domain ex:Place ; rdfs:range ex:Date .
+"""
+
+
+def test_published_ontology_quirks_are_inferred_and_reported(tmp_path):
+    """Terms used as domain/range are classes (RDFS rdfs2/rdfs3); datatype-named, childless, instance-free
+    "classes" and xsd/rdfs:Literal ranges of owl:ObjectProperty make attributes; all of it is in the report."""
+    onto = parse_ontology(_folder(tmp_path, PUBLISHED_STYLE))
+    report = onto.load_report
+    assert {"Athlete", "Club", "Date"} <= set(onto.classes)  # Date has a subclass (Holiday): a class, not a literal
+    assert "Year" not in onto.classes and "Number" not in onto.classes
+    assert report.inferred_classes["Athlete"] == ["birthYear", "club", "height", "nickname"]
+    assert report.inferred_classes["Club"] == ["club", "ground", "motto"]
+    assert set(report.literal_ranges) == {"Year", "number", "string", "Literal"}
+    assert set(onto.relations) == {"CLUB", "GROUND", "OPENED"}
+    birth = onto.attributes["birth_year"]
+    assert (birth.domain, birth.literal_kind, birth.numeric, birth.declared_as) == \
+        ("Athlete", "year", True, "owl:ObjectProperty")
+    assert onto.attributes["nickname"].datatype == "string" and onto.attributes["motto"].literal_kind == "text"
+    assert "클럽" in onto.relations["CLUB"].labels
+    assert any("inferred class Athlete" in line for line in report.lines())
+    facts = {"entities": [{"id": "Athlete:a", "label": "Athlete", "name": "A. Runner", "chunk_ids": ["c1"]}],
+             "relations": [], "attributes": [{"entity": "Athlete:a", "property": "birth_year", "value": "1986",
+                                              "chunk_id": "c1"}]}
+    assert onto.validate_shacl(facts)[0]
+
+
+def test_local_owl_imports_are_followed_and_remote_ones_reported(tmp_path):
+    folder = tmp_path / "onto"
+    (folder / "imported").mkdir(parents=True)
+    (folder / "imported" / "base.ttl").write_text(PREFIXES + "ex:Team a owl:Class ; rdfs:label \"Team\" .\n")
+    (folder / "main.ttl").write_text(PREFIXES + """
+<urn:x:onto> a owl:Ontology ; owl:imports <imported/base.ttl>, <http://example.org/remote.owl> .
+ex:Service a owl:Class . ex:ownedBy a owl:ObjectProperty ; rdfs:domain ex:Service ; rdfs:range ex:Team .
+""")
+    onto = parse_ontology(folder)
+    assert onto.load_report.imports_followed == ["imported/base.ttl"] or \
+        onto.load_report.imports_followed[0].endswith("imported/base.ttl")
+    assert onto.load_report.imports_not_followed == ["http://example.org/remote.owl"]
+    assert "Team" not in onto.load_report.inferred_classes and onto.classes["Team"].label == "Team"
 
 
 def test_missing_or_empty_folder_is_a_clear_error(tmp_path):

@@ -44,9 +44,21 @@ class ExtractionSettings(Config):
     llm_url: str = ""  # default: $DOCPLATFORM_VLLM_URL
     llm_model: str = ""  # default: the served base model
     llm_timeout_s: float = 120.0
+    # refuse rdfs:domain/rdfs:range terms the ontology does not declare as classes (default: infer them, as RDFS
+    # does, and list them in the metadata); also $DOCPLATFORM_STRICT_ONTOLOGY=true
+    strict_ontology: bool = False
 
     def extraction_config(self) -> ExtractionConfig:
-        return ExtractionConfig(**self.model_dump())
+        return ExtractionConfig(**self.model_dump(exclude={"strict_ontology"}))
+
+
+def ontology_metadata(ontology: Ontology) -> dict:
+    """The ontology's load report (inferred classes, literal ranges, imports) for an asset's metadata."""
+    report = ontology.load_report
+    return {"ontology_files": MetadataValue.json(list(ontology.files)),
+            "ontology_load_report": MetadataValue.json(report.as_metadata() if report else {}),
+            "ontology_inferred": MetadataValue.md("\n".join(f"- {line}" for line in (report.lines() if report else []))
+                                                  or "(nothing inferred: every domain/range is a declared class)")}
 
 
 # --------------------------------------------------------------------------------------------- checks
@@ -93,7 +105,7 @@ def domain_range_violations(facts: dict, ontology: Ontology) -> list[str]:
 )
 def graph_facts(context: AssetExecutionContext, config: ExtractionSettings, document_chunks, parsed_elements):
     # one document, or a batch of them (context.partition_keys): the checks cover every document of the run
-    ontology = load_ontology()
+    ontology = load_ontology(strict=config.strict_ontology or None)
     settings = config.extraction_config()
     elements_by_doc = batch_of(context, parsed_elements)
     results, conforms, reports, violations, problems, silent = {}, True, [], 0, [], []
@@ -128,6 +140,7 @@ def graph_facts(context: AssetExecutionContext, config: ExtractionSettings, docu
             "relations_by_layer": MetadataValue.json(dict(layers)),
             "rejected": len(rejected),
             "rejected_sample": MetadataValue.json(rejected[:30]),
+            **ontology_metadata(ontology),
             "preview": MetadataValue.md("\n".join(
                 f"- {r['source']} **{r['type']}** {r['target']} ({r['layer']})" for r in all_relations[:20])
                 or "(no relations)"),
@@ -218,7 +231,8 @@ def knowledge_graph(context: AssetExecutionContext, graph_facts, document_chunks
     yield Output(
         emit(context, value, {}),
         metadata={**dict(totals), "documents": len(summaries), "backend": graph_store.backend,
-                  "graph_entities_total": stats["entities"], "graph_relations_total": MetadataValue.json(stats["relations"])},
+                  "graph_entities_total": stats["entities"], "graph_relations_total": MetadataValue.json(stats["relations"]),
+                  **ontology_metadata(load_ontology())},
     )
     yield AssetCheckResult(check_name="no_orphan_nodes", passed=not orphans,
                            metadata={"orphans": len(orphans), "sample": MetadataValue.json(orphans[:20])})
