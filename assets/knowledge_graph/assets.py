@@ -40,6 +40,7 @@ class ExtractionSettings(Config):
     structure: bool = True
     sentences: bool = True
     korean: bool = True
+    examples: bool = True  # learn from examples.jsonl beside the ontology, when there is one
     llm: bool = False
     llm_url: str = ""  # default: $DOCPLATFORM_VLLM_URL
     llm_model: str = ""  # default: the served base model
@@ -58,7 +59,23 @@ def ontology_metadata(ontology: Ontology) -> dict:
     return {"ontology_files": MetadataValue.json(list(ontology.files)),
             "ontology_load_report": MetadataValue.json(report.as_metadata() if report else {}),
             "ontology_inferred": MetadataValue.md("\n".join(f"- {line}" for line in (report.lines() if report else []))
-                                                  or "(nothing inferred: every domain/range is a declared class)")}
+                                                  or "(nothing inferred: every domain/range is a declared class)"),
+            **examples_metadata(ontology)}
+
+
+def examples_metadata(ontology: Ontology) -> dict:
+    """What the user's examples.jsonl taught: examples, triples, skipped lines, the calibrated threshold."""
+    from assets.knowledge_graph.examples import model_for
+    from resources.ontology_examples import load_examples
+
+    examples = load_examples(ontology)
+    if examples.path is None:
+        return {}
+    model = model_for(ontology)
+    return {"examples": MetadataValue.json({
+        "file": str(examples.path), "examples": len(examples.examples), "triples": examples.triple_count,
+        "problems": examples.problems[:50], "problem_count": len(examples.problems),
+        "calibration": model.calibration.as_metadata() if model and model.calibration else None})}
 
 
 # --------------------------------------------------------------------------------------------- checks

@@ -7,6 +7,7 @@ Layers (each switchable in ExtractionConfig, each fact says which layer found it
     structure   tables and key-value blocks (structure.py)
     sentences   English sentences: dependency paths scored zero-shot against the ontology (sentences.py)
     korean      Korean sentences: kiwipiepy morphology, particles and predicates (korean.py)
+    examples    relations and literals learned from the user's examples.jsonl, nearest-neighbour scored (examples.py)
     llm         a served model through the vLLM endpoint, JSON-schema constrained, cached per chunk (llm.py)
 
 Names are typed from evidence gathered over the whole document (mentions.py), resolved to canonical entities
@@ -39,9 +40,9 @@ from assets.knowledge_graph.sentences import sentence_attributes, sentence_relat
 from assets.knowledge_graph.structure import StructureExtractor, tables_and_blocks
 from resources.ontology import Ontology, OntologyError, load_ontology, normalize_name
 
-LAYERS = ("structure", "sentences", "korean", "llm")
+LAYERS = ("structure", "sentences", "korean", "examples", "llm")
 # Bump when extraction logic changes what facts a document yields: graph_facts' code_version.
-EXTRACTOR_VERSION = "3"  # 3: Korean appositions "이름(name)" and copula typing
+EXTRACTOR_VERSION = "4"  # 4: the examples layer (examples.jsonl beside the ontology)
 STRONG_EVIDENCE = {"known", "pattern", "keyword", "table", "header", "inner"}
 
 
@@ -52,6 +53,7 @@ class ExtractionConfig:
     structure: bool = True
     sentences: bool = True
     korean: bool = True
+    examples: bool = True  # only acts when the ontology folder has an examples.jsonl
     llm: bool = False
     llm_url: str = ""
     llm_model: str = ""
@@ -206,6 +208,11 @@ def extract_facts(chunks: list[dict], ontology: Ontology | None = None, elements
                                                "property": attribute, "value": value, "chunk_id": chunk["chunk_id"],
                                                "sentence": sentence, "layer": "sentence"})
 
+    if config.examples:
+        relations_found, attributes_found = _examples_layer(document, chunks, ontology, votes)
+        raw.extend(relations_found)
+        raw_attributes.extend(attributes_found)
+
     if config.korean:
         raw.extend(_korean_layer(chunks, ontology, type_of, rejected, resolver))
 
@@ -263,6 +270,33 @@ def _korean_layer(chunks, ontology, type_of, rejected, resolver=None) -> list[_R
                                     rel.get("target_label"), chunk["chunk_id"], rel.get("sentence", ""), "korean",
                                     _z_to_unit(float(rel.get("score", 0.0)))))
     return out
+
+
+def _examples_layer(document: _Document, chunks, ontology, votes) -> tuple[list[_RawRelation], list[dict]]:
+    """Facts by nearest labeled example (nothing without an examples.jsonl); their ends are typed by the property's
+    domain and range, as strongly as a relation the sentence layer read."""
+    from assets.knowledge_graph.examples import extract_with_examples, model_for
+
+    model = model_for(ontology)
+    if model is None:
+        return [], []
+    relations, attributes = [], []
+    for doc, chunk in zip(document.docs, chunks):
+        if hangul_share(chunk["text"]) >= 0.3:
+            continue
+        found, literals = extract_with_examples(model, doc, chunk["chunk_id"])
+        for rel in found:
+            for end, label in ((rel["source"], rel["source_label"]), (rel["target"], rel["target_label"])):
+                if label:
+                    votes.add(normalize_name(end), label, "relation", weight=2.0 * rel["score"])
+            relations.append(_RawRelation(rel["source"], rel["source_label"], rel["type"], rel["target"],
+                                          rel["target_label"], rel["chunk_id"], rel["sentence"], "examples",
+                                          rel["score"]))
+        for attr in literals:
+            if attr["entity_label"]:
+                votes.add(normalize_name(attr["entity"]), attr["entity_label"], "relation", weight=attr["score"])
+            attributes.append({k: v for k, v in attr.items() if k != "score"})
+    return relations, attributes
 
 
 def _llm_layer(chunks, ontology, config, extractor, votes, rejected):
