@@ -18,7 +18,7 @@ import sys
 import threading
 import time
 
-from assets.parsing import DocumentError, check_docx_archive, pdf_page_count
+from assets.document_content import DocumentError, check_docx_archive, decode_text, pdf_page_count
 
 
 # Tesseract language data used for OCR (Debian: tesseract-ocr-eng, tesseract-ocr-kor)
@@ -227,16 +227,12 @@ def _xlsx(doc_id, data, kwargs):
 def _csv(doc_id, data, kwargs):
     from unstructured.partition.csv import partition_csv
 
-    from assets.parsing import decode_text
-
     decode_text(doc_id, data)  # binary junk with a .csv name is refused like text
     return partition_csv(file=io.BytesIO(data), include_header=True, **kwargs)
 
 
 def _tsv(doc_id, data, kwargs):
     from unstructured.partition.tsv import partition_tsv
-
-    from assets.parsing import decode_text
 
     decode_text(doc_id, data)
     return partition_tsv(file=io.BytesIO(data), include_header=True, **kwargs)
@@ -246,8 +242,6 @@ def _eml(doc_id, data, kwargs):
     from unstructured.partition.email import partition_email
 
     import email
-
-    from assets.parsing import decode_text
 
     decode_text(doc_id, data)
     headers = email.message_from_bytes(data[:65536])
