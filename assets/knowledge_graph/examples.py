@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from assets.knowledge_graph.mentions import parse_english
-from assets.knowledge_graph.scoring import embed
+from assets.knowledge_graph.embedding import embed
 from resources.ontology import Ontology
 from resources.ontology_examples import ExampleSet, LabeledExample, load_examples, loose
 

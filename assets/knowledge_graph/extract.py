@@ -43,6 +43,8 @@ from resources.ontology import Ontology, OntologyError, load_ontology, normalize
 LAYERS = ("structure", "sentences", "korean", "examples", "llm")
 # Bump when extraction logic changes what facts a document yields: graph_facts' code_version.
 EXTRACTOR_VERSION = "4"  # 4: the examples layer (examples.jsonl beside the ontology)
+# an examples-layer reading this clear types its ends by the property, over the document's NER votes
+EXAMPLES_OVERRIDE = 0.4
 STRONG_EVIDENCE = {"known", "pattern", "keyword", "table", "header", "inner"}
 
 
@@ -295,7 +297,7 @@ def _examples_layer(document: _Document, chunks, ontology, votes) -> tuple[list[
         for attr in literals:
             if attr["entity_label"]:
                 votes.add(normalize_name(attr["entity"]), attr["entity_label"], "relation", weight=attr["score"])
-            attributes.append({k: v for k, v in attr.items() if k != "score"})
+            attributes.append(attr)
     return relations, attributes
 
 
@@ -342,6 +344,14 @@ def _assemble(doc_id, ontology, resolver, votes, document, raw, raw_attributes, 
     for rel in raw:
         source_label = final_label(rel.source, rel.source_label)
         target_label = final_label(rel.target, rel.target_label)
+        if (rel.layer == "examples" and rel.score >= EXAMPLES_OVERRIDE and rel.type in ontology.relations
+                and rel.source_label and rel.target_label
+                and not (source_label and target_label and
+                         ontology.domain_range_ok(rel.type, source_label, target_label))
+                and ontology.domain_range_ok(rel.type, rel.source_label, rel.target_label)):
+            # the user's own examples put these names in these roles: the property's classes, though the
+            # document's other evidence (NER: 'Auron' reads as a person) votes otherwise
+            source_label, target_label = rel.source_label, rel.target_label
         if source_label is None or target_label is None:
             rejected.append(f"{rel.chunk_id}: {rel.source} -{rel.type}-> {rel.target} ({rel.layer}): untyped end")
             continue
@@ -356,6 +366,9 @@ def _assemble(doc_id, ontology, resolver, votes, document, raw, raw_attributes, 
     attributes = []
     for attr in raw_attributes:
         label = final_label(attr["entity"], attr.get("entity_label"))
+        if (attr["layer"] == "examples" and attr.get("entity_label") and attr.get("score", 0.0) >= EXAMPLES_OVERRIDE and
+                (label is None or not ontology.attribute_ok(attr["property"], label))):
+            label = attr["entity_label"]  # as for relations: the examples' roles over the document's NER votes
         if label is None or not ontology.attribute_ok(attr["property"], label):
             rejected.append(f"{attr['chunk_id']}: {attr['entity']}.{attr['property']} = {attr['value']!r} "
                             f"({attr['layer']}): entity untyped or outside the property's domain")

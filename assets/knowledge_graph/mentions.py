@@ -208,7 +208,7 @@ class ClassLexicon:
                 mapping[label].append(cls.name)
         if mapping:
             return dict(mapping)
-        from assets.knowledge_graph.scoring import embed
+        from assets.knowledge_graph.embedding import embed
 
         classes = [c for c in self.ontology.classes.values() if c.name not in self.abstract_roots()]
         if not classes:

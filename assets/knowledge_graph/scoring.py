@@ -14,30 +14,9 @@ from functools import lru_cache
 
 import numpy as np
 
+from assets.knowledge_graph.embedding import embed
+from assets.knowledge_graph.mentions import english_pipeline
 from resources.ontology import Ontology, RelationInfo, humanize, load_ontology
-
-
-@lru_cache(maxsize=1)
-def _embedder():
-    from resources.embedder import Embedder
-
-    return Embedder(model="minilm")  # thresholds here are calibrated on MiniLM, whatever the index uses
-
-
-_CACHE: dict[str, np.ndarray] = {}
-
-
-def embed(texts: list[str]) -> np.ndarray:
-    """L2-normalised MiniLM vectors, memoised per text (predicates repeat across chunks and documents)."""
-    missing = [t for t in dict.fromkeys(texts) if t not in _CACHE]
-    if missing:
-        if len(_CACHE) > 50000:
-            _CACHE.clear()
-        for text, vector in zip(missing, _embedder().encode(missing)):
-            _CACHE[text] = vector
-    if not texts:
-        return np.zeros((0, 384), dtype=np.float32)
-    return np.asarray([_CACHE[t] for t in texts], dtype=np.float32)
 
 
 def _active_form(label: str) -> str | None:
@@ -46,8 +25,6 @@ def _active_form(label: str) -> str | None:
     if len(words) >= 2 and words[-1] == "by":
         words = [w for w in words[:-1] if w not in ("is", "are", "be", "being", "was")]
         if words:
-            from assets.knowledge_graph.mentions import english_pipeline
-
             lemma = english_pipeline()(f"it is {words[-1]} by them")[2].lemma_.lower()
             words[-1] = lemma + ("es" if lemma.endswith(("s", "sh", "ch", "x")) else "s")
             return " ".join(words)
