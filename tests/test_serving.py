@@ -83,7 +83,7 @@ def served(tmp_path_factory):
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
 
     keys = {"all": make_key(root, "all-docs"), "ops": make_key(root, "ops-team", "ops/"),
-            "limited": make_key(root, "limited")}
+            "limited": make_key(root, "limited"), "two": make_key(root, "ops-and-finance", "ops/on", "finance/")}
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     log = root / "access.log"
@@ -282,6 +282,37 @@ def test_a_prefix_key_never_sees_other_documents_or_facts_derived_from_them(serv
         assert "FIN-7731" not in text and "ledger" not in text.lower() and "finance" not in text.lower(), text
         assert all(s["doc_id"].startswith("ops/") for s in extra["sources"])
         assert all(c.startswith("ops/") for p in extra["graph_paths"] for c in p["doc_ids"])
+
+
+def test_a_key_with_several_prefixes_sees_each_of_them_and_nothing_else(served):
+    hits = post(served, "/v1/search", {"query": "budget code, on-call rotation, billing-db servers", "top_k": 20},
+                key="two").json()["data"]
+    docs = {h["doc_id"] for h in hits}
+    assert "finance/finance-systems.md" in docs and "ops/oncall-handbook.txt" in docs, docs
+    assert docs <= {"finance/finance-systems.md", "ops/oncall-handbook.txt"}  # not ops/infrastructure-overview.md
+
+
+def test_anonymous_access_only_on_an_open_loopback_server(tmp_path):
+    """The key policy on the real app (Starlette's test client; /v1/models touches no store)."""
+    from starlette.testclient import TestClient
+
+    from serving.apikeys import KeyStore
+    from serving.app import build_app
+    from serving.service import PlatformService
+
+    keys = KeyStore(tmp_path / "keys.json")
+    service = PlatformService(use_llm=False)
+    with TestClient(build_app(service, keys)) as open_app:
+        assert open_app.get("/v1/models").status_code == 200  # no key, loopback, no keys made
+        assert open_app.get("/v1/models", headers={"Authorization": "Bearer local"}).status_code == 200
+        fake = open_app.get("/v1/models", headers={"Authorization": "Bearer dp_" + "0" * 12 + "_" + "x" * 43})
+        assert fake.status_code == 401  # a docplatform key is always checked
+    with TestClient(build_app(service, keys, require_keys=True)) as network_app:
+        assert network_app.get("/v1/models", headers={"Authorization": "Bearer local"}).status_code == 401
+    _record, key = keys.create("first")
+    with TestClient(build_app(service, keys)) as keyed_app:
+        assert keyed_app.get("/v1/models").status_code == 401  # once a key exists, keys are required
+        assert keyed_app.get("/v1/models", headers={"Authorization": f"Bearer {key}"}).status_code == 200
 
 
 def test_access_log_names_key_ids_never_keys(served):
