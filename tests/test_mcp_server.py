@@ -14,16 +14,12 @@ import pytest
 import requests
 
 from resources.llm import free_port
-from tests.test_serving import QUESTION, REPO, cli_env, make_key
+from tests.test_serving import QUESTION, REPO, cli_env, ingested_corpus, make_key
 
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
-    root = tmp_path_factory.mktemp("mcp")
-    done = subprocess.run([sys.executable, "-c", f"from tests.test_serving import ingest; ingest({str(root)!r})"],
-                          cwd=REPO, env=cli_env(root), capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    return root
+    return ingested_corpus(tmp_path_factory, "mcp")
 
 
 def payload(result):

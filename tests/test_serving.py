@@ -75,12 +75,18 @@ def ingest(root: str) -> None:
         assert result.success, failure_message(result)
 
 
-@pytest.fixture(scope="module")
-def served(tmp_path_factory):
-    root = tmp_path_factory.mktemp("serving")
+def ingested_corpus(tmp_path_factory, name: str) -> Path:
+    """A fresh folder with the corpus ingested (by a child process, see ingest)."""
+    root = tmp_path_factory.mktemp(name)
     done = subprocess.run([sys.executable, "-c", f"from tests.test_serving import ingest; ingest({str(root)!r})"],
                           cwd=REPO, env=cli_env(root), capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return root
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    root = ingested_corpus(tmp_path_factory, "serving")
 
     keys = {"all": make_key(root, "all-docs"), "ops": make_key(root, "ops-team", "ops/"),
             "limited": make_key(root, "limited"), "two": make_key(root, "ops-and-finance", "ops/on", "finance/")}
@@ -343,10 +349,7 @@ def served_with_model(tmp_path_factory):
     from resources.llm import LocalVLLM
     from resources.smollm2 import smollm2_model_dir
 
-    root = tmp_path_factory.mktemp("serving-model")
-    done = subprocess.run([sys.executable, "-c", f"from tests.test_serving import ingest; ingest({str(root)!r})"],
-                          cwd=REPO, env=cli_env(root), capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    root = ingested_corpus(tmp_path_factory, "serving-model")
     model = smollm2_model_dir(root / "models" / "smollm2-135m-instruct")
     vllm = LocalVLLM(str(model), log_path=root / "vllm.log", startup_timeout_s=400, served_name="smollm2",
                      max_model_len=2048)
