@@ -20,16 +20,21 @@ from resources.milvus import MilvusStore, _quote
 FILTER_FIELDS = {"doc": "doc_id", "path": "doc_id", "type": "doc_type"}
 
 
-def filter_expression(filters: dict[str, str] | None) -> str:
-    """A Milvus boolean expression from {doc|path|type: value}; values always quoted."""
+def filter_expression(filters: dict | None) -> str:
+    """A Milvus boolean expression from {doc|path|type: value} (path: a prefix or a list of them); values always quoted."""
     parts = []
     for name, value in (filters or {}).items():
         if name not in FILTER_FIELDS:
             raise ValueError(f"unknown filter {name!r}; use one of {', '.join(FILTER_FIELDS)}")
         if name == "path":
             # a string range, not LIKE: Milvus' LIKE treats backslashes inconsistently, a range has no wildcards
-            # (keys are prefix + anything up to U+10FFFF; only a key continuing with U+10FFFF itself is missed)
-            parts.append(f"(doc_id >= {_quote(value)} and doc_id < {_quote(value + chr(0x10FFFF))})")
+            # (keys are prefix + anything up to U+10FFFF; only a key continuing with U+10FFFF itself is missed);
+            # several prefixes (a list: an API key's allowed documents) are OR-ed
+            prefixes = [value] if isinstance(value, str) else list(value)
+            if not prefixes:
+                raise ValueError("filter path: an empty list of prefixes matches nothing")
+            parts.append("(" + " or ".join(f"(doc_id >= {_quote(v)} and doc_id < {_quote(v + chr(0x10FFFF))})"
+                                            for v in prefixes) + ")")
         elif name == "type":
             parts.append(f"doc_type == {_quote(value if value.startswith('.') else '.' + value)}")
         else:

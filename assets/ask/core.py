@@ -149,10 +149,12 @@ def graph_expansion(question: str, graph_store=None, max_hops: int = 2, max_path
 def ask(question: str, top_k: int = 5, *, server_url: str | None = None, model: str | None = None,
         timeout_s: float = 120.0, max_tokens: int = 256, max_hops: int = 2, max_paths: int = 8,
         use_llm: bool = True, milvus=None, embedder=None, graph_store=None, documents=None, filters: dict | None = None,
-        client: AnswerClient | None = None) -> Answer:
+        client: AnswerClient | None = None, path_filter=None) -> Answer:
     """Answer a question from the indexed documents and the knowledge graph, citing chunk ids, paths and graph paths.
 
     Resources default to the platform's (env-configured) ones; documents (a DocumentSource) roots the reported paths.
+    path_filter(paths) -> paths drops graph paths a caller may not see (an API key's document prefixes) before they
+    reach the prompt; the entities reported are then only those on a kept path.
     Raises AskError for an empty or over-long question; everything else is reported on the Answer."""
     question = validate_question(question)
     result = Answer(question=question)
@@ -163,6 +165,10 @@ def ask(question: str, top_k: int = 5, *, server_url: str | None = None, model: 
     except Exception as exc:  # noqa: BLE001  (no graph yet, locked by another process: answer from text alone)
         entities, paths = [], []
         result.notice = f"knowledge graph not used for question {short(question)}: {type(exc).__name__}: {exc}"
+    if path_filter is not None:
+        paths = path_filter(paths)
+        kept = {node for path in paths for node in path.ids}
+        entities = [e for e in entities if e.id in kept]
     result.entities = [{"id": e.id, "name": e.name, "label": e.label, "matched": e.matched} for e in entities]
     result.graph_paths = [p.to_dict() for p in paths]
     result.timings["graph_s"] = round(time.perf_counter() - started, 3)

@@ -138,6 +138,8 @@ class AnswerClient:
                         piece = piece_of(choice)
                         if piece:
                             parts.append(piece)
+        except requests.exceptions.ChunkedEncodingError as exc:  # the server died while it streamed
+            raise AnswerTimeout(f"the connection broke mid-answer ({type(exc).__name__})", "".join(parts)) from exc
         except requests.ConnectionError as exc:
             if parts:
                 raise AnswerTimeout(f"the connection broke mid-answer ({type(exc).__name__})", "".join(parts)) from exc
