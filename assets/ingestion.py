@@ -398,7 +398,10 @@ def _text_chunks(element_dicts: list[dict], config: ChunkingConfig) -> list[tupl
 
 
 def chunk_elements(doc_id: str, sha256: str, element_dicts: list[dict], config: ChunkingConfig,
-                   embedder: Embedder | None = None) -> list[dict]:
+                   embedder: Embedder | None = None, junk: list | None = None) -> list[dict]:
+    """Chunk rows of one document; chunks without words (assets.junk) are left out, appended to junk as
+    (characters, reason) when a list is given."""
+    from assets.junk import junk_reason
     from assets.tables import table_chunks
 
     embedder = embedder or Embedder()
@@ -414,10 +417,22 @@ def chunk_elements(doc_id: str, sha256: str, element_dicts: list[dict], config: 
         if not tables:  # markup without rows: the element's text like any other
             pieces_in += _text_chunks(group, config)
         pieces_in += [(t["text"], [page] if page else [], t["table_html"]) for t in tables]
+    junk = [] if junk is None else junk
+    kept_in = []
+    for piece in pieces_in:  # whole junk pieces first: a megabyte blob is never tokenized
+        reason = junk_reason(piece[0])
+        if reason:
+            junk.append((len(piece[0]), reason))
+        else:
+            kept_in.append(piece)
     rows, seen, chunker = [], {}, chunking_fingerprint(config)
-    windows = embedder.split_to_window([t for t, _, _ in pieces_in], config.max_tokens)
-    for pieces, (_, page_numbers, markup) in zip(windows, pieces_in):
+    windows = embedder.split_to_window([t for t, _, _ in kept_in], config.max_tokens)
+    for pieces, (_, page_numbers, markup) in zip(windows, kept_in):
         for text in pieces:
+            reason = junk_reason(text)
+            if reason:
+                junk.append((len(text), reason))
+                continue
             occurrence = seen[text] = seen.get(text, -1) + 1
             row = {"chunk_id": chunk_id_for(doc_id, occurrence, text), "doc_id": doc_id, "doc_sha256": sha256,
                    "seq": len(rows), "text": text, "page_numbers": page_numbers, "chunker": chunker}
@@ -456,15 +471,29 @@ def chunk_table_checks(rows: list[dict]) -> tuple[bool, dict]:
     description="Title-aware chunks (chunk_by_title, split to the embedder's token window) with deterministic, "
                 "position-free ids: the unit that is embedded and graphed.",
     check_specs=[AssetCheckSpec("chunk_table_valid", asset="document_chunks", blocking=True,
-                                description="Great Expectations: non-empty text, unique non-null ids.")],
+                                description="Great Expectations: non-empty text, unique non-null ids."),
+                 AssetCheckSpec("junk_text_skipped", asset="document_chunks", blocking=False,
+                                description="Chunks without words (repeated characters, base64/hex blobs, minified "
+                                            "code, punctuation runs) were left out; warns naming each document.")],
 )
 def document_chunks(context: AssetExecutionContext, config: ChunkingConfig, parsed_elements, embedder: Embedder):
+    from assets.junk import MOSTLY_JUNK_SHARE
+
     parsed = batch_of(context, parsed_elements)
-    results, failures = {}, {}
+    results, failures, junk_by_doc = {}, {}, {}
     for key, doc in parsed.items():
-        rows = chunk_elements(key, doc["sha256"], doc["elements"], config, embedder)
-        if rows:
+        junk: list[tuple[int, str]] = []
+        rows = chunk_elements(key, doc["sha256"], doc["elements"], config, embedder, junk=junk)
+        junk_chars = sum(n for n, _ in junk)
+        share = junk_chars / (junk_chars + sum(len(r["text"]) for r in rows)) if junk else 0.0
+        if junk:
+            junk_by_doc[key] = {"skipped_share": round(share, 4), "skipped_chunks": len(junk),
+                                "reason": max(junk)[1]}
+        if rows and share <= MOSTLY_JUNK_SHARE:
             results[key] = rows
+        elif junk:
+            failures[key] = (f"document {key!r}: {share:.0%} of its text has no words: {max(junk)[1]}; "
+                             f"skipped, nothing of it indexed")
         else:
             failures[key] = f"document {key!r}: chunking produced no text"
     report_failures(context, failures)
@@ -475,8 +504,14 @@ def document_chunks(context: AssetExecutionContext, config: ChunkingConfig, pars
     yield Output(value, metadata={"chunk_count": len(all_rows), "documents": len(results), "failed": len(failures),
                                   "mean_chars": float(np.mean(lengths)), "max_chars": max(lengths),
                                   "chunking": MetadataValue.json(config.model_dump()),
-                                  "preview": MetadataValue.md(all_rows[0]["text"][:300] if all_rows else "")})
+                                  "preview": MetadataValue.md(all_rows[0]["text"][:300] if all_rows else ""),
+                                  "junk_skipped": MetadataValue.json(junk_by_doc)})
     yield AssetCheckResult(check_name="chunk_table_valid", passed=passed, metadata={"expectations": MetadataValue.json(details)})
+    yield AssetCheckResult(check_name="junk_text_skipped", passed=not junk_by_doc, severity=AssetCheckSeverity.WARN,
+                           description=("junk left out of: " + ", ".join(
+                               f"{k} ({v['skipped_share']:.0%})" for k, v in sorted(junk_by_doc.items())))
+                           if junk_by_doc else "no junk chunks",
+                           metadata={"documents": MetadataValue.json(junk_by_doc)})
 
 
 # ------------------------------------------------------------------------------------------ vectors

@@ -95,7 +95,29 @@ def parse_records(doc_id: str, suffix: str, data: bytes) -> list[dict]:
     for record in records:  # which strategy produced the text (assets.formats marks OCR and PDF elements)
         record.setdefault("metadata", {}).setdefault("parse_strategy", "fast")
     if not records or not any((r.get("text") or "").strip() for r in records):
+        if suffix in (".html", ".htm"):
+            return deeply_nested_html_records(doc_id, data)
         raise DocumentError(doc_id, "no text could be extracted (scanned image or empty document?)")
+    return records
+
+
+def deeply_nested_html_records(doc_id: str, data: bytes) -> list[dict]:
+    """HTML whose text sits below the tree parser's depth limit: its text read by a flat tokenizer, or an error
+    that says the document is nested too deeply (not that it is empty)."""
+    from unstructured.partition.text import partition_text
+
+    from assets.nested_html import TREE_PARSER_MAX_DEPTH, flat_html_text
+
+    text, depth = flat_html_text(decode_text(doc_id, data))
+    if depth <= TREE_PARSER_MAX_DEPTH:
+        raise DocumentError(doc_id, "no text could be extracted (scanned image or empty document?)")
+    if not text.strip():
+        raise DocumentError(doc_id, f"too deeply nested for the parser ({depth:,} levels, limit "
+                                    f"{TREE_PARSER_MAX_DEPTH}) and no text found by the flat reader")
+    records = [e.to_dict() for e in partition_text(text=text, metadata_filename=PurePosixPath(doc_id).name,
+                                                   languages=["eng"])]
+    for record in records:
+        record.setdefault("metadata", {})["parse_strategy"] = f"flat_html (nested {depth:,} levels deep)"
     return records
 
 
