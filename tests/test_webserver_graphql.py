@@ -63,7 +63,7 @@ def test_graphql_lists_assets_checks_jobs_schedules_sensors(tmp_path):
     for key in ("raw_documents", "parsed_elements", "document_chunks", "chunk_vectors"):
         assert nodes[key]["groupName"] == "ingestion"
     checks = {name: {c["name"] for c in node["assetChecksOrError"].get("checks", [])} for name, node in nodes.items()}
-    assert checks["document_chunks"] == {"chunk_table_valid"}
+    assert checks["document_chunks"] == {"chunk_table_valid", "junk_text_skipped"}
     assert checks["chunk_vectors"] == {"embedding_dimension_and_norm", "milvus_count_matches_chunks",
                                        "batch_documents_ok", "retrieval_quality"}
     assert all(checks[name] for name in nodes), "every asset has at least one check"
