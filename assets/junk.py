@@ -10,6 +10,7 @@ import re
 import unicodedata
 
 MIN_WORD_SHARE = 0.3  # below this share of its visible characters in words, a chunk is junk
+MIN_JUDGED_CHARS = 120  # a shorter piece (a window's tail: "f_21(x): return {'k_21':") is too small to judge by share
 MOSTLY_JUNK_SHARE = 0.8  # a document with more of its chunk text junk than this is skipped as a whole
 MAX_MEAN_TOKEN_CHARS = 20  # prose and code in docs average 4-10 characters between spaces, minified code 20+
 MAX_WORD_CHARS = 40  # longer space-free tokens are blobs or code, except in scripts written without spaces
@@ -73,7 +74,7 @@ def junk_reason(text: str) -> str | None:
     if spaced_chars >= 200 and spaced_chars / spaced_tokens > MAX_MEAN_TOKEN_CHARS:
         return f"no words (tokens of {spaced_chars / spaced_tokens:.0f} characters on average: minified code or a blob)"
     share = word_chars / counted
-    if share < MIN_WORD_SHARE:
+    if counted >= MIN_JUDGED_CHARS and share < MIN_WORD_SHARE:
         return f"no words ({share:.0%} of its characters in words: blob, minified code or punctuation)"
     return None
 
