@@ -64,14 +64,15 @@ def ontology_metadata(ontology: Ontology) -> dict:
 
 
 def examples_metadata(ontology: Ontology) -> dict:
-    """What the user's examples.jsonl taught: examples, triples, skipped lines, the calibrated threshold."""
-    from assets.knowledge_graph.examples import model_for
+    """What the user's examples.jsonl taught: examples, triples, skipped lines, and the calibrated threshold where
+    this process extracted with them (graph_facts); a report never trains the model."""
+    from assets.knowledge_graph.examples import trained_model
     from resources.ontology_examples import load_examples
 
     examples = load_examples(ontology)
     if examples.path is None:
         return {}
-    model = model_for(ontology)
+    model = trained_model(ontology)
     return {"examples": MetadataValue.json({
         "file": str(examples.path), "examples": len(examples.examples), "triples": examples.triple_count,
         "problems": examples.problems[:50], "problem_count": len(examples.problems),

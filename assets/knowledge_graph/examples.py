@@ -255,6 +255,22 @@ def _sentences(doc):
         yield sent.start_char, sent.end_char, paragraph
 
 
+def mention_pairs(doc, gazetteer: "NameGazetteer | None"):
+    """(first, second, pair context, sentence) for every pair of mentions in each sentence of a parsed text, in
+    text order, pronouns linked to their paragraph's first name: what training and prediction both read."""
+    text = doc.user_data.get("original", doc.text)
+    first_of_paragraph: dict[int, Span] = {}
+    for start, end, paragraph in _sentences(doc):
+        spans = find_spans(doc, start, end, gazetteer)
+        names = [s for s in spans if not s.pronoun and not s.literal]
+        if names and paragraph not in first_of_paragraph:
+            first_of_paragraph[paragraph] = names[0]
+        _link_pronouns(spans, first_of_paragraph.get(paragraph))
+        sentence = text[start:end].strip()
+        for first, second in _pairs(spans):
+            yield first, second, pair_context(text, first, second, start, end), sentence
+
+
 def _pairs(spans: list[Span]):
     for i, first in enumerate(spans):
         for second in spans[i + 1:]:
@@ -277,7 +293,6 @@ class ExampleModel:
     gazetteer: NameGazetteer
     vectors: np.ndarray
     prototypes: list[_Prototype]
-    name_classes: dict[str, Counter] = field(default_factory=dict)  # loose name -> class votes from the examples
     value_shapes: dict[str, str] = field(default_factory=dict)  # attribute -> how the examples write its values
     end_kinds: dict[tuple[str, str], Counter] = field(default_factory=dict)  # (predicate, role) -> kinds seen
     calibration: Calibration | None = None
@@ -287,10 +302,8 @@ class ExampleModel:
         return self.calibration.threshold if self.calibration else DEFAULT_THRESHOLD
 
     # -- scoring
-    def _vote(self, sims: np.ndarray, exclude: np.ndarray | None = None):
+    def _vote(self, sims: np.ndarray):
         """(label, share of the neighbours' weight) for each row of similarities."""
-        if exclude is not None:
-            sims = np.where(exclude, -1.0, sims)
         k = min(NEIGHBOURS, sims.shape[1])
         top = np.argpartition(-sims, k - 1, axis=1)[:, :k]
         out = []
@@ -332,30 +345,15 @@ class ExampleModel:
             return obj.kind in ("date", "year") or _iso_date(obj.text) is not None
         return not obj.pronoun
 
-    def predict(self, doc, chunk_sentences=None, exclude_example: int | None = None,
-                threshold: float | None = None) -> list[Prediction]:
+    def predict(self, doc, threshold: float | None = None) -> list[Prediction]:
         """Facts of one parsed text (a chunk) by nearest prototypes."""
         threshold = self.threshold if threshold is None else threshold
-        text = doc.user_data.get("original", doc.text)
-        contexts, meta = [], []
-        first_of_paragraph: dict[int, Span] = {}
-        for start, end, paragraph in _sentences(doc):
-            spans = find_spans(doc, start, end, self.gazetteer)
-            names = [s for s in spans if not s.pronoun and not s.literal]
-            if names and paragraph not in first_of_paragraph:
-                first_of_paragraph[paragraph] = names[0]
-            _link_pronouns(spans, first_of_paragraph.get(paragraph))
-            for first, second in _pairs(spans):
-                contexts.append(pair_context(text, first, second, start, end))
-                meta.append((first, second, text[start:end].strip()))
-        if not contexts:
+        pairs = list(mention_pairs(doc, self.gazetteer))
+        if not pairs:
             return []
-        sims = embed(contexts) @ self.vectors.T
-        exclude = None
-        if exclude_example is not None:
-            exclude = np.asarray([p.example == exclude_example for p in self.prototypes])[None, :]
+        sims = embed([context for _, _, context, _ in pairs]) @ self.vectors.T
         found: list[Prediction] = []
-        for (first, second, sentence), (label, score) in zip(meta, self._vote(sims, exclude)):
+        for (first, second, _, sentence), (label, score) in zip(pairs, self._vote(sims)):
             if label is None or score < threshold:
                 continue
             subject, obj = (first, second) if label[2] == "forward" else (second, first)
@@ -363,9 +361,6 @@ class ExampleModel:
                 continue
             found.append(Prediction(subject, label[0], label[1], obj, score, sentence))
         return _best_readings(found + _conjuncts(doc, found, self))
-
-    def class_votes(self, name: str) -> Counter:
-        return self.name_classes.get(loose(name), Counter())
 
 
 def _conjuncts(doc, found: list[Prediction], model: "ExampleModel") -> list[Prediction]:
@@ -509,6 +504,12 @@ _MODELS: dict[tuple, ExampleModel | None] = {}
 _LOCK = threading.Lock()
 
 
+def trained_model(ontology: Ontology) -> ExampleModel | None:
+    """The model if this process already trained it (for reports: never trains)."""
+    examples = load_examples(ontology)
+    return _MODELS.get((ontology.fingerprint, examples.fingerprint))
+
+
 def model_for(ontology: Ontology) -> ExampleModel | None:
     """The examples model of an ontology (None without enough examples), trained once per examples file."""
     examples = load_examples(ontology)
@@ -523,24 +524,14 @@ def model_for(ontology: Ontology) -> ExampleModel | None:
         return _MODELS[key]
 
 
-def _example_gazetteer(ontology: Ontology, examples: ExampleSet, docs) -> tuple[dict[str, str], dict[str, Counter]]:
-    """Names of the examples' subjects and objects, with the kind spaCy gives them in context and the class their
-    relations' domain/range give them."""
+def _example_gazetteer(examples: ExampleSet, docs) -> dict[str, str]:
+    """Names of the examples' subjects and objects, with the kind spaCy gives them in context."""
     kinds: dict[str, Counter] = defaultdict(Counter)
-    classes: dict[str, Counter] = defaultdict(Counter)
     for example, doc in zip(examples.examples, docs):
         ents = [(e.start_char, e.end_char, NER_KIND.get(e.label_, "thing")) for e in doc.ents]
         text = example.text
         for triple in example.triples:
-            ends = [(triple.subject, "subject")]
-            if triple.kind == "relation":
-                ends.append((triple.object, "object"))
-            for name, role in ends:
-                rel = ontology.relations.get(triple.predicate) if triple.kind == "relation" else None
-                cls = (rel.domain if role == "subject" else rel.range) if rel else \
-                    (ontology.attributes[triple.predicate].domain if role == "subject" else None)
-                if cls:
-                    classes[loose(name)][cls] += 1
+            for name in (triple.subject, triple.object) if triple.kind == "relation" else (triple.subject,):
                 position = loose(text).find(loose(name))
                 found = re.search(re.escape(name), text, re.IGNORECASE)
                 if found:
@@ -548,42 +539,32 @@ def _example_gazetteer(ontology: Ontology, examples: ExampleSet, docs) -> tuple[
                     kinds[name][kind] += 1
                 elif position >= 0:
                     kinds[name]["thing"] += 1
-    names = {name: counter.most_common(1)[0][0] for name, counter in kinds.items()}
-    return names, dict(classes)
+    return {name: counter.most_common(1)[0][0] for name, counter in kinds.items()}
 
 
 def train(ontology: Ontology, examples: ExampleSet) -> ExampleModel:
     docs = parse_english([e.text for e in examples.examples])
-    names, name_classes = _example_gazetteer(ontology, examples, docs)
-    gazetteer = NameGazetteer(names)
+    gazetteer = NameGazetteer(_example_gazetteer(examples, docs))
     contexts: list[str] = []
     prototypes: list[_Prototype] = []
     gold_counts: list[int] = []
     end_kinds: dict[tuple[str, str], Counter] = defaultdict(Counter)
     for index, (example, doc) in enumerate(zip(examples.examples, docs)):
-        text = doc.user_data.get("original", doc.text)
-        first_of_paragraph: dict[int, Span] = {}
-        for start, end, paragraph in _sentences(doc):
-            spans = find_spans(doc, start, end, gazetteer)
-            named = [s for s in spans if not s.pronoun and not s.literal]
-            if named and paragraph not in first_of_paragraph:
-                first_of_paragraph[paragraph] = named[0]
-            _link_pronouns(spans, first_of_paragraph.get(paragraph))
-            for first, second in _pairs(spans):
-                label = None
-                forward = _gold_label(example, first, second)
-                backward = None if forward else _gold_label(example, second, first)
-                if forward:
-                    label = (forward.predicate, forward.kind, "forward")
-                elif backward:
-                    label = (backward.predicate, backward.kind, "backward")
-                if label:
-                    subject, obj = (first, second) if forward else (second, first)
-                    for role, span in (("subject", subject), ("object", obj)):
-                        end_kinds[(label[0], role)][span.referent.kind if span.pronoun and span.referent
-                                                    else span.kind] += 1
-                contexts.append(pair_context(text, first, second, start, end))
-                prototypes.append(_Prototype(label, index))
+        for first, second, context, _ in mention_pairs(doc, gazetteer):
+            label = None
+            forward = _gold_label(example, first, second)
+            backward = None if forward else _gold_label(example, second, first)
+            if forward:
+                label = (forward.predicate, forward.kind, "forward")
+            elif backward:
+                label = (backward.predicate, backward.kind, "backward")
+            if label:
+                subject, obj = (first, second) if forward else (second, first)
+                for role, span in (("subject", subject), ("object", obj)):
+                    end_kinds[(label[0], role)][span.referent.kind if span.pronoun and span.referent
+                                                else span.kind] += 1
+            contexts.append(context)
+            prototypes.append(_Prototype(label, index))
         gold_counts.append(len(example.triples))
     vectors = embed(contexts) if contexts else np.zeros((0, 384), dtype=np.float32)
     shapes: dict[str, Counter] = defaultdict(Counter)
@@ -591,27 +572,28 @@ def train(ontology: Ontology, examples: ExampleSet) -> ExampleModel:
         for triple in example.triples:
             if triple.kind == "attribute":
                 shapes[triple.predicate][value_shape(triple.object)] += 1
-    model = ExampleModel(ontology, examples, gazetteer, vectors, prototypes, name_classes,
-                         {attr: counter.most_common(1)[0][0] for attr, counter in shapes.items()}, dict(end_kinds))
+    model = ExampleModel(ontology, examples, gazetteer, vectors, prototypes,
+                         value_shapes={attr: counter.most_common(1)[0][0] for attr, counter in shapes.items()},
+                         end_kinds=dict(end_kinds))
     model.calibration = _calibrate(model, docs, gold_counts)
     return model
 
 
 def _calibrate(model: ExampleModel, docs, gold_counts: list[int]) -> Calibration:
-    """Two folds: each half's sentences are read with the other half's prototypes; the threshold that gives the best
-    F1 over all examples is kept (never below 0.3: a coin flip between two neighbours is no fact)."""
+    """Two folds: each half's sentences are read with the other half's prototypes; the threshold (0.2 at least) that
+    gives the best F0.5 over all examples is kept."""
     folds = 2
     fold_of = [i % folds for i in range(len(docs))]
     scored: list[tuple[float, bool]] = []
     proto_fold = np.asarray([fold_of[p.example] for p in model.prototypes])
     gold_total = sum(gold_counts)
     for fold in range(folds):
-        exclude = (proto_fold == fold)[None, :]
+        others = _without_fold(model, proto_fold != fold)
         for index, doc in enumerate(docs):
             if fold_of[index] != fold:
                 continue
             example = model.examples.examples[index]
-            for p in _predict_excluding(model, doc, exclude):
+            for p in others.predict(doc, threshold=0.2):
                 triple = _gold_label(example, p.subject, p.object)
                 scored.append((p.score, bool(triple and triple.predicate == p.predicate)))
     best = Calibration(DEFAULT_THRESHOLD, 0.0, 0.0, 0.0, folds, len(model.prototypes))
@@ -630,13 +612,11 @@ def _calibrate(model: ExampleModel, docs, gold_counts: list[int]) -> Calibration
     return best
 
 
-def _predict_excluding(model: ExampleModel, doc, exclude: np.ndarray) -> list[Prediction]:
-    """predict() with some prototypes masked out (cross-validation), at the lowest threshold."""
-    keep = ~exclude[0]
-    clone = ExampleModel(model.ontology, model.examples, model.gazetteer, model.vectors[keep],
-                         [p for p, k in zip(model.prototypes, keep) if k], model.name_classes, model.value_shapes,
-                         model.end_kinds)
-    return clone.predict(doc, threshold=0.2)
+def _without_fold(model: ExampleModel, keep: np.ndarray) -> ExampleModel:
+    """The model with only the prototypes in keep (cross-validation: the other fold's)."""
+    return ExampleModel(model.ontology, model.examples, model.gazetteer, model.vectors[keep],
+                        [p for p, k in zip(model.prototypes, keep) if k], value_shapes=model.value_shapes,
+                        end_kinds=model.end_kinds)
 
 
 def extract_with_examples(model: ExampleModel, doc, chunk_id: str):
