@@ -43,3 +43,16 @@ def _no_leaked_dagster_instance_state():
 
     with set_defs_state_storage(None):
         yield
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _no_leaked_dagster_instance_state_in_module_fixtures():
+    """The same for module-scoped fixtures, which are set up before any function-scoped one.
+
+    test_vllm_deploy's module fixture materializes assets on its own instance and found a storage left
+    current by an earlier module.
+    """
+    from dagster._core.storage.defs_state.base import set_defs_state_storage
+
+    with set_defs_state_storage(None):
+        yield
