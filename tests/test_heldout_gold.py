@@ -1,6 +1,7 @@
-"""The held-out knowledge-graph gold set is consistent with its ontology and its documents.
+"""The held-out and infra_dev2 knowledge-graph gold sets are consistent with their ontology and documents.
 
-Fast: reads bench/kg_data/infra_heldout/ (real files) and the real ontology; no extraction runs.
+Fast: reads bench/kg_data/infra_heldout/ and bench/kg_data/infra_dev2/ (real files) and the real ontology;
+no extraction runs.
 """
 
 import importlib.util
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 
 CHECKER_PATH = Path("bench/kg_data/infra_heldout/check_gold.py")
+DEV2_DIR = Path("bench/kg_data/infra_dev2")
 
 
 def load_checker():
@@ -34,6 +36,29 @@ def test_heldout_gold_is_consistent(checker):
     assert counts["relations_stated_in_korean_documents"] >= 25
     assert counts["multi_hop"] >= 5
     assert counts["must_not"] >= 10
+
+
+def test_dev2_gold_is_consistent(checker):
+    problems, counts = checker.check(DEV2_DIR)
+    assert problems == []
+    assert counts["documents"] == 14
+    assert counts["relations"] >= 110
+    assert counts["korean_documents"] >= 4
+    assert counts["must_not"] >= 25
+    assert counts["multi_hop"] >= 6
+
+
+def test_checker_takes_a_set_dir(checker, tmp_path, capsys):
+    """--set-dir picks the set; the default stays the held-out set; a broken copy makes it exit 1."""
+    assert checker.main(["--set-dir", str(DEV2_DIR)]) == 0
+    assert '"documents": 14' in capsys.readouterr().out
+    assert checker.main([]) == 0
+    assert '"documents": 14' not in capsys.readouterr().out
+    broken = tmp_path / "infra_dev2"
+    shutil.copytree(DEV2_DIR, broken)
+    (broken / "docs" / "06-dispatch-deploy-notes.txt").unlink()
+    assert checker.main(["--set-dir", str(broken)]) == 1
+    assert "that no document states" in capsys.readouterr().out
 
 
 def test_checker_refuses_a_bad_gold(checker, tmp_path):

@@ -1,11 +1,12 @@
 """Validate the held-out knowledge-graph gold set against its ontology and its documents.
 
-Run from the repo root: python bench/kg_data/infra_heldout/check_gold.py
+Run from the repo root: python bench/kg_data/infra_heldout/check_gold.py [--set-dir bench/kg_data/infra_dev2]
 The set is only useful if every gold fact is a legal triple of the ontology, is stated in a document that
 exists, and the multi-hop answers follow from the gold facts; this script (and tests/test_heldout_gold.py)
 refuses a gold file that drifts from any of that.
 """
 
+import argparse
 import json
 import sys
 from pathlib import Path
@@ -181,8 +182,10 @@ def check(set_dir: Path = SET_DIR, ontology: Path = ONTOLOGY) -> tuple[list[str]
     return problems, counts
 
 
-def main() -> int:
-    problems, counts = check()
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Validate a knowledge-graph gold set against the ontology.")
+    parser.add_argument("--set-dir", type=Path, default=SET_DIR, help=f"the set's folder (default {SET_DIR})")
+    problems, counts = check(parser.parse_args(argv).set_dir)
     for problem in problems:
         print("PROBLEM:", problem)
     print(json.dumps(counts, ensure_ascii=False))
