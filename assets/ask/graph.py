@@ -46,6 +46,7 @@ class GraphPath:
     seeds: list[str] = field(default_factory=list)
     # per hop: {source, type, target, inferred, rule, explanation, via: [asserted hops {source, type, target, evidence}]}
     hops: list[dict] = field(default_factory=list)
+    chunk_docs: dict[str, str] = field(default_factory=dict)  # the document of each evidence chunk (access checks)
 
     @property
     def text(self) -> str:
@@ -265,8 +266,8 @@ def expand(question: str, graph: GraphContext, max_hops: float = 2, max_paths: i
     masked = _mask_entities(question, entities)
     wanted_classes = mentioned_classes(masked, ontology)
     wanted_relations = mentioned_relations(masked, ontology)
-    # the schema steers the walk: once the question names classes, a node is worth reaching only if its class can
-    # still lead (within the bound) to a class the question names or to a class of a named entity
+    # the schema steers the walk: once the question names classes, a node is worth reaching only if the walk to it
+    # passed one of them, or its class can still lead (within the bound) to one or to a class of a named entity
     seed_labels = {e.label for e in entities}
     distance = schema.distance_to(wanted_classes | seed_labels) if wanted_classes else None
 
@@ -274,6 +275,9 @@ def expand(question: str, graph: GraphContext, max_hops: float = 2, max_paths: i
     names: dict[str, str] = {e.id: e.name for e in entities}
     labels: dict[str, str] = {e.id: e.label for e in entities}
     per_node: dict[str, int] = defaultdict(int)
+    chunk_docs: dict[str, str] = {}
+    is_wanted = lambda label: any(schema.is_a(label, w) for w in wanted_classes)  # noqa: E731
+    on_wanted: dict[str, bool] = {e.id: is_wanted(e.label) for e in entities}  # reached through a wanted class
 
     def take(rows, depth_of_new: int | None) -> set[str]:
         """Merge rows into asserted edges (caps per node, schema pruning); the nodes they reach."""
@@ -287,7 +291,9 @@ def expand(question: str, graph: GraphContext, max_hops: float = 2, max_paths: i
             if key not in asserted:
                 if distance is not None and depth_of_new is not None:
                     ends = [n for n in key[::2] if n not in depth]
-                    if any(distance.get(labels[n], 10 ** 6) > bound - depth_of_new for n in ends):
+                    came_through_wanted = any(on_wanted.get(n) for n in key[::2] if n in depth)
+                    if not came_through_wanted and any(distance.get(labels[n], 10 ** 6) > bound - depth_of_new
+                                                       for n in ends):
                         continue
                 if per_node[row["source"]] >= _EDGE_CAP_PER_NODE or per_node[row["target"]] >= _EDGE_CAP_PER_NODE:
                     continue
@@ -296,7 +302,11 @@ def expand(question: str, graph: GraphContext, max_hops: float = 2, max_paths: i
                 asserted[key] = Edge(row["source"], row["type"], row["target"])
             asserted[key].chunks.add(row["chunk_id"])
             asserted[key].docs.add(row["doc_id"])
+            chunk_docs[row["chunk_id"]] = row["doc_id"]
             reached |= {row["source"], row["target"]}
+            through = any(on_wanted.get(n) for n in key[::2] if n in depth)
+            for node in key[::2]:
+                on_wanted[node] = on_wanted.get(node, False) or through or is_wanted(labels[node])
         return reached
 
     depth: dict[str, int] = {s: 0 for s in seeds}
@@ -368,7 +378,7 @@ def expand(question: str, graph: GraphContext, max_hops: float = 2, max_paths: i
         paths.append(GraphPath(ids=ids, names=[names.get(n, n) for n in ids], relations=[e.type for e in chain],
                                evidence=[sorted(e.chunks) for e in chain],
                                doc_ids=sorted({d for e in chain for d in e.docs}), score=score, seeds=on_path,
-                               hops=hops))
+                               hops=hops, chunk_docs={c: chunk_docs[c] for e in chain for c in e.chunks}))
     paths.sort(key=lambda p: (-p.score, p.text))
     chosen: list[GraphPath] = []
     for path in paths:
