@@ -127,6 +127,9 @@ def test_transitive_dependency_beyond_the_cost_bound_with_its_provenance(graph_s
     assert "DEPENDS_ON is transitive: Customer Portal -DEPENDS_ON-> Billing Service" in path.text
     # vault-db is four asserted hops away, across documents: the closure reaches it too
     assert any(p.ids == [entity_id("Customer Portal"), entity_id("vault-db")] for p in paths)
+    # and backwards: what depends on ledger-db, directly or not
+    dependants = paths_for(graph_store, "What depends on ledger-db?")
+    assert any(p.ids == [entity_id("Customer Portal"), entity_id("ledger-db")] and p.inferred for p in dependants)
     # without the semantics a bound of 2 reaches Ledger Service at most
     plain = paths_for(graph_store, question, semantics=False)
     assert plain and not any(entity_id("ledger-db") in p.ids for p in plain)

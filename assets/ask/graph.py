@@ -313,12 +313,17 @@ def expand(question: str, graph: GraphContext, max_hops: float = 2, max_paths: i
     closure_ends: set[str] = set()
     if semantics:
         # transitive relations are followed to their end, whatever the bound: the closure is one fact
-        members = set().union(*transitive_types(ontology).values()) if transitive_types(ontology) else set()
-        frontier, seen = set(seeds), set(seeds)
-        while frontier and len(seen) < _CLOSURE_NODE_CAP:
-            frontier = take(graph.edges_touching(sorted(frontier), members), None) - seen
-            seen |= frontier
-        closure_ends = seen - seeds
+        # (forwards from the question's entities and backwards to them: what they depend on, what depends on them)
+        members = set().union(set(), *transitive_types(ontology).values())
+        forward, backward, ahead, behind = set(seeds), set(seeds), set(seeds), set(seeds)
+        while members and (forward or backward) and len(ahead | behind) < _CLOSURE_NODE_CAP:
+            rows = [r for r in graph.edges_touching(sorted(forward | backward), members)
+                    if r["source"] in forward or r["target"] in backward]
+            take(rows, None)
+            forward = {r["target"] for r in rows if r["source"] in forward} - ahead
+            backward = {r["source"] for r in rows if r["target"] in backward} - behind
+            ahead, behind = ahead | forward, behind | backward
+        closure_ends = (ahead | behind) - seeds
     frontier = set(seeds)
     for layer in range(max(1, math.ceil(bound))):
         if layer + 1 > bound:
