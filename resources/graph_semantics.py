@@ -95,32 +95,32 @@ def _closure(edges: dict[tuple, Edge], rel_type: str, members: set[str], starts:
         if edge.type in members:
             forward[edge.source].append(edge)
             backward[edge.target].append(edge)
-    out: list[Edge] = []
-    origins = sorted(set(forward) if starts is None else (starts & set(forward)))
-    for origin in origins:
-        chain_to = {origin: []}
-        queue = deque([origin])
-        while queue and len(out) < CLOSURE_CAP:
+    def chains_from(start: str, forwards: bool) -> dict[str, list[Edge]]:
+        """Shortest chain (breadth first) between start and every node it reaches (forwards) or that reaches it,
+        the edges in chain order."""
+        steps = forward if forwards else backward
+        chain_to = {start: []}
+        queue = deque([start])
+        while queue:
             node = queue.popleft()
-            for edge in sorted(forward[node], key=lambda e: e.key):
-                if edge.target not in chain_to:
-                    chain_to[edge.target] = chain_to[node] + [edge]
-                    queue.append(edge.target)
-        out += [_derived(origin, rel_type, end, RULE_TRANSITIVE, chain) for end, chain in sorted(chain_to.items())
-                if len(chain) >= 2 and end != origin]
-    if starts is not None:  # chains that end at a start (what depends on it, indirectly)
-        for end in sorted(starts & set(backward)):
-            chain_from = {end: []}
-            queue = deque([end])
-            while queue and len(out) < CLOSURE_CAP:
-                node = queue.popleft()
-                for edge in sorted(backward[node], key=lambda e: e.key):
-                    if edge.source not in chain_from:
-                        chain_from[edge.source] = [edge] + chain_from[node]
-                        queue.append(edge.source)
-            out += [_derived(origin, rel_type, end, RULE_TRANSITIVE, chain) for origin, chain in sorted(chain_from.items())
-                    if len(chain) >= 2 and origin != end and origin not in starts]
-    return out
+            for edge in sorted(steps[node], key=lambda e: e.key):
+                other = edge.target if forwards else edge.source
+                if other not in chain_to:
+                    chain_to[other] = chain_to[node] + [edge] if forwards else [edge] + chain_to[node]
+                    queue.append(other)
+        return {node: chain for node, chain in chain_to.items() if len(chain) >= 2}
+
+    out: list[Edge] = []
+    for origin in sorted(set(forward) if starts is None else (starts & set(forward))):
+        out += [_derived(origin, rel_type, end, RULE_TRANSITIVE, chain)
+                for end, chain in sorted(chains_from(origin, True).items()) if end != origin]
+        if len(out) >= CLOSURE_CAP:
+            return out[:CLOSURE_CAP]
+    for end in sorted(starts & set(backward)) if starts is not None else ():  # chains ending at a start
+        out += [_derived(origin, rel_type, end, RULE_TRANSITIVE, chain)
+                for origin, chain in sorted(chains_from(end, False).items())
+                if origin != end and origin not in starts]
+    return out[:CLOSURE_CAP]
 
 
 def infer_edges(asserted: list[Edge], ontology: Ontology, *, wanted_relations: set[str] | None = None,

@@ -110,7 +110,8 @@ class ServingState:
                                 "python -m pipelines.apikeys create NAME)", "authentication_error", "missing_api_key")
         return Caller()
 
-    async def body(self, request: Request) -> dict:
+    async def raw_body(self, request: Request) -> bytes:
+        """The request body, refused (413) past max_body_bytes whether declared or streamed."""
         declared = request.headers.get("content-length")
         if declared and declared.isdigit() and int(declared) > self.limits.max_body_bytes:
             raise ApiError(413, f"request body of {declared} bytes is over the limit of {self.limits.max_body_bytes}",
@@ -121,8 +122,12 @@ class ServingState:
             if len(raw) > self.limits.max_body_bytes:
                 raise ApiError(413, f"request body is over the limit of {self.limits.max_body_bytes} bytes",
                                code="request_too_large")
+        return bytes(raw)
+
+    async def body(self, request: Request) -> dict:
+        raw = await self.raw_body(request)
         try:
-            data = json.loads(bytes(raw).decode("utf-8"))
+            data = json.loads(raw.decode("utf-8"))
         except UnicodeDecodeError as exc:
             raise ApiError(400, f"request body is not UTF-8 text (byte {exc.start})", code="invalid_json") from None
         except json.JSONDecodeError as exc:
@@ -288,14 +293,8 @@ async def sparql(request, state, caller, info):
 
     timeout_s = None
     if request.headers.get("content-type", "").split(";")[0].strip() == "application/sparql-query":
-        raw = bytearray()
-        async for piece in request.stream():
-            raw += piece
-            if len(raw) > state.limits.max_body_bytes:
-                raise ApiError(413, f"request body is over the limit of {state.limits.max_body_bytes} bytes",
-                               code="request_too_large")
         try:
-            query = bytes(raw).decode("utf-8")
+            query = (await state.raw_body(request)).decode("utf-8")
         except UnicodeDecodeError as exc:
             raise ApiError(400, f"query is not UTF-8 text (byte {exc.start})", code="invalid_query") from None
     else:
