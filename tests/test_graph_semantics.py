@@ -180,3 +180,13 @@ def test_cost_bound_still_bounds_asserted_chains(graph_store):
     assert one and all(len(p.relations) == 1 for p in one)
     three = paths_for(graph_store, "Which team manages what Reporting Engine reads from?", max_hops=3)
     assert any(p.names == ["Reporting Engine", "analytics-db", "Data Team"] for p in three)
+
+
+def test_a_question_naming_only_classes_links_them(graph_store):
+    paths = paths_for(graph_store, "Which applications depend on databases?")
+    assert paths and all(len(p.ids) >= 2 for p in paths)
+    linked = {(p.names[0], p.names[-1]): p for p in paths if len(p.relations) == 1}
+    assert linked[("Ledger Service", "ledger-db")].relations == ["DEPENDS_ON"]
+    assert linked[("Customer Portal", "ledger-db")].inferred
+    assert linked[("Reporting Engine", "analytics-db")].relations == ["READS_FROM"]  # a sub-property of DEPENDS_ON
+    assert not paths_for(graph_store, "Which applications are there?")  # one class links nothing

@@ -22,6 +22,7 @@ _HANGUL = re.compile(r"[\uac00-\ud7a3]")
 _SEPARATORS = re.compile(r"[\s_\-]+")
 _EDGE_CAP_PER_NODE = 60  # a hub (a team managing 500 servers) must not flood the prompt or the path search
 _PATH_CAP = 2000
+_CLASS_SEED_CAP = 30  # starting entities for a question that names classes only
 _CLOSURE_NODE_CAP = 2000  # entities a transitive relation is followed through from the question's entities
 
 
@@ -238,6 +239,17 @@ class SchemaGraph:
         return dist
 
 
+def class_members(graph: GraphContext, schema: SchemaGraph, classes: set[str]) -> list[QuestionEntity]:
+    """The entities of the least populated of classes (subclasses counted), at most _CLASS_SEED_CAP of them."""
+    rows = graph.all_entities()
+    members = {c: sorted((r for r in rows if schema.is_a(r["label"], c)), key=lambda r: r["id"]) for c in sorted(classes)}
+    members = {c: m for c, m in members.items() if m}
+    if not members:
+        return []
+    fewest = min(members.values(), key=len)
+    return [QuestionEntity(r["id"], r["name"], r["label"], "", -1, -1) for r in fewest[:_CLASS_SEED_CAP]]
+
+
 def _mask_entities(question: str, entities: list[QuestionEntity]) -> str:
     masked = question
     for entity in sorted(entities, key=lambda e: -e.start):
@@ -256,9 +268,6 @@ def expand(question: str, graph: GraphContext, max_hops: float = 2, max_paths: i
     the stored edges and each entity's own class count (for comparison)."""
     if entities is None:
         entities = recognize_entities(question, graph.all_entities(), graph.ontology)
-    seeds = {e.id for e in entities}
-    if not seeds:
-        return entities, []
     ontology = graph.ontology
     bound = float(max_hops)
     schema = SchemaGraph(ontology, semantics)
@@ -266,18 +275,27 @@ def expand(question: str, graph: GraphContext, max_hops: float = 2, max_paths: i
     masked = _mask_entities(question, entities)
     wanted_classes = mentioned_classes(masked, ontology)
     wanted_relations = mentioned_relations(masked, ontology)
+    starts = list(entities)
+    between_classes = not entities and len(wanted_classes) >= 2
+    if between_classes:
+        # "which applications depend on databases?": no entity named, so the walk starts from the members of the
+        # named class with the fewest members, and a path must link two of the named classes
+        starts = class_members(graph, schema, wanted_classes)
+    seeds = {e.id for e in starts}
+    if not seeds:
+        return entities, []
     # the schema steers the walk: once the question names classes, a node is worth reaching only if the walk to it
     # passed one of them, or its class can still lead (within the bound) to one or to a class of a named entity
-    seed_labels = {e.label for e in entities}
+    seed_labels = {e.label for e in starts}
     distance = schema.distance_to(wanted_classes | seed_labels) if wanted_classes else None
 
     asserted: dict[tuple[str, str, str], Edge] = {}
-    names: dict[str, str] = {e.id: e.name for e in entities}
-    labels: dict[str, str] = {e.id: e.label for e in entities}
+    names: dict[str, str] = {e.id: e.name for e in starts}
+    labels: dict[str, str] = {e.id: e.label for e in starts}
     per_node: dict[str, int] = defaultdict(int)
     chunk_docs: dict[str, str] = {}
     is_wanted = lambda label: any(schema.is_a(label, w) for w in wanted_classes)  # noqa: E731
-    on_wanted: dict[str, bool] = {e.id: is_wanted(e.label) for e in entities}  # reached through a wanted class
+    on_wanted: dict[str, bool] = {e.id: is_wanted(e.label) for e in starts}  # reached through a wanted class
 
     def take(rows, depth_of_new: int | None) -> set[str]:
         """Merge rows into asserted edges (caps per node, schema pruning); the nodes they reach."""
@@ -370,11 +388,16 @@ def expand(question: str, graph: GraphContext, max_hops: float = 2, max_paths: i
             continue
         classes = [schema.classes_of(labels.get(n, "")) for n in ids]
         class_hits = len({c for node in classes for c in node & wanted_classes})
+        if between_classes and class_hits < 2:
+            continue
         # seeds at the ends of a path are what the question links; a wanted class at the far end is the asked-for thing
         ends = sum(1 for s in (ids[0], ids[-1]) if s in seeds)
+        linked = len(on_path)
+        if between_classes:  # the starts are only members of a named class: one is as good as two
+            linked, ends = 1, min(ends, 1)
         relation_hits = len(set().union(*(relation_words_hit(e) for e in chain)))
         inferred_hops = sum(1 for e in chain if e.inferred)
-        score = (3.0 * len(on_path) + 1.0 * ends + 1.5 * class_hits + 1.0 * relation_hits - 0.1 * len(chain)
+        score = (3.0 * linked + 1.0 * ends + 1.5 * class_hits + 1.0 * relation_hits - 0.1 * len(chain)
                  - 0.3 * inferred_hops)
         hops = [{"source": e.source, "type": e.type, "target": e.target, "inferred": e.inferred, "rule": e.rule,
                  "explanation": explain(e, names),
