@@ -181,3 +181,15 @@ def test_mcp_sparql_tool_over_stdio(graph_root):
     assert update.is_error and "read-only" in update.content[0].text
     assert slow.is_error and "time limit" in slow.content[0].text
     assert payload(after)["boolean"] is True
+
+
+def test_bench_engines_agree_on_a_small_graph():
+    from bench.sparql import QUERIES, run
+
+    rows, info = run(apps=10, repeat=1)
+    assert info["entities"] > 10 and info["quads"] > 100
+    counts = [row[-1] for row in rows[1:]]
+    assert len(counts) == len(QUERIES)
+    for count in counts:
+        ox_rows, rdflib_rows = (int(n) for n in count.split(" / "))
+        assert ox_rows == rdflib_rows and ox_rows > 0, rows
