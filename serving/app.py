@@ -110,7 +110,8 @@ class ServingState:
                                 "python -m pipelines.apikeys create NAME)", "authentication_error", "missing_api_key")
         return Caller()
 
-    async def body(self, request: Request) -> dict:
+    async def raw_body(self, request: Request) -> bytes:
+        """The request body, refused (413) past max_body_bytes whether declared or streamed."""
         declared = request.headers.get("content-length")
         if declared and declared.isdigit() and int(declared) > self.limits.max_body_bytes:
             raise ApiError(413, f"request body of {declared} bytes is over the limit of {self.limits.max_body_bytes}",
@@ -121,8 +122,12 @@ class ServingState:
             if len(raw) > self.limits.max_body_bytes:
                 raise ApiError(413, f"request body is over the limit of {self.limits.max_body_bytes} bytes",
                                code="request_too_large")
+        return bytes(raw)
+
+    async def body(self, request: Request) -> dict:
+        raw = await self.raw_body(request)
         try:
-            data = json.loads(bytes(raw).decode("utf-8"))
+            data = json.loads(raw.decode("utf-8"))
         except UnicodeDecodeError as exc:
             raise ApiError(400, f"request body is not UTF-8 text (byte {exc.start})", code="invalid_json") from None
         except json.JSONDecodeError as exc:
@@ -281,6 +286,33 @@ async def chat_completions(request, state, caller, info):
     return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
 
 
+async def sparql(request, state, caller, info):
+    """SPARQL over the graph: a JSON body {"query": ..., "timeout_s": ...} or, as the SPARQL protocol has it, the
+    query itself with Content-Type application/sparql-query. Answers SPARQL 1.1 JSON results."""
+    from resources.rdf_view import SparqlError
+
+    timeout_s = None
+    if request.headers.get("content-type", "").split(";")[0].strip() == "application/sparql-query":
+        try:
+            query = (await state.raw_body(request)).decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ApiError(400, f"query is not UTF-8 text (byte {exc.start})", code="invalid_query") from None
+    else:
+        data = await state.body(request)
+        query = _text_field(data, "query")
+        timeout_s = data.get("timeout_s")
+        if timeout_s is not None and (isinstance(timeout_s, bool) or not isinstance(timeout_s, (int, float))
+                                      or not 0 < timeout_s <= 600):
+            raise ApiError(400, f"timeout_s must be a number of seconds from 0 to 600, not {timeout_s!r}",
+                           code="invalid_value")
+    try:
+        result = await run_in_threadpool(state.service.sparql, query, caller, timeout_s)
+    except SparqlError as exc:
+        raise ApiError(exc.status, str(exc), code=exc.code) from None
+    info["sources"] = len(result.get("results", {}).get("bindings", result.get("triples", [])))
+    return JSONResponse(result, media_type="application/sparql-results+json")
+
+
 async def not_found(request: Request, exc):
     status = getattr(exc, "status_code", 404)
     message = "no such endpoint" if status == 404 else "method not allowed"
@@ -293,7 +325,8 @@ def build_app(service: PlatformService | None = None, keys: KeyStore | None = No
               Route("/v1/models", guarded(models), methods=["GET"]),
               Route("/v1/chat/completions", guarded(chat_completions), methods=["POST"]),
               Route("/v1/search", guarded(search), methods=["POST"]),
-              Route("/v1/graph/paths", guarded(graph_paths), methods=["POST"])]
+              Route("/v1/graph/paths", guarded(graph_paths), methods=["POST"]),
+              Route("/v1/sparql", guarded(sparql), methods=["POST"])]
     app = Starlette(routes=routes, exception_handlers={404: not_found, 405: not_found})
     app.state.serving = ServingState(service or PlatformService(), keys or KeyStore(), limits or Limits(), require_keys)
     return app

@@ -1,11 +1,10 @@
-"""The platform as an MCP server (the `mcp` SDK's MCPServer): tools search, graph_paths and ask.
+"""The platform as an MCP server (the `mcp` SDK's MCPServer): tools search, graph_paths, ask and sparql.
 
 The tools call serving.service, so they apply the HTTP API's rules: question checks, an API key's document prefixes
 on retrieval and on graph facts, the extractive answer when no model serves. Over streamable HTTP a gate in front
 of the SDK's app checks `Authorization: Bearer KEY` on every request, rate-limits per key and writes the access
 log; the tools read the same header to know the caller's prefixes. Over stdio the client started the server as the
 data's own user; DOCPLATFORM_API_KEY, when set, restricts it to that key's prefixes.
-There is no `sparql` tool: the platform has no SPARQL view of the graph yet.
 """
 
 from __future__ import annotations
@@ -23,7 +22,8 @@ from serving.service import MAX_HOPS, MAX_TOP_K, AskError, Caller, PlatformServi
 
 INSTRUCTIONS = ("Search and question the company's indexed documents and knowledge graph. `search` returns "
                 "document chunks, `graph_paths` the facts linking the entities a question names, `ask` a grounded "
-                "answer citing numbered sources.")
+                "answer citing numbered sources, `sparql` a read-only SPARQL query over the graph's RDF view (ontology "
+                "IRIs; prefixes infra:, kg:, entity:, chunk: predeclared; inferred facts included).")
 
 
 def caller_from_key(keys: KeyStore, key: str | None, required: bool) -> Caller:
@@ -82,8 +82,10 @@ def build_mcp(service: PlatformService | None = None, keys: KeyStore | None = No
             raise ToolError(f"top_k must be from 1 to {MAX_TOP_K}, not {top_k}")
         return run(lambda: service.search(query, top_k, caller_of(ctx)))
 
-    @server.tool(description="Knowledge-graph paths (up to max_hops edges) through the entities the question names; "
-                             "every hop lists the chunk ids that state it.")
+    @server.tool(description="Knowledge-graph paths through the entities the question names, with the ontology's "
+                             "semantics (transitive, inverse, symmetric and sub-properties, subclasses); max_hops bounds "
+                             "the facts on a path (an inferred transitive fact counts one); every hop lists the chunk ids "
+                             "that state it, an inferred hop the asserted hops it rests on.")
     def graph_paths(question: str, ctx: Context, max_hops: int = 2) -> dict:
         if not 1 <= max_hops <= MAX_HOPS:
             raise ToolError(f"max_hops must be from 1 to {MAX_HOPS}, not {max_hops}")
@@ -101,6 +103,18 @@ def build_mcp(service: PlatformService | None = None, keys: KeyStore | None = No
                 "sources": public_sources(answer), "citations": [{k: c[k] for k in ("number", "doc_id", "chunk_id", "seq")}
                                                                  for c in answer.citations],
                 "graph_paths": answer.graph_paths}
+
+    @server.tool(description="A read-only SPARQL 1.1 query (SELECT, ASK, CONSTRUCT, DESCRIBE) over the knowledge "
+                             "graph's RDF view: ontology classes and relations as IRIs (infra:DEPENDS_ON ...), inferred "
+                             "facts included, provenance as rdf:Statement nodes with kg:mentionedIn <chunk>. Returns "
+                             "SPARQL 1.1 JSON results.")
+    def sparql(query: str, ctx: Context, timeout_s: float | None = None) -> dict:
+        from resources.rdf_view import SparqlError
+
+        try:
+            return service.sparql(query, caller_of(ctx), timeout_s)
+        except SparqlError as exc:
+            raise ToolError(str(exc)) from None
 
     return server
 

@@ -17,7 +17,7 @@ from assets.ask.core import fetch_chunks, graph_expansion, short
 from assets.grounded_prompt import cited_numbers
 
 MAX_TOP_K = 50
-MAX_HOPS = 3
+MAX_HOPS = 4  # a cost bound: facts on a path, an inferred (transitive) fact counting one
 SOURCE_TEXT_CHARS = 1500  # per source in a response body
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ufffd]")
 
@@ -55,6 +55,8 @@ class PlatformService:
     llm_url: str | None = None
     use_llm: bool = True
     answer_timeout_s: float = 120.0
+    sparql_timeout_s: float = 10.0  # a caller may ask for less, never more
+    rdf_view: object = None
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def __post_init__(self):
@@ -67,6 +69,10 @@ class PlatformService:
         self.embedder = self.embedder or Embedder()
         self.graph_store = self.graph_store or GraphStore(lock_timeout_s=10.0)
         self.documents = self.documents or DocumentSource()
+        if self.rdf_view is None:
+            from resources.rdf_view import RdfView, SparqlRunner
+
+            self.rdf_view = RdfView(self.graph_store, SparqlRunner(timeout_s=self.sparql_timeout_s))
 
     # ------------------------------------------------------------------------------ readiness
 
@@ -89,14 +95,22 @@ class PlatformService:
         lose the evidence and document ids the caller may not see."""
         if not caller.prefixes or not paths:
             return paths
-        chunk_ids = sorted({c for p in paths for hop in p.evidence for c in hop})
-        doc_of = {cid: row["doc_id"] for cid, row in fetch_chunks(chunk_ids, self.milvus).items()}
+        doc_of = {c: d for p in paths for c, d in getattr(p, "chunk_docs", {}).items()}  # as the graph records it
+        missing = sorted({c for p in paths for hop in p.evidence for c in hop} - set(doc_of))
+        if missing:
+            doc_of |= {cid: row["doc_id"] for cid, row in fetch_chunks(missing, self.milvus).items()}
+        allowed = lambda chunks: [c for c in chunks if c in doc_of and caller.allows(doc_of[c])]  # noqa: E731
         kept = []
         for path in paths:
-            evidence = [[c for c in hop if c in doc_of and caller.allows(doc_of[c])] for hop in path.evidence]
+            evidence = [allowed(hop) for hop in path.evidence]
+            for number, hop in enumerate(path.hops):
+                if hop.get("inferred"):  # an inferred hop stands only if every asserted hop under it does
+                    via = [dict(v, evidence=allowed(v["evidence"])) for v in hop["via"]]
+                    evidence[number] = sorted({c for v in via for c in v["evidence"]}) if all(v["evidence"] for v in via) else []
+                    hop["via"] = via
             if all(evidence):
                 path.evidence = evidence
-                path.doc_ids = [d for d in path.doc_ids if caller.allows(d)]
+                path.doc_ids = sorted({doc_of[c] for hop in evidence for c in hop})
                 kept.append(path)
         return kept
 
@@ -122,6 +136,18 @@ class PlatformService:
             entities = [e for e in entities if e.id in kept]
         return {"entities": [{"id": e.id, "name": e.name, "label": e.label, "matched": e.matched} for e in entities],
                 "paths": [p.to_dict() for p in paths]}
+
+    def sparql(self, query, caller: Caller, timeout_s: float | None = None) -> dict:
+        """A read-only SPARQL query on the RDF view of the facts the caller's prefixes allow (SparqlError on bad
+        input, an update or a query past the time limit). The graph is read under the lock; the query runs in the
+        view's worker process, so a long query holds up no other call."""
+        from resources.rdf_view import check_query
+
+        check_query(query)
+        limit = self.sparql_timeout_s if timeout_s is None else min(float(timeout_s), self.sparql_timeout_s)
+        with self._lock:
+            snapshot = self.rdf_view.snapshot()
+        return self.rdf_view.query(query, caller.prefixes, timeout_s=limit, snapshot=snapshot)
 
     def ask(self, question, caller: Caller, top_k: int = 5, max_tokens: int = 256, timeout_s: float | None = None) -> Answer:
         """ask() under the caller's prefixes; with no model answering, an extractive answer from the same sources."""

@@ -48,7 +48,7 @@ def test_stdio_tools_search_graph_paths_and_ask(corpus):
              ("ask", {"question": "   "}),
              ("search", {"query": "billing", "top_k": 500})]
     tools, results = asyncio.run(over_stdio(corpus, calls))
-    assert tools == ["ask", "graph_paths", "search"]  # no sparql tool: the platform has no SPARQL view yet
+    assert tools == ["ask", "graph_paths", "search", "sparql"]  # sparql: tests/test_sparql.py
 
     hits = payload(results[0])
     assert 1 <= len(hits) <= 3 and any("billing-db" in h["text"] for h in hits) and all(h["chunk_id"] for h in hits)
