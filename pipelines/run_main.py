@@ -58,12 +58,18 @@ def folder_stamp(folder: Path) -> dict:
                     continue
                 digest.update(f"{path}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
                 files += base == folder
-    data = Path(os.environ.get("DOCPLATFORM_DATA_DIR") or REPO / ".data")  # a removed index is not "unchanged"
-    stored = sorted(n for n in (os.listdir(data) if data.is_dir() else []) if n not in (STAMP_NAME, QUERY_CACHE_NAME))
-    digest.update(repr(stored).encode())
     settings = sorted((k, v) for k, v in os.environ.items() if k.startswith("DOCPLATFORM_") or k == "DAGSTER_HOME")
     digest.update(json.dumps(settings).encode())
-    return {"files": files, "sha256": digest.hexdigest()}
+    return {"files": files, "sha256": digest.hexdigest(), "stored": stored_names()}
+
+
+def stored_names() -> list[str]:
+    """What the data dir holds (a removed index is not "unchanged"); taken again when the stamp is written, after
+    the run made the stores (taken before it, a fresh run's stamp never matched the next run's)."""
+    data = Path(os.environ.get("DOCPLATFORM_DATA_DIR") or REPO / ".data")
+    transient = (".lock", ".wal", "-journal", "-wal", "-shm")  # a store's lock or log while a process holds it
+    return sorted(n for n in (os.listdir(data) if data.is_dir() else []) if n not in (STAMP_NAME, QUERY_CACHE_NAME)
+                  and not n.startswith(".") and not n.endswith(transient))
 
 
 def query_cached_embedder():
@@ -280,7 +286,7 @@ def run(args, server, user_url: str | None) -> int:
         documents, milvus, graph_store, failures = ingest_changed()
         if not failures:
             stamp_path.parent.mkdir(parents=True, exist_ok=True)
-            stamp_path.write_text(json.dumps(stamp))
+            stamp_path.write_text(json.dumps(stamp | {"stored": stored_names()}))
 
     from pipelines.search import search
 
