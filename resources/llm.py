@@ -437,7 +437,25 @@ class OwnModelServer:
         running = self.local is not None and self.local.proc is not None and self.local.proc.poll() is None
         if self.local is not None:
             self.local.stop()
+            if self.pid:
+                wait_group_gone(self.pid)
         return running
+
+
+def wait_group_gone(pgid: int, timeout_s: float = 30.0) -> None:
+    """Wait until no process of the group is left (vLLM's engine and worker outlive the API server for a moment),
+    SIGKILL what is left after timeout_s."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except (ProcessLookupError, PermissionError):
+            return
+        time.sleep(0.2)
+    try:
+        os.killpg(pgid, 9)
+    except ProcessLookupError:
+        pass
 
 
 @contextmanager
