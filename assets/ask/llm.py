@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from dataclasses import dataclass
 
@@ -58,7 +59,10 @@ class AnswerClient:
     """Talks to one vLLM server: which model to ask, and a greedy, streamed, deadline-bounded answer."""
 
     def __init__(self, base_url: str | None = None, model: str | None = None, timeout_s: float = 120.0,
-                 connect_timeout_s: float = 3.0, api_key: str = ""):
+                 connect_timeout_s: float = 3.0, api_key: str = "", on_piece=None):
+        """on_piece(text) is called with each piece of the answer as the server streams it (an HTTP stream
+        forwards them); an exception it raises ends the answer (the connection closes, the server stops)."""
+        self.on_piece = on_piece
         self.base_url = (base_url or os.environ.get("DOCPLATFORM_VLLM_URL") or f"http://127.0.0.1:{DEFAULT_PORT}").rstrip("/")
         self.requested_model = model
         self.timeout_s = timeout_s
@@ -138,6 +142,8 @@ class AnswerClient:
                         piece = piece_of(choice)
                         if piece:
                             parts.append(piece)
+                            if self.on_piece is not None:
+                                self.on_piece(piece)
         except requests.exceptions.ChunkedEncodingError as exc:  # the server died while it streamed
             raise AnswerTimeout(f"the connection broke mid-answer ({type(exc).__name__})", "".join(parts)) from exc
         except requests.ConnectionError as exc:
@@ -149,3 +155,65 @@ class AnswerClient:
         except requests.Timeout as exc:
             raise AnswerTimeout(f"no answer within {self.timeout_s:g} s", "".join(parts)) from exc
         return "".join(parts)
+
+
+class InProcessModel:
+    """The answering model in this process, for when no model server can start: the same model (base folder plus
+    the deployed LoRA adapter, if any) and the same prompt the server would build (the tokenizer's chat template,
+    as vLLM's chat endpoint applies it), decoded greedily with transformers. Same interface as AnswerClient."""
+
+    def __init__(self, base_model, adapter=None, name: str | None = None, max_model_len: int | None = None):
+        from pathlib import Path
+
+        self.base_model, self.adapter = Path(base_model), Path(adapter) if adapter else None
+        self.name = name or (ADAPTER_MODEL if adapter else self.base_model.name)
+        self.max_model_len, self.base_url = max_model_len, "in-process (transformers)"
+        self._loaded = None
+
+    def choose_model(self) -> ServedModel:
+        return ServedModel(self.name, self.adapter is not None, self.max_model_len)
+
+    def _load(self):
+        if self._loaded is None:
+            import torch
+            from transformers import AutoModelForCausalLM, AutoTokenizer
+
+            tokenizer = AutoTokenizer.from_pretrained(self.base_model)
+            model = AutoModelForCausalLM.from_pretrained(self.base_model, torch_dtype=torch.float32)
+            if self.adapter is not None:
+                from peft import PeftModel
+
+                model = PeftModel.from_pretrained(model, self.adapter)
+            self._loaded = tokenizer, model.eval()
+        return self._loaded
+
+    def answer(self, messages: list[dict], model: str, max_tokens: int = 256) -> tuple[str, str]:
+        import torch
+
+        tokenizer, network = self._load()
+        # vLLM tokenizes the rendered chat template without adding special tokens again
+        inputs = tokenizer(render_prompt(messages, tokenizer), add_special_tokens=False, return_tensors="pt")
+        with torch.inference_mode():
+            output = network.generate(**inputs, max_new_tokens=max_tokens, do_sample=False,
+                                      pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+        return tokenizer.decode(output[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True), "in-process"
+
+
+_SENTENCE_END = re.compile(r"(?<=[.!?。])\s+")
+_WORD = re.compile(r"\w[\w-]*")
+
+
+def attributed_numbers(answer: str, sources: list[dict], min_share: float = 0.6) -> list[int]:
+    """Source numbers an answer that cites none repeats: for each sentence, the source holding the largest share
+    (at least min_share) of its words of 3+ characters. Why: a small base model answers from the sources but
+    seldom writes [n]; the reader still learns which passages the sentence came from."""
+    vocab = {s["number"]: {w.lower() for w in _WORD.findall(s.get("text", ""))} for s in sources}
+    numbers: list[int] = []
+    for sentence in _SENTENCE_END.split(answer or ""):
+        words = {w.lower() for w in _WORD.findall(sentence) if len(w) >= 3}
+        if len(words) < 3 or not vocab:
+            continue
+        share, number = max((len(words & vocab[n]) / len(words), -n) for n in vocab)
+        if share >= min_share and -number not in numbers:
+            numbers.append(-number)
+    return numbers
