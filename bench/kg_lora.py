@@ -6,7 +6,7 @@ time and seconds per chunk.
 
 The ontology folder gets the benchmark's ontology.ttl untouched and its train split as examples.jsonl (as
 score.py hands them to the platform); every test sentence is one chunk. Conditions, all on one vLLM server:
-- zero-shot: the base model, the worked example made from the ontology (no labeled examples in the prompt);
+- zero-shot (with --zero-shot): the base model, the worked example made from the ontology (no labeled examples);
 - few-shot: the base model, the k labeled examples nearest to the chunk as worked examples;
 - adapter: the extraction adapter (assets/finetune/extraction.py rows, TRL SFTTrainer + peft on CPU), served by
   vLLM as a LoRA and asked with the same few-shot messages.
@@ -92,6 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--learning-rate", type=float, default=1e-3)
     parser.add_argument("--graph-facts", action="store_true", help="train on the graph's trusted facts too")
+    parser.add_argument("--zero-shot", action="store_true", help="also the base model without labeled examples")
     parser.add_argument("--markdown", default="", help="write the kg-extraction-lora block into this file")
     args = parser.parse_args(argv)
 
@@ -137,7 +138,8 @@ def main(argv: list[str] | None = None) -> int:
             results[name] = run_layer(extractor, chunks, ontology, scorer, want)
             print(json.dumps({"condition": name} | results[name]), flush=True)
 
-        layer("zero-shot", model="smollm2", few_shot=0)
+        if args.zero_shot:
+            layer("zero-shot", model="smollm2", few_shot=0)
         layer("few-shot", model="smollm2", few_shot=args.few_shot)
 
         facts = graph_facts_of(chunks, ontology) if args.graph_facts else []

@@ -57,8 +57,8 @@ def finetune_dataset(context: AssetExecutionContext, config: InstructionDatasetC
 def train_and_publish(context: AssetExecutionContext, config: LoraTrainingConfig, dataset: dict,
                       base_model: BaseModelFolder, registry: AdapterRegistry, messages_of=None, task_gate: bool = True):
     """Train on dataset (finetune_dataset's record) and publish the adapter with its manifest in registry; the
-    answer adapter and the extraction adapter share it. Returns (path, manifest, metrics, task scores, eval gate
-    passed, task gate passed, task gate reasons, loss plot base64)."""
+    answer adapter and the extraction adapter share it. Returns {"path", "manifest", "metrics", "scores" (task
+    gate), "passed" (eval gate), "task_passed", "task_reasons", "plot" (loss curves, base64 PNG)}."""
     base = base_model.resolve()
     demo = base_model.is_demo
     if demo:
@@ -98,7 +98,8 @@ def train_and_publish(context: AssetExecutionContext, config: LoraTrainingConfig
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
     manifest = json.loads((path / "manifest.json").read_text())
-    return path, manifest, metrics, scores, passed, task_passed, task_reasons, plot
+    return {"path": path, "manifest": manifest, "metrics": metrics, "scores": scores, "passed": passed,
+            "task_passed": task_passed, "task_reasons": task_reasons, "plot": plot}
 
 
 @asset(
@@ -115,8 +116,9 @@ def train_and_publish(context: AssetExecutionContext, config: LoraTrainingConfig
 )
 def lora_adapter(context: AssetExecutionContext, config: LoraTrainingConfig, finetune_dataset: dict,
                  base_model: BaseModelFolder, adapter_registry: AdapterRegistry):
-    path, manifest, metrics, scores, passed, task_passed, task_reasons, plot = train_and_publish(
-        context, config, finetune_dataset, base_model, adapter_registry)
+    published = train_and_publish(context, config, finetune_dataset, base_model, adapter_registry)
+    path, manifest, metrics, scores = (published[k] for k in ("path", "manifest", "metrics", "scores"))
+    passed, task_passed, task_reasons, plot = (published[k] for k in ("passed", "task_passed", "task_reasons", "plot"))
     improvement = metrics["base_eval_loss"] - metrics["eval_loss"]
     yield Output(
         {"version": manifest["version"], "path": str(path), "adapter_name": adapter_registry.name, "manifest": manifest},

@@ -82,8 +82,9 @@ def extraction_dataset(context: AssetExecutionContext, config: ExtractionDataset
 def extraction_adapter(context: AssetExecutionContext, config: ExtractionTrainingConfig, extraction_dataset: dict,
                        base_model: BaseModelFolder, extraction_adapter_registry: AdapterRegistry):
     registry = extraction_adapter_registry
-    path, manifest, metrics, _, passed, _, _, plot = train_and_publish(
-        context, config, extraction_dataset, base_model, registry, messages_of=row_messages, task_gate=False)
+    published = train_and_publish(context, config, extraction_dataset, base_model, registry,
+                                  messages_of=row_messages, task_gate=False)
+    path, manifest, metrics, passed, plot = (published[k] for k in ("path", "manifest", "metrics", "passed", "plot"))
     yield Output(
         {"version": manifest["version"], "path": str(path), "adapter_name": registry.name, "manifest": manifest},
         metadata={"version": manifest["version"], "path": str(path), "backend": metrics["backend"],
