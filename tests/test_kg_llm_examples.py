@@ -186,17 +186,10 @@ def test_few_shot_smollm2_on_vllm_finds_relations_of_the_examples_ontology(serve
                     ("Halcyon Works", "HEADQUARTERS", "Harlow")}, found
 
 
-@pytest.mark.slow
-def test_extraction_chain_trains_deploys_and_the_llm_layer_uses_the_adapter(served, people):
-    from assets.finetune import extraction_assets
-    from assets.knowledge_graph.extract import ExtractionConfig, extract_facts
+def _run_chain(root: Path, facts: dict, selection: list, resources: dict, run_config: dict | None = None):
+    """Materialise the extraction assets against document partitions holding CHUNKS and the given graph facts."""
     from pipelines.partitions import DOCUMENTS_PARTITIONS_NAME, documents_partitions
-    from resources.llm import AdapterRegistry, BaseModelFolder
-    from tests.platform_harness import QUIET, failure_message
-
-    facts = {doc_id: extract_facts(chunks, people, config=ExtractionConfig(llm=False))
-             for doc_id, chunks in CHUNKS.items()}  # the real layers' graph facts of the two documents
-    assert any(f["relations"] for f in facts.values())
+    from tests.platform_harness import QUIET
 
     @asset(name="document_chunks", partitions_def=documents_partitions, group_name="ingestion")
     def document_chunks(context) -> list:
@@ -206,30 +199,75 @@ def test_extraction_chain_trains_deploys_and_the_llm_layer_uses_the_adapter(serv
     def graph_facts(context) -> dict:
         return facts[context.partition_key]
 
-    root = served["root"]
     instance = DagsterInstance.ephemeral(tempdir=str(root / "dagster"))
-    registry = AdapterRegistry(name=EXTRACTION_ADAPTER_NAME)  # $DOCPLATFORM_ADAPTER_DIR, as the LLM layer reads it
-    resources = {"io_manager": FilesystemIOManager(base_dir=str(root / "storage")),
-                 "base_model": BaseModelFolder(path=str(served["model"])), "extraction_adapter_registry": registry,
-                 "vllm": served["server"]}
+    resources = {"io_manager": FilesystemIOManager(base_dir=str(root / "storage"))} | resources
     try:
         instance.add_dynamic_partitions(DOCUMENTS_PARTITIONS_NAME, sorted(CHUNKS))
         for key in sorted(CHUNKS):
             assert materialize([document_chunks, graph_facts], partition_key=key, instance=instance,
                                resources=resources, run_config=QUIET).success
-        assert deployed_extraction_model() == ""
-        training = {"num_epochs": 2, "learning_rate": 2e-3, "gradient_accumulation_steps": 2, "eval_steps": 2,
-                    "smoke_max_tokens": 12}
-        result = materialize([document_chunks, graph_facts, *extraction_assets], selection=extraction_assets,
-                             instance=instance, resources=resources, raise_on_error=False,
-                             run_config={"ops": {"extraction_adapter": {"config": training}}} | QUIET)
-        assert result.success, failure_message(result)
+        return materialize([document_chunks, graph_facts, *selection], selection=selection, instance=instance,
+                           resources=resources, raise_on_error=False, run_config=(run_config or {}) | QUIET)
     finally:
         instance.dispose()
-    checks = {e.event_specific_data.check_name: e.event_specific_data.passed for e in result.all_events
-              if e.event_type_value == "ASSET_CHECK_EVALUATION"}
-    assert checks == {"answers_valid": True, "no_train_eval_leakage": True, "eval_loss_improves_over_base": True,
-                      "smoke_completion_matches_reference": True}
+
+
+def _checks(result) -> dict:
+    return {e.event_specific_data.check_name: e.event_specific_data.passed for e in result.all_events
+            if e.event_type_value == "ASSET_CHECK_EVALUATION"}
+
+
+def test_extraction_dataset_asset_saves_rows_with_passing_checks(tmp_path, monkeypatch):
+    from assets.finetune import extraction_dataset
+    from tests.platform_harness import failure_message
+
+    monkeypatch.setenv("DOCPLATFORM_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("DOCPLATFORM_ONTOLOGY_DIR", str(EXAMPLES_ONTOLOGY))
+    facts = {doc_id: _facts(doc_id) for doc_id in CHUNKS}
+    result = _run_chain(tmp_path, facts, [extraction_dataset], {})
+    assert result.success, failure_message(result)
+    assert _checks(result) == {"answers_valid": True, "no_train_eval_leakage": True}
+    record = result.output_for_node("extraction_dataset")
+    assert record["train_rows"] + record["eval_rows"] == len(answered_examples(load_ontology(EXAMPLES_ONTOLOGY))) + 3
+    from datasets import load_from_disk
+
+    saved = load_from_disk(record["path"])
+    assert saved["train"].num_rows == record["train_rows"] and set(saved["eval"].column_names) >= {"messages", "output"}
+
+    # an ontology folder without examples and a graph without trusted facts: a clear failure naming the folder
+    bare = tmp_path / "bare-ontology"
+    bare.mkdir()
+    shutil.copy(EXAMPLES_ONTOLOGY / "ontology.ttl", bare / "ontology.ttl")
+    monkeypatch.setenv("DOCPLATFORM_ONTOLOGY_DIR", str(bare))
+    empty = {doc_id: dict(_facts(doc_id), relations=[]) for doc_id in CHUNKS}
+    failed = _run_chain(tmp_path / "second", empty, [extraction_dataset], {})
+    assert not failed.success and "too few extraction rows" in failure_message(failed)
+    assert str(bare) in failure_message(failed)
+
+
+@pytest.mark.slow
+def test_extraction_chain_trains_deploys_and_the_llm_layer_uses_the_adapter(served, people):
+    from assets.finetune import extraction_assets
+    from assets.knowledge_graph.extract import ExtractionConfig, extract_facts
+    from resources.llm import AdapterRegistry, BaseModelFolder
+    from tests.platform_harness import failure_message
+
+    facts = {doc_id: extract_facts(chunks, people, config=ExtractionConfig(llm=False))
+             for doc_id, chunks in CHUNKS.items()}  # the real layers' graph facts of the two documents
+    assert any(f["relations"] for f in facts.values())
+    root = served["root"]
+    registry = AdapterRegistry(name=EXTRACTION_ADAPTER_NAME)  # $DOCPLATFORM_ADAPTER_DIR, as the LLM layer reads it
+    resources = {"base_model": BaseModelFolder(path=str(served["model"])), "extraction_adapter_registry": registry,
+                 "vllm": served["server"]}
+    assert deployed_extraction_model() == ""
+    # a few steps only: the chain is under test here, the adapter's quality in bench/kg_lora.py
+    training = {"max_steps": 3, "learning_rate": 2e-3, "gradient_accumulation_steps": 2, "eval_steps": 3,
+                "smoke_max_tokens": 8}
+    result = _run_chain(root, facts, extraction_assets, resources,
+                        {"ops": {"extraction_adapter": {"config": training}}})
+    assert result.success, failure_message(result)
+    assert _checks(result) == {"answers_valid": True, "no_train_eval_leakage": True,
+                               "eval_loss_improves_over_base": True, "smoke_completion_matches_reference": True}
     dataset = result.output_for_node("extraction_dataset")
     assert dataset["train_rows"] >= 8 and dataset["eval_rows"] >= 2
     adapter = result.output_for_node("extraction_adapter")
