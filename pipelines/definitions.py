@@ -3,7 +3,7 @@
 from dagster import Definitions
 
 from assets import audit, finetune, ingestion, knowledge_graph
-from pipelines.jobs import audit_job, finetune_job, ingest_job, purge_documents_job
+from pipelines.jobs import audit_job, extraction_finetune_job, finetune_job, ingest_job, purge_documents_job
 from pipelines.schedules import nightly_reindex_schedule, weekly_index_audit_schedule
 from pipelines.sensors import documents_folder_sensor
 from pipelines.finetune_sensor import corpus_moved_refinetune_sensor
@@ -17,8 +17,11 @@ def default_resources() -> dict:
     ladybug graph file under the data dir ($DOCPLATFORM_GRAPH_BACKEND=neo4j for Neo4j), fine-tune resources."""
     from pipelines.partitions import BatchFilesystemIOManager  # stores batched runs' values per document partition
 
+    from assets.knowledge_graph.llm import extraction_adapter_registry
+
     return {"documents": DocumentSource(), "embedder": Embedder(), "milvus": MilvusStore(),
-            "graph_store": GraphStore(), "io_manager": BatchFilesystemIOManager()} | finetune_default_resources()
+            "graph_store": GraphStore(), "io_manager": BatchFilesystemIOManager(),
+            "extraction_adapter_registry": extraction_adapter_registry()} | finetune_default_resources()
 
 
 # One Definitions per stage, merged into one code location; resources are bound once, in build_defs.
@@ -37,6 +40,8 @@ STAGE_DEFS = [
     Definitions(assets=knowledge_graph.knowledge_graph_assets),
     # Fine-tune: dataset -> LoRA adapter -> vLLM deployment, launched from the UI as finetune_job.
     Definitions(assets=finetune.finetune_assets, jobs=[finetune_job], sensors=[corpus_moved_refinetune_sensor]),
+    # Self-improving extraction: examples + trusted graph facts -> extraction adapter -> vLLM, used by the LLM layer.
+    Definitions(assets=finetune.extraction_assets, jobs=[extraction_finetune_job]),
 ]
 
 

@@ -1,4 +1,4 @@
-"""Jobs: the main per-document ingestion job, the purge job for deleted documents, and the fine-tune job."""
+"""Jobs: the main per-document ingestion job, the purge job for deleted documents, and the fine-tune jobs."""
 
 from dagster import AssetSelection, define_asset_job, in_process_executor, job
 
@@ -45,4 +45,14 @@ finetune_job = define_asset_job(
                 "(blocking eval-loss gate) -> deployment to the vLLM server with smoke completion and rollback.",
     # the dataset step opens the milvus-lite file for RAFT distractors: queued behind ingestion writers
     tags={"docplatform/stage": "finetune"} | EMBEDDED_STORE_TAG,
+)
+
+
+extraction_finetune_job = define_asset_job(
+    "extraction_finetune_job",
+    selection=AssetSelection.groups("extraction_finetune"),
+    description="Self-improving extraction: examples.jsonl + the graph's SHACL-valid high-confidence facts -> "
+                "extraction LoRA adapter (blocking eval-loss gate) -> served by vLLM, which the LLM extraction layer "
+                "then asks (its served alias).",
+    tags={"docplatform/stage": "finetune"},
 )

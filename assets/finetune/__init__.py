@@ -7,6 +7,8 @@
     evaluate    the gates deciding whether an adapter may be deployed
     deploy      vLLM load / smoke / alias swap / rollback
     assets      the thin Dagster assets: finetune_dataset, lora_adapter, adapter_deployment
+    extraction  the extraction adapter's rows: examples.jsonl + trusted graph facts in the LLM layer's format
+    extraction_assets  extraction_dataset -> extraction_adapter -> extraction_adapter_deployment
 
 This module re-exports what pipelines/ and the tests import.
 """
@@ -23,6 +25,12 @@ from assets.finetune.dataset import (
     schema_problems,
     source_chunks,
 )
+from assets.finetune.extraction_assets import (
+    extraction_adapter,
+    extraction_adapter_deployment,
+    extraction_assets,
+    extraction_dataset,
+)
 from assets.finetune.deploy import DeploymentConfig, DeploymentFailed, deploy_adapter
 from assets.finetune.evaluate import eval_gate
 from assets.finetune.pii import find_pii, scrub_pii
@@ -30,7 +38,8 @@ from assets.finetune.train import LoraTrainingConfig, choose_backend, greedy_ref
 from resources.llm import VLLMError
 
 __all__ = [
-    "COLUMNS", "GROUP", "DeploymentConfig", "DeploymentFailed", "InstructionDatasetConfig", "LoraTrainingConfig",
+    "COLUMNS", "GROUP", "extraction_adapter", "extraction_adapter_deployment", "extraction_assets",
+    "extraction_dataset", "DeploymentConfig", "DeploymentFailed", "InstructionDatasetConfig", "LoraTrainingConfig",
     "VLLMError", "_materialize_dataset", "adapter_deployment", "build_instruction_examples", "choose_backend",
     "deploy_adapter", "eval_gate", "example_key", "find_pii", "finetune_assets", "finetune_dataset",
     "greedy_reference", "leakage", "lora_adapter", "schema_problems", "scrub_pii", "source_chunks", "train_lora",

@@ -20,7 +20,8 @@ from dagster import (
 
 from assets.finetune.dataset import InstructionDatasetConfig, _materialize_dataset, _mkdir
 from assets.finetune.deploy import DeploymentConfig, VLLMGone, deploy_adapter
-from assets.finetune.evaluate import eval_gate, gate_table, task_gate
+from assets.finetune.evaluate import eval_gate, gate_table
+from assets.finetune.evaluate import task_gate as task_gate_verdict
 from assets.finetune.train import LOSS_PLOT, LoraTrainingConfig, train_lora
 from resources.embedder import Embedder
 from resources.llm import AdapterRegistry, BaseModelFolder, VLLMServer, folder_fingerprint
@@ -53,6 +54,54 @@ def finetune_dataset(context: AssetExecutionContext, config: InstructionDatasetC
     yield from _materialize_dataset(context, config, document_chunks, graph_facts, milvus, embedder)
 
 
+def train_and_publish(context: AssetExecutionContext, config: LoraTrainingConfig, dataset: dict,
+                      base_model: BaseModelFolder, registry: AdapterRegistry, messages_of=None, task_gate: bool = True):
+    """Train on dataset (finetune_dataset's record) and publish the adapter with its manifest in registry; the
+    answer adapter and the extraction adapter share it. Returns {"path", "manifest", "metrics", "scores" (task
+    gate), "passed" (eval gate), "task_passed", "task_reasons", "plot" (loss curves, base64 PNG)}."""
+    base = base_model.resolve()
+    demo = base_model.is_demo
+    if demo:
+        context.log.warning(f"base model is the TINY DEMO Llama (random weights) at {base}: "
+                            "set DOCPLATFORM_BASE_MODEL to a real local model folder")
+    staging_root = _mkdir(registry.family_dir)
+    staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=staging_root))
+    extra = {"messages_of": messages_of} if messages_of else {}
+    try:
+        metrics = train_lora(base, dataset["path"], config, staging, log=context.log.info, task_gate=task_gate,
+                             **extra)
+        passed = eval_gate(metrics["base_eval_loss"], metrics["eval_loss"], config.min_eval_loss_improvement)
+        scores = metrics["task_gate"]
+        if task_gate:
+            task_passed, task_reasons = task_gate_verdict(scores["base"], scores["adapter"],
+                                                          config.task_gate_min_margin)
+        else:
+            task_passed, task_reasons = True, ["no task gate for this adapter: the eval-loss gate decides"]
+        plot = metrics.pop("loss_plot_png_base64")
+        manifest = {
+            "base_model": {"path": str(base), "fingerprint": folder_fingerprint(base), "tiny_demo": demo},
+            "dataset": {"path": dataset["path"], "fingerprint": dataset["fingerprint"],
+                        "train_rows": dataset["train_rows"], "eval_rows": dataset["eval_rows"]},
+            "hyperparameters": config.model_dump(),
+            "metrics": {k: v for k, v in metrics.items() if k not in ("smoke", "task_gate")},
+            "smoke": metrics["smoke"],
+            "eval_gate": {"passed": passed, "base_eval_loss": metrics["base_eval_loss"],
+                          "eval_loss": metrics["eval_loss"], "min_improvement": config.min_eval_loss_improvement},
+            "task_gate": {"passed": task_passed, "reasons": task_reasons, "min_margin": config.task_gate_min_margin,
+                          "base": scores["base"], "adapter": scores["adapter"]},
+            "loss_plot": LOSS_PLOT,
+            "status": "candidate" if passed and task_passed else "rejected",
+            "dagster_run_id": context.run_id,
+        }
+        path = registry.publish(staging, manifest)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+    manifest = json.loads((path / "manifest.json").read_text())
+    return {"path": path, "manifest": manifest, "metrics": metrics, "scores": scores, "passed": passed,
+            "task_passed": task_passed, "task_reasons": task_reasons, "plot": plot}
+
+
 @asset(
     group_name=GROUP,
     description="LoRA adapter trained with TRL SFTTrainer + peft (unsloth on CUDA) on the instruction dataset; published as a new "
@@ -67,44 +116,14 @@ def finetune_dataset(context: AssetExecutionContext, config: InstructionDatasetC
 )
 def lora_adapter(context: AssetExecutionContext, config: LoraTrainingConfig, finetune_dataset: dict,
                  base_model: BaseModelFolder, adapter_registry: AdapterRegistry):
-    base = base_model.resolve()
-    demo = base_model.is_demo
-    if demo:
-        context.log.warning(f"base model is the TINY DEMO Llama (random weights) at {base}: "
-                            "set DOCPLATFORM_BASE_MODEL to a real local model folder")
-    staging_root = _mkdir(adapter_registry.family_dir)
-    staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=staging_root))
-    try:
-        metrics = train_lora(base, finetune_dataset["path"], config, staging, log=context.log.info)
-        passed = eval_gate(metrics["base_eval_loss"], metrics["eval_loss"], config.min_eval_loss_improvement)
-        scores = metrics["task_gate"]
-        task_passed, task_reasons = task_gate(scores["base"], scores["adapter"], config.task_gate_min_margin)
-        plot = metrics.pop("loss_plot_png_base64")
-        manifest = {
-            "base_model": {"path": str(base), "fingerprint": folder_fingerprint(base), "tiny_demo": demo},
-            "dataset": {"path": finetune_dataset["path"], "fingerprint": finetune_dataset["fingerprint"],
-                        "train_rows": finetune_dataset["train_rows"], "eval_rows": finetune_dataset["eval_rows"]},
-            "hyperparameters": config.model_dump(),
-            "metrics": {k: v for k, v in metrics.items() if k not in ("smoke", "task_gate")},
-            "smoke": metrics["smoke"],
-            "eval_gate": {"passed": passed, "base_eval_loss": metrics["base_eval_loss"],
-                          "eval_loss": metrics["eval_loss"], "min_improvement": config.min_eval_loss_improvement},
-            "task_gate": {"passed": task_passed, "reasons": task_reasons, "min_margin": config.task_gate_min_margin,
-                          "base": scores["base"], "adapter": scores["adapter"]},
-            "loss_plot": LOSS_PLOT,
-            "status": "candidate" if passed and task_passed else "rejected",
-            "dagster_run_id": context.run_id,
-        }
-        path = adapter_registry.publish(staging, manifest)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
-    manifest = json.loads((path / "manifest.json").read_text())
+    published = train_and_publish(context, config, finetune_dataset, base_model, adapter_registry)
+    path, manifest, metrics, scores = (published[k] for k in ("path", "manifest", "metrics", "scores"))
+    passed, task_passed, task_reasons, plot = (published[k] for k in ("passed", "task_passed", "task_reasons", "plot"))
     improvement = metrics["base_eval_loss"] - metrics["eval_loss"]
     yield Output(
         {"version": manifest["version"], "path": str(path), "adapter_name": adapter_registry.name, "manifest": manifest},
         metadata={"version": manifest["version"], "path": str(path), "backend": metrics["backend"],
-                  "base_model": str(base), "tiny_demo_base_model": demo,
+                  "base_model": manifest["base_model"]["path"], "tiny_demo_base_model": manifest["base_model"]["tiny_demo"],
                   "base_eval_loss": metrics["base_eval_loss"], "eval_loss": metrics["eval_loss"],
                   "steps": metrics["steps"], "train_seconds": metrics["train_seconds"],
                   "seconds_per_step": metrics["seconds_per_step"], "trainer": metrics["trainer"],
@@ -142,8 +161,14 @@ DEPLOY_STEP_BACKOFF_S = float(os.environ.get("DOCPLATFORM_DEPLOY_STEP_BACKOFF_S"
 )
 def adapter_deployment(context: AssetExecutionContext, config: DeploymentConfig, lora_adapter: dict,
                        vllm: VLLMServer, adapter_registry: AdapterRegistry):
+    yield from deploy_with_retries(context, config, lora_adapter, vllm, adapter_registry)
+
+
+def deploy_with_retries(context: AssetExecutionContext, config: DeploymentConfig, adapter: dict, vllm: VLLMServer,
+                        registry: AdapterRegistry):
+    """deploy_adapter, its step retried while the server is gone; the Output and the smoke check (both adapters)."""
     try:
-        record = deploy_adapter(vllm, adapter_registry, lora_adapter, config, log=context.log.info)
+        record = deploy_adapter(vllm, registry, adapter, config, log=context.log.info)
     except VLLMGone as exc:
         # server down or killed mid-deployment (already recorded as rolled back, nothing deployed): a restarted
         # server (a Kubernetes pod comes back by itself) gets the deployment on a later try of this step

@@ -254,10 +254,31 @@ def datasets_root() -> Path:
 
 
 
-def _materialize_dataset(context, config: InstructionDatasetConfig, document_chunks, graph_facts, milvus=None,
-                         embedder=None):
+def save_splits(train: list[dict], evals: list[dict], columns: list[str], root: Path | None = None) -> tuple[Path, str]:
+    """Save train/eval rows (string columns) with datasets under root/<content fingerprint>: the same rows are
+    saved once, written through a staging folder renamed into place (concurrent runs never see half a dataset)."""
     from datasets import Dataset, DatasetDict, Features, Value
 
+    root = root or datasets_root()
+    features = Features({c: Value("string") for c in columns})
+    dataset = DatasetDict({"train": Dataset.from_list(train, features=features),
+                           "eval": Dataset.from_list(evals, features=features)})
+    fingerprint = hashlib.sha256(json.dumps([train, evals, columns], sort_keys=True).encode()).hexdigest()[:16]
+    target = root / fingerprint
+    if not (target / "dataset_dict.json").is_file():
+        staging = Path(tempfile.mkdtemp(prefix=f".{fingerprint}-", dir=_mkdir(root)))
+        dataset.save_to_disk(str(staging))
+        try:
+            staging.rename(target)
+        except OSError:  # the same content was saved meanwhile (same fingerprint): keep that copy
+            shutil.rmtree(staging, ignore_errors=True)
+            if not (target / "dataset_dict.json").is_file():
+                raise
+    return target, fingerprint
+
+
+def _materialize_dataset(context, config: InstructionDatasetConfig, document_chunks, graph_facts, milvus=None,
+                         embedder=None):
     chunks_by_doc = _by_partition(document_chunks, lambda v: isinstance(v, list))
     facts_by_doc = _by_partition(graph_facts, lambda v: isinstance(v, dict) and "entities" in v)
     chunks = [row for key in sorted(chunks_by_doc) for row in (chunks_by_doc[key] or [])]
@@ -281,21 +302,7 @@ def _materialize_dataset(context, config: InstructionDatasetConfig, document_chu
     if not train or not evals:
         raise Failure(description=f"too few examples for a train/eval split (train={len(train)}, eval={len(evals)}); "
                                   "ingest more documents", metadata={"stats": MetadataValue.json(stats)})
-    features = Features({c: Value("string") for c in COLUMNS})
-    dataset = DatasetDict({"train": Dataset.from_list(train, features=features),
-                           "eval": Dataset.from_list(evals, features=features)})
-    fingerprint = hashlib.sha256(
-        json.dumps([train, evals, COLUMNS], sort_keys=True).encode()).hexdigest()[:16]
-    target = datasets_root() / fingerprint
-    if not (target / "dataset_dict.json").is_file():
-        staging = Path(tempfile.mkdtemp(prefix=f".{fingerprint}-", dir=_mkdir(datasets_root())))
-        dataset.save_to_disk(str(staging))
-        try:
-            staging.rename(target)
-        except OSError:  # the same content was saved meanwhile (same fingerprint): keep that copy
-            shutil.rmtree(staging, ignore_errors=True)
-            if not (target / "dataset_dict.json").is_file():
-                raise
+    target, fingerprint = save_splits(train, evals, COLUMNS)
     # what the dataset was built from, per document: the re-fine-tune sensor compares it with the index's state
     source_documents = source_document_states(chunks)
     (target / SOURCE_DOCUMENTS).write_text(json.dumps(source_documents, indent=1, sort_keys=True))

@@ -145,11 +145,11 @@ def _set_mode(model, backend: str, training: bool) -> None:
         model.eval()
 
 
-def prompt_completion_rows(rows, tokenizer, max_len: int) -> tuple[list[dict], int]:
+def prompt_completion_rows(rows, tokenizer, max_len: int, messages_of=example_messages) -> tuple[list[dict], int]:
     """{"prompt", "completion"} strings in the served prompt format; rows longer than max_len tokens are left out."""
     out, too_long = [], 0
     for row in rows:
-        prompt = render_prompt(example_messages(row), tokenizer)
+        prompt = render_prompt(messages_of(row), tokenizer)
         completion = " " + row["output"] if not tokenizer.chat_template else row["output"]
         length = len(tokenizer(prompt + completion).input_ids) + 1
         if length > max_len:
@@ -189,10 +189,13 @@ def plot_loss_curves(curves: dict, path: Path) -> str:
     return base64.b64encode(buffer.getvalue()).decode()
 
 
-def train_lora(base: Path, dataset_path: str, config: LoraTrainingConfig, out_dir: Path, log=None) -> dict:
+def train_lora(base: Path, dataset_path: str, config: LoraTrainingConfig, out_dir: Path, log=None,
+               messages_of=example_messages, task_gate: bool = True) -> dict:
     """Train a LoRA adapter with SFTTrainer on dataset_path's train split (eval split for eval loss and early
     stopping), run the task gate's comparison on held-out questions, save the adapter to out_dir; return metrics.
-    Runs on config.torch_threads CPU threads (restored afterwards)."""
+    Runs on config.torch_threads CPU threads (restored afterwards). messages_of(row) gives a row's chat messages
+    (the ask path's by default; the extraction adapter's are the LLM extraction layer's); task_gate=False skips
+    the grounded-question comparison (it scores cited answers, which an extraction adapter does not write)."""
     import torch
 
     log = log or (lambda message: None)
@@ -200,12 +203,13 @@ def train_lora(base: Path, dataset_path: str, config: LoraTrainingConfig, out_di
     threads_before = torch.get_num_threads()
     torch.set_num_threads(cpu_threads(config.torch_threads))
     try:
-        return _train_lora(base, dataset_path, config, out_dir, log, backend)
+        return _train_lora(base, dataset_path, config, out_dir, log, backend, messages_of, task_gate)
     finally:
         torch.set_num_threads(threads_before)
 
 
-def _train_lora(base: Path, dataset_path: str, config: LoraTrainingConfig, out_dir: Path, log, backend: str) -> dict:
+def _train_lora(base: Path, dataset_path: str, config: LoraTrainingConfig, out_dir: Path, log, backend: str,
+                messages_of, task_gate: bool) -> dict:
     import torch
     from datasets import Dataset, load_from_disk
     from transformers import EarlyStoppingCallback, set_seed
@@ -216,8 +220,8 @@ def _train_lora(base: Path, dataset_path: str, config: LoraTrainingConfig, out_d
     model, tokenizer, device = _load_model(base, backend, config)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
-    train_rows, train_long = prompt_completion_rows(data["train"], tokenizer, config.max_seq_len)
-    eval_rows, eval_long = prompt_completion_rows(data["eval"], tokenizer, config.max_seq_len)
+    train_rows, train_long = prompt_completion_rows(data["train"], tokenizer, config.max_seq_len, messages_of)
+    eval_rows, eval_long = prompt_completion_rows(data["eval"], tokenizer, config.max_seq_len, messages_of)
     if not train_rows or not eval_rows:  # the trainer would never advance on an empty train split
         raise ValueError(f"dataset {dataset_path} has {len(train_rows)} train and {len(eval_rows)} eval rows within "
                          f"max_seq_len={config.max_seq_len} tokens ({train_long + eval_long} longer); need both")
@@ -268,10 +272,13 @@ def _train_lora(base: Path, dataset_path: str, config: LoraTrainingConfig, out_d
 
     eval_split = list(data["eval"])
     gate_rows = eval_split[: config.task_gate_questions]
-    gate = compare_on_questions(model, tokenizer, gate_rows, example_messages, config.task_gate_max_tokens, device)
-    log(f"task gate on {len(gate_rows)} questions: base {gate['base']}, adapter {gate['adapter']}")
+    if task_gate:
+        gate = compare_on_questions(model, tokenizer, gate_rows, example_messages, config.task_gate_max_tokens, device)
+        log(f"task gate on {len(gate_rows)} questions: base {gate['base']}, adapter {gate['adapter']}")
+    else:
+        gate = {"base": {}, "adapter": {}, "examples": []}
 
-    smoke_prompt = render_prompt(example_messages(eval_split[0]), tokenizer)
+    smoke_prompt = render_prompt(messages_of(eval_split[0]), tokenizer)
     reference = greedy_reference(model, tokenizer, smoke_prompt, config.smoke_max_tokens, device)
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(str(out_dir), safe_serialization=True)

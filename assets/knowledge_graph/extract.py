@@ -306,6 +306,8 @@ def _llm_layer(chunks, ontology, config, extractor, votes, rejected):
 
     if extractor is None:
         kwargs = {"timeout_s": config.llm_timeout_s}
+        if not config.examples:  # no examples layer: no labeled examples in the prompt either
+            kwargs["few_shot"] = 0
         if config.llm_url:
             kwargs["base_url"] = config.llm_url
         if config.llm_model:

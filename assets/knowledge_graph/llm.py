@@ -8,8 +8,13 @@ Why each piece exists:
 - every answer is validated again here (known ids, domain/range with the classes the answer gave, names and values
   that really occur in the chunk), because a constrained answer can still be wrong: invalid items are reported in
   "rejected" with the document and chunk, never raised;
-- answers are cached in SQLite per (chunk text hash, ontology fingerprint, served model identity, prompt version),
-  so an unchanged chunk is never sent twice, across runs and processes.
+- answers are cached in SQLite per (chunk text hash, ontology fingerprint, served model identity, prompt version,
+  examples file), so an unchanged chunk is never sent twice, across runs and processes;
+- with an examples.jsonl beside the ontology, the k labeled examples nearest to the chunk (MiniLM cosine) are the
+  worked examples, each answered in the very JSON the model must write (few_shot_examples): a user's own sentences
+  teach a small model far more than the placeholder example made from the ontology;
+- when the fine-tune stage has deployed an extraction adapter (extraction_adapter_deployment), the layer asks it
+  by its served alias instead of the base model (deployed_extraction_model).
 
     from assets.knowledge_graph.llm import extractor_from_env
     facts = extractor_from_env().extract_chunk({"doc_id": "a.md", "chunk_id": "c1", "text": "..."}, ontology)
@@ -27,12 +32,15 @@ import unicodedata
 from datetime import date, datetime, timezone
 from pathlib import Path
 
-from resources.llm import default_vllm_url
+from resources.llm import AdapterRegistry, default_vllm_url
 from resources.milvus import default_data_dir
 from resources.ontology import Ontology, attribute_identifier, normalize_name, relation_identifier
+from resources.ontology_examples import LabeledExample, load_examples
 
 # Bump when the prompt, the schema or the decoding request changes: answers cached for the old prompt are not reused.
-PROMPT_VERSION = "kg-llm-2"
+PROMPT_VERSION = "kg-llm-3"  # 3: the nearest labeled examples as worked examples
+FEW_SHOT = 3  # labeled examples per prompt: with a Text2KGBench ontology about 900 SmolLM2 tokens in all
+EXTRACTION_ADAPTER_NAME = os.environ.get("DOCPLATFORM_EXTRACTION_ADAPTER", "docplatform-extraction")
 MAX_ENTITIES = 12
 MAX_RELATIONS = 12
 MAX_ATTRIBUTES = 8
@@ -55,6 +63,20 @@ class LLMUnavailableError(RuntimeError):
 def default_llm_model() -> str:
     """Served model name for extraction; empty = the base model the server lists (not a LoRA alias)."""
     return os.environ.get("DOCPLATFORM_KG_LLM_MODEL", "")
+
+
+def extraction_adapter_registry() -> AdapterRegistry:
+    """The registry family of extraction adapters (the fine-tune stage's extraction_adapter publishes there)."""
+    return AdapterRegistry(name=EXTRACTION_ADAPTER_NAME)
+
+
+def deployed_extraction_model() -> str:
+    """The extraction adapter's served alias when one is deployed (registry's deployments.json), else ""."""
+    try:
+        active = extraction_adapter_registry().deployments().get("active")
+    except (OSError, ValueError):
+        return ""
+    return EXTRACTION_ADAPTER_NAME if active else ""
 
 
 def default_llm_cache_path() -> Path:
@@ -249,6 +271,79 @@ def worked_example(ontology: Ontology, max_relations: int = 3) -> tuple[str, dic
     return " ".join(sentences), answer
 
 
+def example_answer(example: LabeledExample, ontology: Ontology) -> dict | None:
+    """A labeled example as the answer the model is asked to write: ends typed by the property's domain and range
+    (the more specific class where two triples type one name), then validated like a model's answer, so that only
+    what the schema and the validator accept (names and values spelled as in the text) is shown; None if nothing is."""
+    classes: dict[str, str] = {}
+
+    def typed(name: str, allowed: tuple[str, ...]) -> None:
+        cls = next((c for c in allowed if c in ontology.classes), None) or _leaf_fitting(ontology, ())
+        if cls is None:
+            return
+        previous = classes.get(name)
+        if previous is None or (ontology.is_a(cls, previous) and cls != previous):
+            classes[name] = cls
+
+    answer: dict = {"entities": [], "relations": [], "attributes": []}
+    for triple in example.triples:
+        if triple.kind == "relation":
+            rel = ontology.relations[triple.predicate]
+            typed(triple.subject, rel.domains)
+            typed(triple.object, rel.ranges)
+            answer["relations"].append({"source": triple.subject, "relation": triple.predicate,
+                                        "target": triple.object})
+        else:
+            attr = ontology.attributes[triple.predicate]
+            typed(triple.subject, (attr.domain,) if attr.domain else ())
+            answer["attributes"].append({"entity": triple.subject, "property": triple.predicate,
+                                         "value": triple.object})
+    answer["entities"] = [{"name": name, "class": cls} for name, cls in classes.items()]
+    checked = validate_extraction(answer, ontology, {"doc_id": "examples.jsonl", "chunk_id": f"line {example.line}",
+                                                     "text": example.text})
+    return answer_from_facts(checked) if checked["relations"] or checked["attributes"] else None
+
+
+def answer_from_facts(facts: dict) -> dict:
+    """validate_extraction's output (or any entities/relations/attributes) in the model's answer format, bounded
+    like the schema: the JSON a worked example or a training target shows."""
+    return {"entities": [{"name": e["name"], "class": e["label"]} for e in facts["entities"]][:MAX_ENTITIES],
+            "relations": [{"source": r["source"], "relation": r["type"], "target": r["target"]}
+                          for r in facts["relations"]][:MAX_RELATIONS],
+            "attributes": [{"entity": a["entity"], "property": a["property"], "value": a["value"]}
+                           for a in facts["attributes"]][:MAX_ATTRIBUTES]}
+
+
+_ANSWERED: dict[tuple[str, str], list[tuple[str, dict]]] = {}
+
+
+def answered_examples(ontology: Ontology) -> list[tuple[str, dict]]:
+    """(text, answer) for every usable line of the ontology's examples.jsonl (memoised per file and ontology)."""
+    examples = load_examples(ontology)
+    if not examples:
+        return []
+    key = (examples.fingerprint, ontology.fingerprint)
+    if key not in _ANSWERED:
+        if len(_ANSWERED) > 8:
+            _ANSWERED.clear()
+        pairs = [(e.text, example_answer(e, ontology)) for e in examples.examples]
+        _ANSWERED[key] = [(text, answer) for text, answer in pairs if answer is not None]
+    return _ANSWERED[key]
+
+
+def few_shot_examples(ontology: Ontology, text: str, k: int = FEW_SHOT) -> list[tuple[str, dict]]:
+    """The k labeled examples most similar to text (MiniLM cosine), least similar first so that the nearest one
+    stands next to the chunk; an example whose text is the chunk's own is never shown (no answer given away)."""
+    from assets.knowledge_graph.embedding import embed
+
+    pool = [(t, a) for t, a in answered_examples(ontology) if _folded(t) != _folded(text)] if k > 0 else []
+    if not pool:
+        return []
+    scores = embed([t for t, _ in pool]) @ embed([text.strip()])[0]
+    nearest = sorted(range(len(pool)), key=lambda i: (-float(scores[i]), i))[:k]
+    return [pool[i] for i in reversed(nearest)]
+
+
 def ontology_instructions(ontology: Ontology) -> str:
     """What to extract, in the ontology's own words: classes, relations as Domain --label--> Range, attributes."""
     lines = ["Extract the named things in the text and the facts the text states about them, as JSON.",
@@ -283,25 +378,33 @@ def compact_json(value) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
-def extraction_prompt(ontology: Ontology, text: str) -> str:
-    """The whole instruction for one chunk as plain text (for /v1/completions): ontology, one example, the text."""
-    lines = [ontology_instructions(ontology)]
+def _worked_examples(ontology: Ontology, text: str, few_shot: int) -> list[tuple[str, dict]]:
+    """The labeled examples nearest to text, or (without examples.jsonl) the one made from the ontology."""
+    examples = few_shot_examples(ontology, text, few_shot) if few_shot > 0 else []
+    if examples:
+        return examples
     example = worked_example(ontology)
-    if example:
-        lines += ["", "Example", f"Text: {example[0]}", f"JSON: {compact_json(example[1])}"]
+    return [example] if example else []
+
+
+def extraction_prompt(ontology: Ontology, text: str, few_shot: int = FEW_SHOT) -> str:
+    """The whole instruction for one chunk as plain text (for /v1/completions): ontology, examples, the text."""
+    lines = [ontology_instructions(ontology)]
+    for example_text, answer in _worked_examples(ontology, text, few_shot):
+        lines += ["", "Example", f"Text: {example_text}", f"JSON: {compact_json(answer)}"]
     lines += ["", f"Text: {text.strip()}", "JSON:"]
     return "\n".join(lines)
 
 
-def extraction_messages(ontology: Ontology, text: str) -> list[dict]:
-    """The same as chat turns (for /v1/chat/completions): the example is a finished exchange before the chunk.
+def extraction_messages(ontology: Ontology, text: str, few_shot: int = FEW_SHOT) -> list[dict]:
+    """The same as chat turns (for /v1/chat/completions): each example is a finished exchange before the chunk.
 
-    Measured with SmolLM2-135M: as a separate turn the example's names are copied far less than inline."""
+    Measured with SmolLM2-135M: as a separate turn the example's names are copied far less than inline. The
+    extraction adapter is trained on exactly these messages (assets/finetune/extraction.py)."""
     messages = [{"role": "system", "content": ontology_instructions(ontology)}]
-    example = worked_example(ontology)
-    if example:
-        messages += [{"role": "user", "content": f"Text: {example[0]}"},
-                     {"role": "assistant", "content": compact_json(example[1])}]
+    for example_text, answer in _worked_examples(ontology, text, few_shot):
+        messages += [{"role": "user", "content": f"Text: {example_text}"},
+                     {"role": "assistant", "content": compact_json(answer)}]
     return messages + [{"role": "user", "content": f"Text: {text.strip()}"}]
 
 
@@ -515,7 +618,8 @@ class LLMExtractor:
 
     def __init__(self, base_url: str | None = None, model: str | None = None, timeout_s: float = 120.0,
                  max_tokens: int = 384, cache_path: str | os.PathLike | None = None, api: str = "auto",
-                 api_key: str = "", vllm_options: bool = True, constrain_names: bool = True):
+                 api_key: str = "", vllm_options: bool = True, constrain_names: bool = True,
+                 few_shot: int = FEW_SHOT):
         if api not in {"auto", "chat", "completions"}:
             raise ValueError(f"api must be 'auto', 'chat' or 'completions', not {api!r}")
         self.base_url = (base_url or default_vllm_url()).rstrip("/")
@@ -527,6 +631,7 @@ class LLMExtractor:
         self.api_key = api_key
         self.vllm_options = vllm_options  # vLLM's grammar decoding; False = OpenAI response_format json_schema
         self.constrain_names = constrain_names  # names/values limited to spans of the chunk (candidate_names)
+        self.few_shot = few_shot  # nearest labeled examples per prompt (0: the example made from the ontology)
         self.requests_sent = 0  # completion requests actually sent (tests assert the cache saves them)
         self.cache_hits = 0
         self._model_info: tuple[float, str, str] | None = None  # (time, served name, identity)
@@ -553,7 +658,10 @@ class LLMExtractor:
             raise LLMUnavailableError(f"GET {self.base_url}/v1/models -> {response.status_code} ({where}): "
                                       f"{response.text[:300]}")
         models = response.json().get("data", [])
-        if self.model:
+        adapter = "" if self.model else deployed_extraction_model()
+        if adapter and any(m.get("id") == adapter for m in models):
+            entry = next(m for m in models if m.get("id") == adapter)  # the fine-tuned extraction adapter
+        elif self.model:
             entry = next((m for m in models if m.get("id") == self.model), None)
             if entry is None:
                 raise LLMUnavailableError(f"model {self.model!r} is not served at {self.base_url} ({where}); served: "
@@ -570,7 +678,8 @@ class LLMExtractor:
         """(key, sha256 of the chunk text): the text, the ontology, the served model and the prompt/decoding."""
         text_sha = hashlib.sha256(chunk.get("text", "").encode("utf-8")).hexdigest()
         decoding = f"{PROMPT_VERSION}|max_tokens={self.max_tokens}|grammar={self.vllm_options}|spans={self.constrain_names}"
-        parts = [text_sha, ontology.fingerprint, model_identity, decoding]
+        examples = load_examples(ontology).fingerprint if self.few_shot > 0 else ""
+        parts = [text_sha, ontology.fingerprint, model_identity, decoding, f"few_shot={self.few_shot}|{examples}"]
         return hashlib.sha256("\0".join(parts).encode("utf-8")).hexdigest(), text_sha
 
     def _request_body(self, endpoint: str, served: str, ontology: Ontology, text: str) -> dict:
@@ -582,9 +691,9 @@ class LLMExtractor:
             body["response_format"] = {"type": "json_schema",
                                        "json_schema": {"name": "extraction", "schema": schema, "strict": True}}
         if endpoint == "chat":
-            body["messages"] = extraction_messages(ontology, text)
+            body["messages"] = extraction_messages(ontology, text, self.few_shot)
         else:
-            body["prompt"] = extraction_prompt(ontology, text) + " "
+            body["prompt"] = extraction_prompt(ontology, text, self.few_shot) + " "
         return body
 
     def _ask(self, served: str, ontology: Ontology, chunk: dict, where: str) -> tuple[str | None, str | None]:
