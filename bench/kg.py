@@ -304,6 +304,9 @@ def evaluate_set(eval_set: EvalSet, layers: set[str] | None = None, documents: l
                  for layer in layer_names}
     multi_hop = answer_multi_hop(eval_set, extracted, ontology, canon, gold_relations)
     seconds = [d["seconds"] for d in extracted]
+    from assets.knowledge_graph.extract import ms_per_chunk_by_layer
+
+    chunk_count = sum(len(d["chunks"]) for d in extracted)
     return {
         "set": eval_set.name,
         "documents": len(extracted),
@@ -323,6 +326,8 @@ def evaluate_set(eval_set: EvalSet, layers: set[str] | None = None, documents: l
         "multi_hop_accuracy": round(sum(q["correct"] for q in multi_hop) / len(multi_hop), 3) if multi_hop else None,
         "seconds_per_document": {"mean": round(statistics.fmean(seconds), 3) if seconds else 0.0,
                                  "median": round(statistics.median(seconds), 3) if seconds else 0.0},
+        "chunks": chunk_count,
+        "ms_per_chunk_by_layer": ms_per_chunk_by_layer((d["facts"] for d in extracted), chunk_count),
         "document_errors": {d["doc_id"]: d["error"] for d in extracted if d["error"]},
     }
 
@@ -373,6 +378,9 @@ def print_report(result: dict, out=sys.stdout) -> None:
                       + (f" ({question['error']})" if question.get("error") else ""))
     seconds = result["seconds_per_document"]
     write(f"  seconds per document: mean {seconds['mean']:.3f}, median {seconds['median']:.3f}")
+    if result.get("ms_per_chunk_by_layer"):
+        write(f"  ms per chunk by layer ({result['chunks']} chunks): "
+              + ", ".join(f"{layer} {ms:.1f}" for layer, ms in result["ms_per_chunk_by_layer"].items()))
     for doc_id, error in result["document_errors"].items():
         write(f"  document failed: {doc_id}: {error}")
     write()
@@ -383,6 +391,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", default="all",
                         help="infra, aviation, infra_dev2, infra_heldout, devset or all (default)")
     parser.add_argument("--json", action="store_true", help="print a machine-readable summary instead of tables")
+    parser.add_argument("--markdown", metavar="FILE", default=None,
+                        help="also write the figures as the block kg-SET of FILE (e.g. docs/benchmarks.md)")
     parser.add_argument("--layers", nargs="+", default=None,
                         help="only count facts from these extractor layers (structure, sentence, korean, llm)")
     args = parser.parse_args(argv)
@@ -400,7 +410,31 @@ def main(argv: list[str] | None = None) -> int:
             sys.stdout.flush()
     if args.json:
         print(json.dumps({"sets": results}, indent=1, ensure_ascii=False))
+    if args.markdown:
+        from bench.report import command_line, write_block
+
+        write_block(args.markdown, f"kg-{args.set.replace('_', '-')}", markdown_report(results), command=command_line())
     return 0
+
+
+def markdown_report(results: list[dict]) -> str:
+    """One row per set: the figures a reader compares (development beside held-out), then where time goes."""
+    from bench.report import markdown_table
+
+    rows, timing = [], []
+    for r in results:
+        if "error" in r:
+            rows.append([r["set"], r["error"], "", "", "", "", "", ""])
+            continue
+        o = r["overall"]
+        hops = "" if r["multi_hop_accuracy"] is None else (
+            f"{sum(q['correct'] for q in r['multi_hop'])}/{len(r['multi_hop'])}")
+        rows.append([r["set"], r["documents"], r["gold_relations"] + r["gold_attributes"], o["precision"],
+                     o["recall"], o["f1"], hops, len(r["must_not_extracted"])])
+        timing.append([r["set"], r["chunks"], ", ".join(f"{k} {v:.1f}" for k, v in r["ms_per_chunk_by_layer"].items())])
+    return (markdown_table(["set", "documents", "gold facts", "P", "R", "F1", "multi-hop", "must_not extracted"], rows)
+            + "\n\nExtraction time, ms per chunk by layer:\n\n"
+            + markdown_table(["set", "chunks", "ms per chunk"], timing))
 
 
 if __name__ == "__main__":

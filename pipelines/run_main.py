@@ -14,12 +14,15 @@ The closing question is answered by a model server the command starts for itself
 its venv, the base model and the deployed adapter; it loads while the documents are ingested) and stops at its
 end; a server already answering at $DOCPLATFORM_VLLM_URL is used instead. Where no server can start (no venv,
 a failed start, no health within $DOCPLATFORM_MODEL_SERVER_TIMEOUT s) one line says why and the same model
-answers the same prompt in this process (transformers, greedy).
+answers the same prompt in this process (transformers, greedy). A no-change re-run whose answering model is the
+same (base model, deployed adapter) shows the last run's answer again and starts no model server: greedy decoding
+of the same prompt would give that answer anyway ($DOCPLATFORM_DATA_DIR/last-answer.json).
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import sys
@@ -29,7 +32,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 
 
-STAMP_NAME, QUERY_CACHE_NAME = "run_main.stamp.json", "query-vectors.json"
+STAMP_NAME, QUERY_CACHE_NAME, ANSWER_CACHE_NAME = "run_main.stamp.json", "query-vectors.json", "last-answer.json"
 ANSWER_TOKENS = 160  # the closing answer: a small model past this mostly repeats itself
 
 
@@ -44,8 +47,6 @@ def folder_stamp(folder: Path) -> dict:
     """What a no-change re-run must find equal, read without importing the platform: every file's name, size and
     mtime under the documents folder, the platform's code files (any edit re-runs the full path) and the
     DOCPLATFORM_* / DAGSTER_HOME settings. A stamp is written only after a run that indexed every document."""
-    import hashlib
-
     digest, files = hashlib.sha256(), 0
     for base in [folder] + [REPO / name for name in ("assets", "resources", "pipelines")]:
         for root, dirs, names in os.walk(base):
@@ -68,7 +69,8 @@ def stored_names() -> list[str]:
     the run made the stores (taken before it, a fresh run's stamp never matched the next run's)."""
     data = Path(os.environ.get("DOCPLATFORM_DATA_DIR") or REPO / ".data")
     transient = (".lock", ".wal", "-journal", "-wal", "-shm")  # a store's lock or log while a process holds it
-    return sorted(n for n in (os.listdir(data) if data.is_dir() else []) if n not in (STAMP_NAME, QUERY_CACHE_NAME)
+    own = (STAMP_NAME, QUERY_CACHE_NAME, ANSWER_CACHE_NAME)  # this command's own notes, written after the stamp
+    return sorted(n for n in (os.listdir(data) if data.is_dir() else []) if n not in own
                   and not n.startswith(".") and not n.endswith(transient))
 
 
@@ -203,6 +205,41 @@ def with_attributed_citations(answer):
     return answer
 
 
+def documents_folder() -> Path:
+    return Path(os.environ.get("DOCPLATFORM_DOCUMENTS_DIR") or REPO / "sample_corpus")
+
+
+def answer_key(question: str) -> str | None:
+    """What the closing answer depends on: the indexed folder (its stamp, when a complete run left it unchanged),
+    the question and the answering model (base model and deployed adapter). None when the folder changed."""
+    stamp = folder_stamp(documents_folder())
+    if _read_json(Path(os.environ["DOCPLATFORM_DATA_DIR"]) / STAMP_NAME) != stamp:
+        return None
+    from resources.llm import BaseModelFolder, deployed_adapter
+
+    try:
+        base, adapter = BaseModelFolder().resolve(), deployed_adapter()
+    except Exception:  # noqa: BLE001  (no answering model: nothing to reuse)
+        return None
+    model = [str(base), str(adapter) if adapter else "", adapter.stat().st_mtime_ns if adapter else 0]
+    return hashlib.sha256(json.dumps([stamp, question, model, ANSWER_TOKENS], sort_keys=True).encode()).hexdigest()
+
+
+def cached_answer(question: str) -> str | None:
+    """The last run's rendered answer when nothing it depends on changed (greedy decoding: the same answer again),
+    so a no-change re-run starts no model server."""
+    key = answer_key(question)
+    cached = _read_json(Path(os.environ["DOCPLATFORM_DATA_DIR"]) / ANSWER_CACHE_NAME) if key else None
+    return cached["rendered"] if isinstance(cached, dict) and cached.get("key") == key else None
+
+
+def remember_answer(question: str, rendered: str) -> None:
+    key = answer_key(question)
+    if key:
+        path = Path(os.environ["DOCPLATFORM_DATA_DIR"]) / ANSWER_CACHE_NAME
+        path.write_text(json.dumps({"key": key, "rendered": rendered}), encoding="utf-8")
+
+
 def answer_question(question: str, server, user_url: str | None, **resources):
     """ask() through the model server; where it could not start or did not answer, one line says why and the same
     model answers the same prompt in this process."""
@@ -248,7 +285,8 @@ def main(argv: list[str] | None = None) -> int:
 
     warnings.filterwarnings("ignore", message=".*is currently in beta")
     user_url = user_model_server() if args.ask else None
-    server = launch_model_server() if args.ask and not user_url else None
+    args.cached_answer = cached_answer(args.ask) if args.ask and not user_url else None
+    server = launch_model_server() if args.ask and not user_url and not args.cached_answer else None
     if server is None or isinstance(server, str):
         return run(args, server, user_url)
     import signal
@@ -271,7 +309,7 @@ def stop_model_server(server) -> None:
 def run(args, server, user_url: str | None) -> int:
     """Ingest what changed, show a search and the graph's multi-hop paths, answer the question."""
     stamp_path = Path(os.environ["DOCPLATFORM_DATA_DIR"]) / STAMP_NAME
-    stamp = folder_stamp(Path(os.environ.get("DOCPLATFORM_DOCUMENTS_DIR") or REPO / "sample_corpus"))
+    stamp = folder_stamp(documents_folder())
     if _read_json(stamp_path) == stamp:
         # nothing changed since a run that indexed everything: no Definitions load, no Dagster run
         from resources import DocumentSource, MilvusStore
@@ -315,10 +353,17 @@ def run(args, server, user_url: str | None) -> int:
         from pipelines.ask import render
 
         print("\nask (python -m pipelines.ask):")
+        if getattr(args, "cached_answer", None):
+            print("model server: not started, the folder and the model are as the last run left them; its answer:")
+            print(args.cached_answer)
+            return 1 if failures else 0
         answer = answer_question(args.ask, server, user_url, milvus=milvus, embedder=embedder,
                                  graph_store=graph_store, documents=documents)
         stop_model_server(server)  # before the answer, so that the answer is what the command ends with
-        print(render(answer))
+        rendered = render(answer)
+        print(rendered)
+        if answer.answer and not user_url and not isinstance(server, str) and not failures:
+            remember_answer(args.ask, rendered)
     return 1 if failures else 0
 
 

@@ -14,7 +14,8 @@ import docx
 import pytest
 
 from bench.kg import (KG_DATA_DIR, EvalSet, NameCanonicalizer, available_sets, document_paths, evaluate_set,
-                      expected_answers, gold_triples, main, normalize_value, prf, print_report, score_triples)
+                      expected_answers, gold_triples, main, markdown_report, normalize_value, prf, print_report,
+                      score_triples)
 from resources.ontology import load_ontology
 
 INFRA_DIR = KG_DATA_DIR / "infra"
@@ -184,6 +185,14 @@ def test_runner_scores_two_documents_end_to_end(tmp_path, sets):
     report = io.StringIO()
     print_report(result, out=report)
     assert "per layer" in report.getvalue() and "multi-hop accuracy" in report.getvalue()
+    # where the time goes: every layer that ran has its milliseconds per chunk, and they add up to the whole
+    timing = result["ms_per_chunk_by_layer"]
+    assert {"parse", "sentences", "structure", "assemble"} <= set(timing) and all(v >= 0 for v in timing.values())
+    assert 0 < sum(timing.values()) * result["chunks"] / 1000 <= 2 * result["seconds_per_document"]["mean"] + 1
+    assert "ms per chunk by layer" in report.getvalue()
+    table = markdown_report([result])
+    assert "| two-docs | 2 |" in table and ("0/1" in table or "1/1" in table)
+    assert "parse" in table.split("ms per chunk by layer")[1]
 
 
 def test_unknown_set_is_reported_and_exits_zero(capsys):

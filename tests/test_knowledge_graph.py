@@ -428,6 +428,7 @@ def test_same_document_twice_is_idempotent_and_an_entity_free_version_empties_it
         assert graph.document_facts("a.md") == first and graph.stats() == stats
         # the document changes to text without any entity: its facts go, the run must not fail
         empty = extract_facts(text_chunks("a.md", "Lunch menu: soup of the day is tomato."), ontology)
+        assert set(empty.pop("seconds_by_layer")) >= {"parse", "sentences"}  # where extraction time went
         assert empty == {"doc_id": "a.md", "entities": [], "relations": [], "attributes": [], "rejected": []}
         assert ontology.validate_shacl(empty)[0] and domain_range_violations(empty, ontology) == []
         graph.replace_document("a.md", empty)

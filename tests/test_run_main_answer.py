@@ -72,7 +72,15 @@ def test_without_a_venv_one_line_says_why_and_the_same_model_answers_in_process(
 
     again = run_main(folder, DOCPLATFORM_VLLM_VENV=str(folder / "no-venv"))  # nothing changed: the stamp fast path
     assert "0 new or changed since the last complete run" in again and "0 run(s)" in again
-    assert closing_answer(again) == first  # greedy: the same answer to the same prompt
+    # same folder, question and model: the last answer again (greedy decoding gives it anyway), no model loaded
+    assert "model server: not started, the folder and the model are as the last run left them" in again
+    assert closing_answer(again) == first
+    other = folder / "docs" / "more.md"
+    other.write_text("# Note\n\nThe Report Builder runs on srv-app-09.\n", encoding="utf-8")
+    changed = run_main(folder, DOCPLATFORM_VLLM_VENV=str(folder / "no-venv"))  # a new document: answered afresh
+    assert "not started, the folder and the model are as the last run left them" not in changed
+    assert "answering in-process" in changed and closing_answer(changed)
+    other.unlink()
 
 
 @pytest.mark.slow

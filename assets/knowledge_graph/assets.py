@@ -21,7 +21,8 @@ from dagster import (
 from assets import _offline  # noqa: F401
 from assets.ingestion import PurgeConfig, batch_of, emit
 from assets.faults import fault_point
-from assets.knowledge_graph.extract import EXTRACTOR_VERSION, ExtractionConfig, extract_facts, silent_on_relations
+from assets.knowledge_graph.extract import (EXTRACTOR_VERSION, ExtractionConfig, extract_facts, ms_per_chunk_by_layer,
+                                           silent_on_relations)
 from pipelines.partitions import documents_backfill_policy, documents_partitions
 from resources.graph_store import GraphStore, GraphStoreUnavailable, neo4j_transient_errors, remap_entities
 from resources.ontology import Ontology, load_ontology
@@ -156,6 +157,8 @@ def graph_facts(context: AssetExecutionContext, config: ExtractionSettings, docu
             "entity_labels": MetadataValue.json(dict(labels)),
             "relation_types": MetadataValue.json(dict(types)),
             "relations_by_layer": MetadataValue.json(dict(layers)),
+            "ms_per_chunk_by_layer": MetadataValue.json(ms_per_chunk_by_layer(
+                results.values(), sum(len(c) for c in batch_of(context, document_chunks).values()))),
             "rejected": len(rejected),
             "rejected_sample": MetadataValue.json(rejected[:30]),
             **ontology_metadata(ontology),

@@ -1,18 +1,18 @@
 """The examples layer: relations and literal facts learned from a user's labeled sentences (examples.jsonl beside
-the ontology), nearest-neighbour scored. No rule here knows an ontology, a language's names or a property.
+the ontology) by a classifier over mention pairs. No rule here knows an ontology, a language's names or a property.
 
-Training: every pair of mentions in an example sentence becomes a *pair context* — the words around and between
-the two mentions, each mention replaced by its coarse kind ('person', 'place', 'number', ...):
+Training: every pair of mentions in an example sentence is read three ways — its *pair context* (the words around
+and between the two mentions, each mention replaced by its coarse kind: 'person , who played for organization ,
+was born in year'), its *dependency path* (the parse-tree words that link the two: 'nsubjpass create agent pobj'),
+both embedded with the packaged MiniLM, and the two mentions' kinds. A pair the example labels is an instance of
+that property (and of the order its subject and object appear in); an unlabeled pair is an instance of "no
+relation", so the classifier learns when two names merely co-occur. A multinomial logistic regression (scikit-learn)
+learns from them; its decision threshold is calibrated by two-fold cross-validation on the examples themselves and
+reported (`ExampleModel.calibration`).
 
-    "person , who played for organization , was born in year"   (Aaron Boogaard ... 1986)
-
-embedded with the packaged MiniLM. A pair the example labels gives a prototype of that property (and of the order
-its subject and object appear in); an unlabeled pair gives a prototype of "no relation", so the neighbours say
-when two names merely co-occur. The decision threshold is calibrated by two-fold cross-validation on the
-examples themselves and reported (`ExampleModel.calibration`).
-
-Extraction: the same mentions and contexts in a new sentence, the k nearest prototypes vote; a pronoun ("he",
-"its") stands for the first name of its paragraph. Names the examples typed become a gazetteer (lower-case and
+Extraction: the same mentions in a new sentence; each pair's most probable reading whose ends fit it (the kinds the
+examples put in each role, the value shape of a literal) is kept above the threshold; a pronoun ("he", "its")
+stands for the first name of its paragraph. Names the examples typed become a gazetteer (lower-case and
 multi-word names included) and type votes.
 """
 
@@ -28,10 +28,12 @@ import numpy as np
 from assets.knowledge_graph.mentions import parse_english
 from assets.knowledge_graph.embedding import embed
 from resources.ontology import Ontology
-from resources.ontology_examples import ExampleSet, LabeledExample, load_examples, loose
+from assets.knowledge_graph.schema import extraction_schema
+from resources.ontology_examples import ExampleSet, LabeledExample, loose
 
 MIN_EXAMPLES = 8  # below this there is nothing to cross-validate: the layer stays off
-NEIGHBOURS = 9
+CLASSIFIER_C = 1.0  # inverse L2 strength: a few hundred labeled pairs, 800 features
+LOWEST_THRESHOLD = 0.1
 DEFAULT_THRESHOLD = 0.5
 LEFT_WORDS, RIGHT_WORDS, BETWEEN_HEAD, BETWEEN_TAIL = 3, 2, 3, 5
 PRONOUNS = {"he", "she", "his", "her", "him", "they", "their", "them", "it", "its", "hers", "theirs"}
@@ -279,6 +281,52 @@ def _pairs(spans: list[Span]):
             yield first, second
 
 
+def dependency_path(doc, first: Span, second: Span) -> str:
+    """The words on the parse-tree path between two mentions, with their own attachments at its ends:
+    'nsubjpass create agent pobj' for 'Bolt was created by Paris Cullins'. Wording between the two names
+    that does not link them ('..., and ...') stays off the path."""
+    a = doc.char_span(first.start, first.end, alignment_mode="expand")
+    b = doc.char_span(second.start, second.end, alignment_mode="expand")
+    if a is None or b is None:
+        return "none"
+    up_a, up_b = [a.root, *a.root.ancestors], [b.root, *b.root.ancestors]
+    depth_b = {token.i: depth for depth, token in enumerate(up_b)}
+    for depth, token in enumerate(up_a):
+        if token.i in depth_b:
+            path = up_a[1:depth + 1] + list(reversed(up_b[1:depth_b[token.i]]))
+            words = [t.lemma_.lower() for t in path if t.i not in (a.root.i, b.root.i)]
+            return " ".join([a.root.dep_, *words, b.root.dep_])
+    return "none"  # different sentences' trees
+
+
+def _coordinated(doc, first: Span, second: Span) -> bool:
+    """The two mentions are conjuncts of one coordination ('Paris Cullins and Gary Cohn')."""
+    a = doc.char_span(first.start, first.end, alignment_mode="expand")
+    b = doc.char_span(second.start, second.end, alignment_mode="expand")
+    return a is not None and b is not None and (a.root in b.root.conjuncts or b.root in a.root.conjuncts)
+
+
+KINDS = ("person", "place", "organization", "thing", "number", "date", "year", "pronoun")
+
+
+def _kind_index(span: Span) -> int:
+    kind = span.referent.kind if span.pronoun and span.referent else span.kind
+    return KINDS.index(kind) if kind in KINDS else KINDS.index("thing")
+
+
+def pair_features(doc, pairs) -> np.ndarray:
+    """What the classifier reads of each mention pair: its context and its dependency path (both embedded) and
+    the two mentions' kinds."""
+    if not pairs:
+        return np.zeros((0, 2 * 384 + 2 * len(KINDS)), dtype=np.float32)
+    kinds = np.zeros((len(pairs), 2 * len(KINDS)), dtype=np.float32)
+    for row, (first, second, _, _) in enumerate(pairs):
+        kinds[row, _kind_index(first)] = 1.0
+        kinds[row, len(KINDS) + _kind_index(second)] = 1.0
+    return np.hstack([embed([context for _, _, context, _ in pairs]),
+                      embed([dependency_path(doc, first, second) for first, second, _, _ in pairs]), kinds])
+
+
 # ---------------------------------------------------------------------------------------------- model
 @dataclass
 class _Prototype:
@@ -286,36 +334,46 @@ class _Prototype:
     example: int
 
 
+def _fit(features: np.ndarray, prototypes: list[_Prototype]):
+    """A multinomial logistic regression over the pair features; None when the examples give one class only."""
+    labels = [str(p.label) for p in prototypes]
+    if len(set(labels)) < 2:
+        return None
+    from sklearn.linear_model import LogisticRegression
+
+    return LogisticRegression(C=CLASSIFIER_C, max_iter=3000).fit(features, labels)
+
+
 @dataclass
 class ExampleModel:
     ontology: Ontology
     examples: ExampleSet
     gazetteer: NameGazetteer
-    vectors: np.ndarray
+    features: np.ndarray
     prototypes: list[_Prototype]
     value_shapes: dict[str, str] = field(default_factory=dict)  # attribute -> how the examples write its values
     end_kinds: dict[tuple[str, str], Counter] = field(default_factory=dict)  # (predicate, role) -> kinds seen
     calibration: Calibration | None = None
+    classifier: object = None
+
+    def __post_init__(self):
+        if self.classifier is None and len(self.prototypes):
+            self.classifier = _fit(self.features, self.prototypes)
+        by_name = {str(p.label): p.label for p in self.prototypes}
+        self._labels = [by_name[c] for c in self.classifier.classes_] if self.classifier is not None else []
 
     @property
     def threshold(self) -> float:
         return self.calibration.threshold if self.calibration else DEFAULT_THRESHOLD
 
     # -- scoring
-    def _vote(self, sims: np.ndarray):
-        """(label, share of the neighbours' weight) for each row of similarities."""
-        k = min(NEIGHBOURS, sims.shape[1])
-        top = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+    def _candidates(self, features: np.ndarray):
+        """For each pair, its two most probable relation readings (label, probability), best first."""
+        probabilities = self.classifier.predict_proba(features)
         out = []
-        for row, idx in enumerate(top):
-            weights: dict = defaultdict(float)
-            total = 0.0
-            for j in idx:
-                w = max(float(sims[row, j]), 0.0) ** 4
-                weights[self.prototypes[j].label] += w
-                total += w
-            best = max((lab for lab in weights if lab is not None), key=lambda lab: weights[lab], default=None)
-            out.append((best, weights[best] / total if best is not None and total else 0.0))
+        for row in probabilities:
+            order = np.argsort(-row)
+            out.append([(self._labels[j], float(row[j])) for j in order[:3] if self._labels[j] is not None][:2])
         return out
 
     def _seen_kind(self, predicate: str, role: str, span: Span) -> bool:
@@ -346,20 +404,22 @@ class ExampleModel:
         return not obj.pronoun
 
     def predict(self, doc, threshold: float | None = None) -> list[Prediction]:
-        """Facts of one parsed text (a chunk) by nearest prototypes."""
+        """Facts of one parsed text (a chunk): each mention pair's most probable reading that fits its ends."""
         threshold = self.threshold if threshold is None else threshold
         pairs = list(mention_pairs(doc, self.gazetteer))
-        if not pairs:
+        if not pairs or self.classifier is None:
             return []
-        sims = embed([context for _, _, context, _ in pairs]) @ self.vectors.T
         found: list[Prediction] = []
-        for (first, second, _, sentence), (label, score) in zip(pairs, self._vote(sims)):
-            if label is None or score < threshold:
-                continue
-            subject, obj = (first, second) if label[2] == "forward" else (second, first)
-            if not self._fits(label, subject, obj):
-                continue
-            found.append(Prediction(subject, label[0], label[1], obj, score, sentence))
+        for (first, second, _, sentence), readings in zip(pairs, self._candidates(pair_features(doc, pairs))):
+            if _coordinated(doc, first, second):
+                continue  # 'X and Y ...': two conjuncts share one role, they are not each other's subject/object
+            for label, score in readings:
+                if score < threshold:
+                    break
+                subject, obj = (first, second) if label[2] == "forward" else (second, first)
+                if self._fits(label, subject, obj):
+                    found.append(Prediction(subject, label[0], label[1], obj, score, sentence))
+                    break
         return _best_readings(found + _conjuncts(doc, found, self))
 
 
@@ -506,13 +566,13 @@ _LOCK = threading.Lock()
 
 def trained_model(ontology: Ontology) -> ExampleModel | None:
     """The model if this process already trained it (for reports: never trains)."""
-    examples = load_examples(ontology)
+    examples = extraction_schema(ontology).examples
     return _MODELS.get((ontology.fingerprint, examples.fingerprint))
 
 
 def model_for(ontology: Ontology) -> ExampleModel | None:
     """The examples model of an ontology (None without enough examples), trained once per examples file."""
-    examples = load_examples(ontology)
+    examples = extraction_schema(ontology).examples
     if len(examples.examples) < MIN_EXAMPLES:
         return None
     key = (ontology.fingerprint, examples.fingerprint)
@@ -545,12 +605,14 @@ def _example_gazetteer(examples: ExampleSet, docs) -> dict[str, str]:
 def train(ontology: Ontology, examples: ExampleSet) -> ExampleModel:
     docs = parse_english([e.text for e in examples.examples])
     gazetteer = NameGazetteer(_example_gazetteer(examples, docs))
-    contexts: list[str] = []
+    features: list[np.ndarray] = []
     prototypes: list[_Prototype] = []
     gold_counts: list[int] = []
     end_kinds: dict[tuple[str, str], Counter] = defaultdict(Counter)
     for index, (example, doc) in enumerate(zip(examples.examples, docs)):
-        for first, second, context, _ in mention_pairs(doc, gazetteer):
+        pairs = list(mention_pairs(doc, gazetteer))
+        features.append(pair_features(doc, pairs))
+        for first, second, _, _ in pairs:
             label = None
             forward = _gold_label(example, first, second)
             backward = None if forward else _gold_label(example, second, first)
@@ -563,16 +625,15 @@ def train(ontology: Ontology, examples: ExampleSet) -> ExampleModel:
                 for role, span in (("subject", subject), ("object", obj)):
                     end_kinds[(label[0], role)][span.referent.kind if span.pronoun and span.referent
                                                 else span.kind] += 1
-            contexts.append(context)
             prototypes.append(_Prototype(label, index))
         gold_counts.append(len(example.triples))
-    vectors = embed(contexts) if contexts else np.zeros((0, 384), dtype=np.float32)
+    matrix = np.vstack(features) if features else pair_features(None, [])
     shapes: dict[str, Counter] = defaultdict(Counter)
     for example in examples.examples:
         for triple in example.triples:
             if triple.kind == "attribute":
                 shapes[triple.predicate][value_shape(triple.object)] += 1
-    model = ExampleModel(ontology, examples, gazetteer, vectors, prototypes,
+    model = ExampleModel(ontology, examples, gazetteer, matrix, prototypes,
                          value_shapes={attr: counter.most_common(1)[0][0] for attr, counter in shapes.items()},
                          end_kinds=dict(end_kinds))
     model.calibration = _calibrate(model, docs, gold_counts)
@@ -580,7 +641,7 @@ def train(ontology: Ontology, examples: ExampleSet) -> ExampleModel:
 
 
 def _calibrate(model: ExampleModel, docs, gold_counts: list[int]) -> Calibration:
-    """Two folds: each half's sentences are read with the other half's prototypes; the threshold (0.2 at least) that
+    """Two folds: each half's sentences are read by a classifier trained on the other half; the threshold that
     gives the best F0.5 over all examples is kept."""
     folds = 2
     fold_of = [i % folds for i in range(len(docs))]
@@ -593,12 +654,12 @@ def _calibrate(model: ExampleModel, docs, gold_counts: list[int]) -> Calibration
             if fold_of[index] != fold:
                 continue
             example = model.examples.examples[index]
-            for p in others.predict(doc, threshold=0.2):
+            for p in others.predict(doc, threshold=LOWEST_THRESHOLD):
                 triple = _gold_label(example, p.subject, p.object)
                 scored.append((p.score, bool(triple and triple.predicate == p.predicate)))
     best = Calibration(DEFAULT_THRESHOLD, 0.0, 0.0, 0.0, folds, len(model.prototypes))
     best_half = 0.0
-    for threshold in np.arange(0.2, 0.95, 0.025):
+    for threshold in np.arange(LOWEST_THRESHOLD, 0.95, 0.025):
         kept = [ok for score, ok in scored if score >= threshold]
         tp = sum(kept)
         p = tp / len(kept) if kept else 0.0
@@ -614,7 +675,7 @@ def _calibrate(model: ExampleModel, docs, gold_counts: list[int]) -> Calibration
 
 def _without_fold(model: ExampleModel, keep: np.ndarray) -> ExampleModel:
     """The model with only the prototypes in keep (cross-validation: the other fold's)."""
-    return ExampleModel(model.ontology, model.examples, model.gazetteer, model.vectors[keep],
+    return ExampleModel(model.ontology, model.examples, model.gazetteer, model.features[keep],
                         [p for p, k in zip(model.prototypes, keep) if k], value_shapes=model.value_shapes,
                         end_kinds=model.end_kinds)
 

@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import math
 import re
-from collections import Counter
+import time
+from collections import Counter, defaultdict
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from assets import _offline  # noqa: F401
@@ -127,18 +129,22 @@ def extract_facts(chunks: list[dict], ontology: Ontology | None = None, elements
     raw_attributes: list[dict] = []
     rejected: list[str] = []
     named: list[tuple[str | None, str, str, str]] = []  # (label hint, surface, chunk_id, evidence)
+    timer = _LayerTimer()
 
     # structure first: which element texts it consumes, so prose parsing skips them
-    tables = tables_and_blocks(elements, chunks) if config.structure else []
-    consumed = [part for t in tables for part in t.parts]
-    document = _Document(texts=[prose(_without(c["text"], consumed)) for c in chunks])
-    document.docs = parse_english(document.texts)
-    document.mentions = [find_mentions(doc, c["chunk_id"], lexicon) for doc, c in zip(document.docs, chunks)]
-    for mentions in document.mentions:
-        for mention in mentions:
-            votes.add_mention(mention)
+    with timer("structure"):
+        tables = tables_and_blocks(elements, chunks) if config.structure else []
+    with timer("parse"):
+        consumed = [part for t in tables for part in t.parts]
+        document = _Document(texts=[prose(_without(c["text"], consumed)) for c in chunks])
+        document.docs = parse_english(document.texts)
+        document.mentions = [find_mentions(doc, c["chunk_id"], lexicon) for doc, c in zip(document.docs, chunks)]
+        for mentions in document.mentions:
+            for mention in mentions:
+                votes.add_mention(mention)
     if config.korean:
-        _korean_typing(chunks, ontology, votes)
+        with timer("korean"):
+            _korean_typing(chunks, ontology, votes)
 
     def intrinsic(surface: str) -> None:
         """Evidence a name carries by itself: known individual, name pattern, class word inside it."""
@@ -159,16 +165,18 @@ def extract_facts(chunks: list[dict], ontology: Ontology | None = None, elements
         return votes.label(normalize_name(surface))
 
     if tables:
-        structure = StructureExtractor(ontology, lexicon, scorer, type_of).extract(tables, chunk_for)
-        for surface, _ in structure.names:
-            intrinsic(surface)  # a cell's own evidence ('customs-db') outweighs its column's header ('service')
-        for surface, cls, evidence, chunk_id in structure.typed_names:
-            votes.add(normalize_name(surface), cls, evidence)
-            named.append((cls, surface, chunk_id, evidence))
-        for rel in structure.relations:
-            raw.append(_RawRelation(rel["source"], rel["source_label"], rel["type"], rel["target"], rel["target_label"],
-                                    rel["chunk_id"], rel["sentence"], "structure", rel["score"]))
-        raw_attributes.extend(structure.attributes)
+        with timer("structure"):
+            structure = StructureExtractor(ontology, lexicon, scorer, type_of).extract(tables, chunk_for)
+            for surface, _ in structure.names:
+                intrinsic(surface)  # a cell's own evidence ('customs-db') outweighs its column's header ('service')
+            for surface, cls, evidence, chunk_id in structure.typed_names:
+                votes.add(normalize_name(surface), cls, evidence)
+                named.append((cls, surface, chunk_id, evidence))
+            for rel in structure.relations:
+                raw.append(_RawRelation(rel["source"], rel["source_label"], rel["type"], rel["target"],
+                                        rel["target_label"], rel["chunk_id"], rel["sentence"], "structure",
+                                        rel["score"]))
+            raw_attributes.extend(structure.attributes)
 
     # names typed anywhere in the document are found bare in every chunk
     gazetteer = {}
@@ -186,44 +194,80 @@ def extract_facts(chunks: list[dict], ontology: Ontology | None = None, elements
             m.label = votes.label(m.key)
 
     if config.sentences:
-        # two passes: a name typed only by a relation in pass 1 ('It is deployed on app-node-3') is typed in pass 2
-        for final in (False, True):
-            for doc, mentions, chunk in zip(document.docs, document.mentions, chunks):
-                if final:
-                    for m in mentions:
-                        m.label = votes.label(m.key)
-                english = [m for m in mentions if hangul_share(doc[max(0, m.start - 3):m.end + 3].text) < 0.3]
-                for found in sentence_relations(doc, english, ontology, scorer):
-                    if hangul_share(found.sentence) >= 0.3:
-                        continue
-                    if not final:
-                        for end, label in ((found.source, ontology.relations[found.type].domain),
-                                           (found.target, ontology.relations[found.type].range)):
-                            if label and (end.label is None or weak_typed(end)):
-                                votes.add(end.key, label, "relation")
-                        continue
-                    raw.append(_RawRelation(found.source.surface, found.source.label, found.type, found.target.surface,
-                                            found.target.label, chunk["chunk_id"], found.sentence, "sentence", found.score))
-                if final:
-                    for mention, attribute, value, sentence in sentence_attributes(doc, mentions, ontology, scorer):
-                        raw_attributes.append({"entity": mention.surface, "entity_label": mention.label,
-                                               "property": attribute, "value": value, "chunk_id": chunk["chunk_id"],
-                                               "sentence": sentence, "layer": "sentence"})
+        with timer("sentences"):
+            # two passes: a name typed only by a relation in pass 1 ('It is deployed on app-node-3') is typed in
+            # pass 2
+            for final in (False, True):
+                for doc, mentions, chunk in zip(document.docs, document.mentions, chunks):
+                    if final:
+                        for m in mentions:
+                            m.label = votes.label(m.key)
+                    english = [m for m in mentions if hangul_share(doc[max(0, m.start - 3):m.end + 3].text) < 0.3]
+                    for found in sentence_relations(doc, english, ontology, scorer):
+                        if hangul_share(found.sentence) >= 0.3:
+                            continue
+                        if not final:
+                            for end, label in ((found.source, ontology.relations[found.type].domain),
+                                               (found.target, ontology.relations[found.type].range)):
+                                if label and (end.label is None or weak_typed(end)):
+                                    votes.add(end.key, label, "relation")
+                            continue
+                        raw.append(_RawRelation(found.source.surface, found.source.label, found.type,
+                                                found.target.surface, found.target.label, chunk["chunk_id"],
+                                                found.sentence, "sentence", found.score))
+                    if final:
+                        for mention, attribute, value, sentence in sentence_attributes(doc, mentions, ontology, scorer):
+                            raw_attributes.append({"entity": mention.surface, "entity_label": mention.label,
+                                                   "property": attribute, "value": value, "chunk_id": chunk["chunk_id"],
+                                                   "sentence": sentence, "layer": "sentence"})
 
     if config.examples:
-        relations_found, attributes_found = _examples_layer(document, chunks, ontology, votes)
-        raw.extend(relations_found)
-        raw_attributes.extend(attributes_found)
+        with timer("examples"):
+            relations_found, attributes_found = _examples_layer(document, chunks, ontology, votes)
+            raw.extend(relations_found)
+            raw_attributes.extend(attributes_found)
 
     if config.korean:
-        raw.extend(_korean_layer(chunks, ontology, type_of, rejected, resolver))
+        with timer("korean"):
+            raw.extend(_korean_layer(chunks, ontology, type_of, rejected, resolver))
 
     if config.llm:
-        raw_llm, attrs_llm = _llm_layer(chunks, ontology, config, llm_extractor, votes, rejected)
-        raw.extend(raw_llm)
-        raw_attributes.extend(attrs_llm)
+        with timer("llm"):
+            raw_llm, attrs_llm = _llm_layer(chunks, ontology, config, llm_extractor, votes, rejected)
+            raw.extend(raw_llm)
+            raw_attributes.extend(attrs_llm)
 
-    return _assemble(doc_id, ontology, resolver, votes, document, raw, raw_attributes, named, rejected)
+    with timer("assemble"):
+        facts = _assemble(doc_id, ontology, resolver, votes, document, raw, raw_attributes, named, rejected)
+    facts["seconds_by_layer"] = timer.rounded()
+    return facts
+
+
+class _LayerTimer:
+    """Wall seconds spent per layer of one document (a layer may be entered more than once)."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = defaultdict(float)
+
+    @contextmanager
+    def __call__(self, layer: str):
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[layer] += time.perf_counter() - started
+
+    def rounded(self) -> dict[str, float]:
+        return {layer: round(seconds, 4) for layer, seconds in self.seconds.items()}
+
+
+def ms_per_chunk_by_layer(documents_facts, chunk_count: int) -> dict[str, float]:
+    """Where extraction time goes: each layer's milliseconds per chunk over several documents' facts."""
+    total: dict[str, float] = defaultdict(float)
+    for facts in documents_facts:
+        for layer, seconds in facts.get("seconds_by_layer", {}).items():
+            total[layer] += seconds
+    return {layer: round(1000 * seconds / max(chunk_count, 1), 2) for layer, seconds in sorted(total.items())}
 
 
 def silent_on_relations(facts: dict) -> bool:
@@ -427,4 +471,4 @@ def _assemble(doc_id, ontology, resolver, votes, document, raw, raw_attributes, 
 
 
 __all__ = ["EXTRACTOR_VERSION", "ExtractionConfig", "LAYERS", "OntologyError", "Resolver", "extract_facts",
-           "silent_on_relations"]
+           "ms_per_chunk_by_layer", "silent_on_relations"]

@@ -29,6 +29,7 @@ from typing import Callable
 
 import numpy as np
 
+from assets.knowledge_graph.schema import extraction_schema, split_local_name
 from resources.ontology import Ontology, normalize_name
 
 # ------------------------------------------------------------------------------------------------ thresholds
@@ -162,12 +163,6 @@ EMBEDDINGS = _Embeddings()
 
 # ------------------------------------------------------------------------------------------------ ontology index
 
-def _split_name(local_name: str) -> str:
-    text = re.sub(r"([a-z0-9])([A-Z])", r"\1 \2", local_name or "")
-    text = re.sub(r"([A-Z]+)([A-Z][a-z])", r"\1 \2", text)
-    return " ".join(w.lower() for w in re.split(r"[^A-Za-z0-9]+", text) if w)
-
-
 def _squash(text: str) -> str:
     """Name key that also ignores spaces: "플랫폼 팀" and "플랫폼팀" are one name."""
     return normalize_name(text).replace("-", "")
@@ -178,12 +173,11 @@ class _OntologyIndex:
 
     def __init__(self, ontology: Ontology):
         self.ontology = ontology
+        schema = extraction_schema(ontology)
         self.class_words: dict[str, str] = {}  # squashed word -> class id
         owners, words = [], []
-        for class_id, info in ontology.classes.items():
-            found = [getattr(info, "label", ""), *getattr(info, "labels", ()), *getattr(info, "keywords", ()),
-                     *getattr(info, "headwords", ()), _split_name(getattr(info, "local_name", "") or class_id)]
-            for word in dict.fromkeys(w.strip().lower() for w in found if w and w.strip()):
+        for class_id, view in schema.classes.items():
+            for word in view.words:
                 self.class_words.setdefault(_squash(word), class_id)
                 if not _HANGUL.search(word):  # Korean labels match exactly; the similarity threshold is
                     owners.append(class_id)  # calibrated for Korean word vs English label
@@ -194,21 +188,16 @@ class _OntologyIndex:
 
         # (relation id, text): labels in any language, comment, split local name and phrases; inverse phrases
         # ("hosts", "is used by") say what the relation is about too (direction comes from grammar, not from them)
-        self.relation_texts: list[tuple[str, str]] = []
-        for rel_id, info in ontology.relations.items():
-            texts = [getattr(info, "label", ""), *getattr(info, "labels", ()), getattr(info, "comment", ""),
-                     _split_name(getattr(info, "local_name", "") or rel_id), *getattr(info, "phrases", ()),
-                     *getattr(info, "inverse_phrases", ())]
-            for text in dict.fromkeys(t.strip() for t in texts if t and t.strip()):
-                self.relation_texts.append((rel_id, text))
+        self.relation_texts: list[tuple[str, str]] = [(rel_id, text) for rel_id, view in schema.relations.items()
+                                                      for text in view.texts]
         self.relation_ids = [rel for rel in ontology.relations if any(r == rel for r, _ in self.relation_texts)]
         self.relation_vectors = EMBEDDINGS.passages([t for _, t in self.relation_texts])
         self._owner_masks = {rel: np.array([r == rel for r, _ in self.relation_texts]) for rel in self.relation_ids}
         self._bank_stats: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
 
         self.known: dict[str, tuple[str, str]] = {}  # squashed name or alias -> (class id, canonical name)
-        for entity in getattr(ontology, "known_entities", []) or []:
-            for form in (entity.name, *entity.aliases):
+        for entity in schema.known:
+            for form in entity.forms:
                 self.known.setdefault(_squash(form), (entity.label, entity.name))
 
     # -------------------------------------------------------------- classes
@@ -720,7 +709,7 @@ def _label_of(mention: KoreanMention, type_of: Callable[[str], str | None] | Non
 
 def _class_word(ontology: Ontology, class_id: str) -> str:
     info = ontology.classes[class_id]
-    return (getattr(info, "label", "") or _split_name(getattr(info, "local_name", "") or class_id)).lower()
+    return (getattr(info, "label", "") or split_local_name(getattr(info, "local_name", "") or class_id)).lower()
 
 
 def _frame(subject: _Argument, complement: _Argument, predicate: str, names: tuple[str, str]) -> tuple[str, str]:

@@ -19,6 +19,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from functools import lru_cache
 
+from assets.knowledge_graph.schema import extraction_schema
 from resources.ontology import Ontology, load_ontology, normalize_name
 
 # Hyphen/underscore/dot-joined identifiers (srv-db-01, billing-db, app_node_3) that spaCy's tokenizer splits apart.
@@ -186,17 +187,16 @@ class ClassLexicon:
 
     def __init__(self, ontology: Ontology):
         self.ontology = ontology
+        self.schema = extraction_schema(ontology)
         self.keyword_classes: dict[str, set[str]] = defaultdict(set)
-        for cls in ontology.classes.values():
-            for word in cls.keywords:
-                self.keyword_classes[word.lower()].add(cls.name)
-                if not HANGUL.search(word) and not word.endswith("s"):
-                    self.keyword_classes[word.lower() + "s"].add(cls.name)  # plural: "apps", "hosts"
+        for cls in self.schema.classes.values():
+            for word in (*cls.keywords, *cls.plural_keywords):  # plural: "apps", "hosts"
+                self.keyword_classes[word.lower()].add(cls.id)
         self.max_keyword_words = max((len(k.split()) for k in self.keyword_classes), default=1)
         self.patterns = [(re.compile(p), c.name) for c in ontology.classes.values() for p in c.name_patterns]
         self.known: dict[str, tuple[str, str]] = {}  # key -> (class, canonical name)
-        for known in ontology.known_entities:
-            for form in (known.name, *known.aliases):
+        for known in self.schema.known:
+            for form in known.forms:
                 self.known[normalize_name(form)] = (known.label, known.name)
         self.ner_classes = self._ner_map()
 
@@ -215,7 +215,7 @@ class ClassLexicon:
             return {}
         ner_names = list(NER_DESCRIPTIONS)
         ner_vecs = embed([NER_DESCRIPTIONS[n] for n in ner_names])
-        cls_vecs = embed([f"{c.label}: {c.comment}" if c.comment else c.label for c in classes])
+        cls_vecs = embed([self.schema.classes[c.name].description for c in classes])
         sims = ner_vecs @ cls_vecs.T
         for i, ner in enumerate(ner_names):
             for j, cls in enumerate(classes):

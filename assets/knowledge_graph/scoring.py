@@ -8,27 +8,14 @@ direction. Nothing here knows about a particular ontology.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
 
 from assets.knowledge_graph.embedding import embed
-from assets.knowledge_graph.mentions import english_pipeline
-from resources.ontology import Ontology, RelationInfo, humanize, load_ontology
-
-
-def _active_form(label: str) -> str | None:
-    """'managed by' -> 'manages'; 'is owned by' -> 'owns': the inverse reading of a passive label."""
-    words = label.lower().split()
-    if len(words) >= 2 and words[-1] == "by":
-        words = [w for w in words[:-1] if w not in ("is", "are", "be", "being", "was")]
-        if words:
-            lemma = english_pipeline()(f"it is {words[-1]} by them")[2].lemma_.lower()
-            words[-1] = lemma + ("es" if lemma.endswith(("s", "sh", "ch", "x")) else "s")
-            return " ".join(words)
-    return None
+from assets.knowledge_graph.schema import extraction_schema
+from resources.ontology import Ontology, RelationInfo, load_ontology
 
 
 def is_passive_label(label: str) -> bool:
@@ -42,37 +29,18 @@ class RelationDescription:
     inverse: list[str]
 
 
-def describe(rel: RelationInfo) -> RelationDescription:
-    forward = {rel.label.lower(), humanize(rel.local_name or rel.name)}
-    forward |= {p.lower() for p in rel.phrases}
-    forward |= {label.lower() for label in rel.labels if label.isascii()}
-    inverse = {p.lower() for p in rel.inverse_phrases}
-    for text in list(forward):
-        active = _active_form(text)
-        if active:
-            inverse.add(active)
-    if rel.comment:
-        comment = rel.comment.lower().rstrip(".")
-        forward.add(comment)
-        # 'The software needs, calls, queries or stores its data in the other software': each verb phrase
-        for piece in re.split(r",|;|\bor\b|\band\b", comment):
-            words = [w for w in piece.split() if w not in ("the", "a", "an", "its", "their")]
-            if 0 < len(words) <= 4:
-                forward.add(" ".join(words))
-    return RelationDescription(rel, sorted(t for t in forward if t), sorted(t for t in inverse if t))
-
-
 class RelationScorer:
     """Cosine similarity of a predicate phrase to each relation's forward and inverse descriptions."""
 
     def __init__(self, ontology: Ontology):
         self.ontology = ontology
-        self.descriptions = {name: describe(rel) for name, rel in ontology.relations.items()}
+        schema = extraction_schema(ontology)
+        self.descriptions = {name: RelationDescription(rel, list(schema.relations[name].forward),
+                                                       list(schema.relations[name].inverse))
+                             for name, rel in ontology.relations.items()}
         self._vectors = {name: (embed(d.forward), embed(d.inverse) if d.inverse else None)
                          for name, d in self.descriptions.items()}
-        self.attribute_texts = {name: sorted({a.label.lower(), humanize(a.local_name or name),
-                                              *(l.lower() for l in a.labels), *(p.lower() for p in a.phrases)})
-                                for name, a in ontology.attributes.items()}
+        self.attribute_texts = {name: list(view.texts) for name, view in schema.attributes.items()}
         self._attr_vectors = {name: embed(texts) for name, texts in self.attribute_texts.items()}
 
     def score(self, predicate: str, relation: str) -> tuple[float, float]:
