@@ -331,7 +331,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--base-model-path", default=None, help="HF folder of the in-process base (default: the one "
                                                                 "the adapter's manifest names, else the platform's base)")
     parser.add_argument("--timeout", type=float, default=120.0)
-    parser.add_argument("--max-tokens", type=int, default=64)
+    parser.add_argument("--max-tokens", type=int, default=48)
     parser.add_argument("--work-dir", default=None, help="where the sets are ingested (default $DOCPLATFORM_DATA_DIR/bench-ask)")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--markdown", nargs="?", const=str(REPO / "docs" / "benchmarks.md"), default=None,
