@@ -33,7 +33,6 @@ def test_the_view_is_built_once_and_every_layer_reads_it(tmp_path):
     installed = schema.relations["INSTALLED_IN"]
     assert "installed in" in installed.forward and "설치 위치" in installed.texts
     assert "설치 위치" not in installed.forward  # the English scorer compares English phrases only
-    assert "calibrates" in schema.relations["CALIBRATED_BY"].inverse  # active form of a passive label
     assert "serial number" in schema.attributes["serial_number"].texts
 
     # the layers take their words from this view, not from their own walk of the ontology
@@ -41,6 +40,7 @@ def test_the_view_is_built_once_and_every_layer_reads_it(tmp_path):
     assert lexicon.schema is schema and lexicon.classes_for_word("analysers") == {"Instrument"}
     scorer = scorer_for(ontology)
     assert scorer.descriptions["INSTALLED_IN"].forward == list(installed.forward)
+    assert "calibrates" in scorer.descriptions["CALIBRATED_BY"].inverse  # the active form of a passive label
     assert scorer.attribute_texts["serial_number"] == list(schema.attributes["serial_number"].texts)
     index = korean._OntologyIndex(ontology)
     assert index.class_of_word("장비", cross_lingual=False) == "Instrument"

@@ -48,7 +48,7 @@ class ClassView:
 class RelationView:
     id: str
     forward: tuple[str, ...]  # English phrases that state the relation subject -> object
-    inverse: tuple[str, ...]  # phrases that state it object -> subject ("is used by")
+    inverse: tuple[str, ...]  # phrases the ontology gives for object -> subject (kg:inversePhrase)
     texts: tuple[str, ...]  # every text about the relation in any language (labels, comment, phrases, inverse)
 
 
@@ -79,31 +79,13 @@ class ExtractionSchema:
         return load_examples(self.ontology)
 
 
-def _active_form(label: str) -> str | None:
-    """'managed by' -> 'manages'; 'is owned by' -> 'owns': the inverse reading of a passive label."""
-    words = label.lower().split()
-    if len(words) >= 2 and words[-1] == "by":
-        words = [w for w in words[:-1] if w not in ("is", "are", "be", "being", "was")]
-        if words:
-            from assets.knowledge_graph.mentions import english_pipeline
-
-            lemma = english_pipeline()(f"it is {words[-1]} by them")[2].lemma_.lower()
-            words[-1] = lemma + ("es" if lemma.endswith(("s", "sh", "ch", "x")) else "s")
-            return " ".join(words)
-    return None
-
-
 def describe_relation(rel) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """(forward, inverse) phrases: label, local-name words, kg:phrase hints, ASCII labels and the comment's verb
-    phrases forward; kg:inversePhrase hints and active forms of passive phrases inverse."""
+    phrases forward; kg:inversePhrase hints inverse (the English scorer adds the active form of passive labels)."""
     forward = {rel.label.lower(), humanize(rel.local_name or rel.name)}
     forward |= {p.lower() for p in rel.phrases}
     forward |= {label.lower() for label in rel.labels if label.isascii()}
     inverse = {p.lower() for p in rel.inverse_phrases}
-    for text in list(forward):
-        active = _active_form(text)
-        if active:
-            inverse.add(active)
     if rel.comment:
         comment = rel.comment.lower().rstrip(".")
         forward.add(comment)

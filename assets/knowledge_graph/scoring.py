@@ -14,8 +14,29 @@ from functools import lru_cache
 import numpy as np
 
 from assets.knowledge_graph.embedding import embed
+from assets.knowledge_graph.mentions import english_pipeline
 from assets.knowledge_graph.schema import extraction_schema
-from resources.ontology import Ontology, RelationInfo, load_ontology
+from resources.ontology import Ontology, RelationInfo, humanize, load_ontology
+
+
+def _active_form(label: str) -> str | None:
+    """'managed by' -> 'manages'; 'is owned by' -> 'owns': the inverse reading of a passive label."""
+    words = label.lower().split()
+    if len(words) >= 2 and words[-1] == "by":
+        words = [w for w in words[:-1] if w not in ("is", "are", "be", "being", "was")]
+        if words:
+            lemma = english_pipeline()(f"it is {words[-1]} by them")[2].lemma_.lower()
+            words[-1] = lemma + ("es" if lemma.endswith(("s", "sh", "ch", "x")) else "s")
+            return " ".join(words)
+    return None
+
+
+def describe(rel: RelationInfo, view) -> "RelationDescription":
+    """The schema's phrases of a relation; the active form of a passive label or phrase reads it backwards."""
+    named = {rel.label.lower(), humanize(rel.local_name or rel.name), *(p.lower() for p in rel.phrases),
+             *(label.lower() for label in rel.labels if label.isascii())}
+    inverse = set(view.inverse) | {a for a in map(_active_form, named) if a}
+    return RelationDescription(rel, list(view.forward), sorted(inverse))
 
 
 def is_passive_label(label: str) -> bool:
@@ -35,9 +56,7 @@ class RelationScorer:
     def __init__(self, ontology: Ontology):
         self.ontology = ontology
         schema = extraction_schema(ontology)
-        self.descriptions = {name: RelationDescription(rel, list(schema.relations[name].forward),
-                                                       list(schema.relations[name].inverse))
-                             for name, rel in ontology.relations.items()}
+        self.descriptions = {name: describe(rel, schema.relations[name]) for name, rel in ontology.relations.items()}
         self._vectors = {name: (embed(d.forward), embed(d.inverse) if d.inverse else None)
                          for name, d in self.descriptions.items()}
         self.attribute_texts = {name: list(view.texts) for name, view in schema.attributes.items()}
