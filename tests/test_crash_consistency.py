@@ -26,8 +26,8 @@ def _run(home: Path, data: Path, docs: Path, fault: str | None):
         "DAGSTER_HOME": str(home), "DOCPLATFORM_DATA_DIR": str(data)}
     if fault:
         env["DOCPLATFORM_FAULT_POINT"] = fault
-    return subprocess.run([sys.executable, "-m", "pipelines.run_main", "--documents", str(docs), "--ask", ""], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=600)
+    return subprocess.run([sys.executable, "-m", "pipelines.run_main", "--documents", str(docs), "--ask", ""],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
 
 
 @pytest.mark.slow
