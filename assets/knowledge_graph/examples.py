@@ -25,10 +25,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from assets.knowledge_graph.mentions import parse_english
 from assets.knowledge_graph.embedding import embed
-from resources.ontology import Ontology
+from assets.knowledge_graph.mentions import parse_english
 from assets.knowledge_graph.schema import extraction_schema
+from resources.ontology import Ontology
 from resources.ontology_examples import ExampleSet, LabeledExample, loose
 
 MIN_EXAMPLES = 8  # below this there is nothing to cross-validate: the layer stays off
@@ -64,6 +64,11 @@ class Span:
     @property
     def name(self) -> str:
         return self.referent.text if self.pronoun and self.referent else self.text
+
+    @property
+    def role_kind(self) -> str:
+        """The kind the mention stands for: a linked pronoun's referent's."""
+        return self.referent.kind if self.pronoun and self.referent else self.kind
 
     def overlaps(self, other: "Span") -> bool:
         return self.start < other.end and other.start < self.end
@@ -310,8 +315,7 @@ KINDS = ("person", "place", "organization", "thing", "number", "date", "year", "
 
 
 def _kind_index(span: Span) -> int:
-    kind = span.referent.kind if span.pronoun and span.referent else span.kind
-    return KINDS.index(kind) if kind in KINDS else KINDS.index("thing")
+    return KINDS.index(span.role_kind) if span.role_kind in KINDS else KINDS.index("thing")
 
 
 def pair_features(doc, pairs) -> np.ndarray:
@@ -381,8 +385,7 @@ class ExampleModel:
         seen = self.end_kinds.get((predicate, role))
         if not seen or sum(seen.values()) < 3:
             return True
-        kind = span.referent.kind if span.pronoun and span.referent else span.kind
-        return seen[kind] > 0 or span.pronoun and seen["pronoun"] > 0
+        return seen[span.role_kind] > 0 or span.pronoun and seen["pronoun"] > 0
 
     def _fits(self, label, subject: Span, obj: Span) -> bool:
         predicate, kind, _ = label
@@ -623,8 +626,7 @@ def train(ontology: Ontology, examples: ExampleSet) -> ExampleModel:
             if label:
                 subject, obj = (first, second) if forward else (second, first)
                 for role, span in (("subject", subject), ("object", obj)):
-                    end_kinds[(label[0], role)][span.referent.kind if span.pronoun and span.referent
-                                                else span.kind] += 1
+                    end_kinds[(label[0], role)][span.role_kind] += 1
             prototypes.append(_Prototype(label, index))
         gold_counts.append(len(example.triples))
     matrix = np.vstack(features) if features else pair_features(None, [])
