@@ -134,4 +134,4 @@ def test_streamable_http_with_keys(http_server):
     log = http_server["log"].read_text()
     assert f"key={keys['ops'].split('_')[1]} endpoint=POST /mcp status=200" in log
     assert "key=- endpoint=POST /mcp status=401" in log
-    assert all(k not in log and k.split("_")[2] not in log for k in keys.values())
+    assert all(k not in log and k.split("_", 2)[2] not in log for k in keys.values())
