@@ -166,7 +166,8 @@ def extract_facts(chunks: list[dict], ontology: Ontology | None = None, elements
 
     if tables:
         with timer("structure"):
-            structure = StructureExtractor(ontology, lexicon, scorer, type_of).extract(tables, chunk_for)
+            structure = StructureExtractor(ontology, lexicon, scorer, type_of).extract(
+                tables, chunk_for, prose="\n".join(document.texts))
             for surface, _ in structure.names:
                 intrinsic(surface)  # a cell's own evidence ('customs-db') outweighs its column's header ('service')
             for surface, cls, evidence, chunk_id in structure.typed_names:

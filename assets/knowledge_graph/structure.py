@@ -21,6 +21,11 @@ from assets.knowledge_graph.sentences import normalize_value
 from resources.ontology import Ontology
 
 HEADER_RELATION_THRESHOLD = 0.55
+# below that, a header names the relation the classes allow if it is clearly better than the others
+HEADER_RELATION_CLEAR = 0.4
+HEADER_RELATION_MARGIN = 0.1
+# '*Leans on* lists hard runtime dependencies', 'Owner: the team that takes the pages': prose defining a header
+_DEFINITION_CUE = r"\s*(?:[:=—–]|\s-\s|\b(?:is|are|means|lists|holds|names|gives|shows|says|contains|is for)\b)\s*"
 SUBJECT_KEY_RELATION = 0.62  # a first key this close to a relation ('Host') relates the heading, not names the record
 KIND_KEYS = {"kind", "type", "category", "class", "role", "종류", "유형"}
 NAME_KEYS = {"name", "id", "identifier", "이름"}
@@ -207,6 +212,34 @@ def split_values(cell: str) -> list[str]:
     return [p for p in (x.strip() for x in parts) if p and p not in ("-", "—", "n/a", "N/A", "none", "None")]
 
 
+def header_definitions(headers: set[str], prose: str) -> dict[str, str]:
+    """header -> the words the prose defines it with ('Column meanings: *Where it lives* is the VM or box the
+    service is deployed to; ...' gives 'the VM or box the service is deployed to'), for headers of 2+ letters."""
+    out = {}
+    prose = re.sub(r"(?<!\n)\n(?!\n)", " ", prose)  # a definition wrapped over lines is one sentence
+    for header in headers:
+        if len(header.strip()) < 2 or not prose:
+            continue
+        quoted = r"[*_`\"'“‘]*"
+        match = re.search(rf"(?<![\w]){quoted}{re.escape(header.strip())}{quoted}{_DEFINITION_CUE}([^;.\n]{{3,160}})",
+                          prose, flags=re.IGNORECASE)
+        if match:
+            out[header] = match.group(1).strip(" *_`\"'”’")
+    return out
+
+
+_NOT_A_NAME = {"n/a", "na", "none", "tbd", "unknown", "yes", "no", "?", "todo", "various", "all", "see below"}
+
+
+def _cell_name(text: str) -> bool:
+    """A table cell in a column that relates rows names a thing by the place it holds, capitalized or not
+    ('bed board', 'order router'): a few words, no sentence punctuation."""
+    if _looks_like_name(text):
+        return True
+    return (0 < len(text) <= 40 and len(text.split()) <= 4 and text.lower() not in _NOT_A_NAME
+            and bool(re.fullmatch(r"[\w][\w\s\-./&'+]*", text)) and not text.endswith("."))
+
+
 def _looks_like_name(text: str) -> bool:
     if not text or len(text) > 60 or len(text.split()) > 6 or ":" in text:
         return False
@@ -221,9 +254,20 @@ class StructureExtractor:
         self.lexicon = lexicon
         self.scorer = scorer
         self.type_of = type_of  # surface -> class id or None (evidence found elsewhere in the document)
+        self.glossary: dict[str, str] = {}  # header -> what the document's prose says the column holds
 
     def header_class(self, header: str) -> str | None:
-        classes = {c for c in self.lexicon.classes_for_phrase(header) if c not in self.lexicon.abstract_roots()}
+        found = self._phrase_class(header)
+        definition = self.glossary.get(header)
+        if found is None and definition:
+            # 'the VM or box the service is deployed to': the definition's first class word is what the column holds
+            words = definition.split()
+            found = next((c for i in range(1, len(words) + 1) if (c := self._phrase_class(" ".join(words[:i]))))
+                         , None)
+        return found
+
+    def _phrase_class(self, phrase: str) -> str | None:
+        classes = {c for c in self.lexicon.classes_for_phrase(phrase) if c not in self.lexicon.abstract_roots()}
         if not classes:
             return None
         return max(classes, key=lambda c: (self.ontology.specificity(c), c))
@@ -231,22 +275,37 @@ class StructureExtractor:
     def header_relation(self, header: str, key_class: str | None, column_class: str | None):
         """(relation, key_is_source, score) that a header names ('Administered by', 'Depends on'), type-checked:
         a header read forward ('Depends on') makes the row's subject the source, an inverse one ('Hosts') the target."""
-        best = None
+        candidates = self.header_relations(header, key_class, column_class)
+        return candidates[0] if candidates else None
+
+    def header_relations(self, header: str, key_class: str | None, column_class: str | None) -> list[tuple]:
+        """Every relation the classes allow, as (relation, key_is_source, score), best first; the header's
+        definition in the document's prose ('*Leans on* lists hard runtime dependencies') is read with it."""
+        definition = self.glossary.get(header)
+        found = []
         for name, rel in self.ontology.relations.items():
             forward, inverse = self.scorer.score(header, name)
+            if definition:
+                defined_forward, defined_inverse = self.scorer.score(definition, name)
+                forward, inverse = max(forward, defined_forward), max(inverse, defined_inverse)
             orientations = []
             for key_is_source in (True, False):
                 src, tgt = (key_class, column_class) if key_is_source else (column_class, key_class)
-                if (src is None or self.ontology.fits(src, rel.domains)) and (tgt is None or self.ontology.fits(tgt, rel.ranges)):
+                if self._may_be(src, rel.domains) and self._may_be(tgt, rel.ranges):
                     orientations.append(key_is_source)
             if not orientations:
                 continue
             preferred = forward >= inverse
             key_is_source = preferred if preferred in orientations else orientations[0]
-            similarity = max(forward, inverse)
-            if best is None or similarity > best[2]:
-                best = (name, key_is_source, similarity)
-        return best
+            found.append((name, key_is_source, max(forward, inverse)))
+        return sorted(found, key=lambda c: -c[2])
+
+    def _may_be(self, label: str | None, allowed: tuple[str, ...]) -> bool:
+        """A column class may stand where allowed is expected: unknown, a subclass, or a more general class that a
+        column of mixed names was given (a column of databases and unknown names holds software, maybe all
+        databases)."""
+        return (label is None or self.ontology.fits(label, allowed)
+                or any(self.ontology.is_a(a, label) for a in allowed))
 
     def fitting_relations(self, key_class: str, column_class: str) -> list[tuple[str, bool]]:
         out = []
@@ -271,8 +330,10 @@ class StructureExtractor:
         common = [c for c in common if c not in roots]
         return common[0] if common else None
 
-    def extract(self, tables: list[Table], chunk_for) -> StructureOutput:
+    def extract(self, tables: list[Table], chunk_for, prose: str = "") -> StructureOutput:
+        """Facts of every table and block; prose: the document's text outside them, where headers may be defined."""
         out = StructureOutput()
+        self.glossary = header_definitions({h for t in tables for h in t.header}, prose)
         for table in tables:
             chunk_id = table.chunk_id or chunk_for(table.text)
             out.consumed_texts.append(table.text)
@@ -307,7 +368,7 @@ class StructureExtractor:
                 attribute, _ = self.scorer.best_attribute(header, key_class)
             if attribute:
                 for row_index, row in enumerate(rows):
-                    subjects = [v for v, _ in cells[0][row_index] if _looks_like_name(v)]
+                    subjects = [v for v, _ in cells[0][row_index] if _cell_name(v)]
                     value = normalize_value(row[j], self.ontology.attributes[attribute].numeric)
                     for subject in subjects:
                         if value:
@@ -320,11 +381,14 @@ class StructureExtractor:
                 continue
             rel, key_is_source, score = choice
             info = self.ontology.relations[rel]
-            key_cls = key_class or (info.domain if key_is_source else info.range) or None
-            col_cls = column_class or (info.range if key_is_source else info.domain) or None
+            key_allowed, col_allowed = (info.domains, info.ranges) if key_is_source else (info.ranges, info.domains)
+            key_cls = key_class if key_class and self.ontology.fits(key_class, key_allowed) else None
+            col_cls = column_class if column_class and self.ontology.fits(column_class, col_allowed) else None
+            key_cls = key_cls or (info.domain if key_is_source else info.range) or None
+            col_cls = col_cls or (info.range if key_is_source else info.domain) or None
             for row_index, row in enumerate(rows):
-                subjects = [(v, n) for v, n in cells[0][row_index] if _looks_like_name(v)]
-                objects = [(v, n) for v, n in cells[j][row_index] if _looks_like_name(v)]
+                subjects = [(v, n) for v, n in cells[0][row_index] if _cell_name(v)]
+                objects = [(v, n) for v, n in cells[j][row_index] if _cell_name(v)]
                 for subject, note in subjects:
                     self._typed(out, subject, key_cls, classes[0][1] if key_class else "relation", note, chunk_id)
                     for obj, obj_note in objects:
@@ -337,9 +401,13 @@ class StructureExtractor:
                             "sentence": " | ".join(f"{h}: {c}" for h, c in zip(table.header, row))})
 
     def _column_relation(self, header: str, key_class: str | None, column_class: str | None):
-        named = self.header_relation(header, key_class, column_class)
+        candidates = self.header_relations(header, key_class, column_class)
+        named = candidates[0] if candidates else None
         if named and named[2] >= HEADER_RELATION_THRESHOLD:
             return named
+        if named and (key_class or column_class) and named[2] >= HEADER_RELATION_CLEAR and (
+                len(candidates) == 1 or named[2] - candidates[1][2] >= HEADER_RELATION_MARGIN):
+            return named  # an unusual header ('Where it lives') that still names one relation clearly best
         if key_class is None or column_class is None:
             return None
         fitting = self.fitting_relations(key_class, column_class)
