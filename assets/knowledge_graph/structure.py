@@ -278,9 +278,12 @@ class StructureExtractor:
         candidates = self.header_relations(header, key_class, column_class)
         return candidates[0] if candidates else None
 
-    def header_relations(self, header: str, key_class: str | None, column_class: str | None) -> list[tuple]:
+    def header_relations(self, header: str, key_class: str | None, column_class: str | None,
+                         cell_labels: tuple[str, ...] = ()) -> list[tuple]:
         """Every relation the classes allow, as (relation, key_is_source, score), best first; the header's
-        definition in the document's prose ('*Leans on* lists hard runtime dependencies') is read with it."""
+        definition in the document's prose ('*Leans on* lists hard runtime dependencies') is read with it.
+        cell_labels: the classes of the column's typed cells, when its class was read from them: a relation most
+        of them cannot stand in is not what the column holds."""
         definition = self.glossary.get(header)
         found = []
         for name, rel in self.ontology.relations.items():
@@ -291,6 +294,9 @@ class StructureExtractor:
             orientations = []
             for key_is_source in (True, False):
                 src, tgt = (key_class, column_class) if key_is_source else (column_class, key_class)
+                column_side = rel.ranges if key_is_source else rel.domains
+                if cell_labels and 2 * sum(self.ontology.fits(l, column_side) for l in cell_labels) < len(cell_labels):
+                    continue
                 if self._may_be(src, rel.domains) and self._may_be(tgt, rel.ranges):
                     orientations.append(key_is_source)
             if not orientations:
@@ -334,21 +340,33 @@ class StructureExtractor:
         """Facts of every table and block; prose: the document's text outside them, where headers may be defined."""
         out = StructureOutput()
         self.glossary = header_definitions({h for t in tables for h in t.header}, prose)
+        # a table chunked into row groups is one table: its columns' classes come from all of its rows
+        rows_by_header: dict[tuple[str, ...], list[list[str]]] = {}
+        for table in tables:
+            if table.subject is None:
+                rows_by_header.setdefault(tuple(table.header), []).extend(table.rows)
         for table in tables:
             chunk_id = table.chunk_id or chunk_for(table.text)
             out.consumed_texts.append(table.text)
             if table.subject is not None:
                 self._block(table, chunk_id, out)
             else:
-                self._table(table, chunk_id, out)
+                self._table(table, chunk_id, out, class_rows=rows_by_header[tuple(table.header)])
         return out
 
     # ------------------------------------------------------------------ tables
-    def _table(self, table: Table, chunk_id: str, out: StructureOutput, key_class: str | None = None) -> None:
-        """Relations and attributes of every row; key_class: the subject class when the caller knows it."""
+    def _table(self, table: Table, chunk_id: str, out: StructureOutput, key_class: str | None = None,
+               class_rows: list[list[str]] | None = None) -> None:
+        """Relations and attributes of every row; key_class: the subject class when the caller knows it;
+        class_rows: the rows the column classes are read from (the whole table when this is one row group)."""
         width = len(table.header)
-        rows = [r + [""] * (width - len(r)) for r in table.rows]
-        cells = [[[clean_cell_value(v) for v in split_values(r[j])] for r in rows] for j in range(width)]
+
+        def cells_of(table_rows):
+            padded = [r + [""] * (width - len(r)) for r in table_rows]
+            return padded, [[[clean_cell_value(v) for v in split_values(r[j])] for r in padded] for j in range(width)]
+
+        rows, cells = cells_of(table.rows)
+        class_cells = cells_of(class_rows)[1] if class_rows else cells
         classes = []
         for j, header in enumerate(table.header):
             if j == 0 and key_class is not None:
@@ -357,7 +375,7 @@ class StructureExtractor:
             cls = self.header_class(header)
             evidence = "header"
             if cls is None:
-                cls, evidence = self.column_class_from_cells([v for row in cells[j] for v, _ in row]), "relation"
+                cls, evidence = self.column_class_from_cells([v for row in class_cells[j] for v, _ in row]), "relation"
             classes.append((cls, evidence))
         key_class = classes[0][0]
         for j in range(1, width):
@@ -376,7 +394,11 @@ class StructureExtractor:
                                                    "value": value, "chunk_id": chunk_id,
                                                    "sentence": " | ".join(row), "layer": "structure"})
                 continue
-            choice = self._column_relation(header, key_class, column_class)
+            cell_labels = ()
+            if evidence == "relation":
+                cell_labels = tuple(l for l in (self.type_of(v) for row in class_cells[j] for v, _ in row
+                                                if _looks_like_name(v)) if l)
+            choice = self._column_relation(header, key_class, column_class, cell_labels)
             if choice is None:
                 continue
             rel, key_is_source, score = choice
@@ -400,8 +422,9 @@ class StructureExtractor:
                             "type": rel, "chunk_id": chunk_id, "layer": "structure", "score": round(score, 3),
                             "sentence": " | ".join(f"{h}: {c}" for h, c in zip(table.header, row))})
 
-    def _column_relation(self, header: str, key_class: str | None, column_class: str | None):
-        candidates = self.header_relations(header, key_class, column_class)
+    def _column_relation(self, header: str, key_class: str | None, column_class: str | None,
+                         cell_labels: tuple[str, ...] = ()):
+        candidates = self.header_relations(header, key_class, column_class, cell_labels)
         named = candidates[0] if candidates else None
         if named and named[2] >= HEADER_RELATION_THRESHOLD:
             return named
