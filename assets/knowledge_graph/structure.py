@@ -291,14 +291,8 @@ class StructureExtractor:
             if definition:
                 defined_forward, defined_inverse = self.scorer.score(definition, name)
                 forward, inverse = max(forward, defined_forward), max(inverse, defined_inverse)
-            orientations = []
-            for key_is_source in (True, False):
-                src, tgt = (key_class, column_class) if key_is_source else (column_class, key_class)
-                column_side = rel.ranges if key_is_source else rel.domains
-                if cell_labels and 2 * sum(self.ontology.fits(l, column_side) for l in cell_labels) < len(cell_labels):
-                    continue
-                if self._may_be(src, rel.domains) and self._may_be(tgt, rel.ranges):
-                    orientations.append(key_is_source)
+            orientations = [key_is_source for key_is_source in (True, False)
+                            if self._orientation_ok(rel, key_is_source, key_class, column_class, cell_labels)]
             if not orientations:
                 continue
             preferred = forward >= inverse
@@ -313,14 +307,20 @@ class StructureExtractor:
         return (label is None or self.ontology.fits(label, allowed)
                 or any(self.ontology.is_a(a, label) for a in allowed))
 
-    def fitting_relations(self, key_class: str, column_class: str) -> list[tuple[str, bool]]:
-        out = []
-        for name in self.ontology.relations:
-            if self.ontology.domain_range_ok(name, key_class, column_class):
-                out.append((name, True))
-            if self.ontology.domain_range_ok(name, column_class, key_class):
-                out.append((name, False))
-        return out
+    def _orientation_ok(self, rel, key_is_source: bool, key_class: str | None, column_class: str | None,
+                        cell_labels: tuple[str, ...] = ()) -> bool:
+        """Whether rows may relate to their column cells through rel, the row's subject as source (or target);
+        a relation most of the column's typed cells cannot stand in is not what the column holds."""
+        src, tgt = (key_class, column_class) if key_is_source else (column_class, key_class)
+        column_side = rel.ranges if key_is_source else rel.domains
+        if cell_labels and 2 * sum(self.ontology.fits(l, column_side) for l in cell_labels) < len(cell_labels):
+            return False
+        return self._may_be(src, rel.domains) and self._may_be(tgt, rel.ranges)
+
+    def fitting_relations(self, key_class: str, column_class: str,
+                          cell_labels: tuple[str, ...] = ()) -> list[tuple[str, bool]]:
+        return [(name, key_is_source) for name, rel in self.ontology.relations.items() for key_is_source in (True, False)
+                if self._orientation_ok(rel, key_is_source, key_class, column_class, cell_labels)]
 
     def column_class_from_cells(self, values: list[str]) -> str | None:
         """The most specific class every typed cell belongs to; when some cells are untyped, one level more general
@@ -433,7 +433,7 @@ class StructureExtractor:
             return named  # an unusual header ('Where it lives') that still names one relation clearly best
         if key_class is None or column_class is None:
             return None
-        fitting = self.fitting_relations(key_class, column_class)
+        fitting = self.fitting_relations(key_class, column_class, cell_labels)
         if len(fitting) == 1:
             return fitting[0][0], fitting[0][1], 0.5
         if len(fitting) > 1 and named and named[2] >= 0.3:
