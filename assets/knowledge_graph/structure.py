@@ -126,6 +126,8 @@ def tables_and_blocks(elements: list[dict] | None, chunks: list[dict]) -> list[T
         header, rows = parse_html_table(chunk["table_html"])
         if header and rows:
             tables.append(Table(header, rows, chunk["text"], parts=[chunk["text"]], chunk_id=chunk["chunk_id"]))
+    if elements:
+        tables.extend(list_tables(elements))
     heading: list[str | None] = [None]  # the latest heading: the subject of the block right after it
     block: list[tuple[str, str]] = []
     block_text: list[str] = []
@@ -162,6 +164,40 @@ def tables_and_blocks(elements: list[dict] | None, chunks: list[dict]) -> list[T
         if kind == "Title":
             heading[0] = text.strip().strip("#").strip()
     close_block()
+    return tables
+
+
+_ITEM_TAIL = re.compile(r"^(.{1,60}?)\s+(?:—|–|-{1,2}|:|→)\s+(.{1,60}?(?:\s*[(（][^)）]*[)）])?)$")
+
+
+def list_tables(elements: list[dict]) -> list[Table]:
+    """Nested lists as tables: each item of a list is a row (its name; what follows a dash, 'jvh-app-01 — Hosting
+    Squad'; the names of its sub-items), so the ontology's classes choose the relations as for any table. Only
+    lists with sub-items or with 'name — name' items are read: a plain bullet list is prose."""
+    by_id = {e.get("element_id"): e for e in elements if e.get("element_id")}
+    children: dict[str, list[dict]] = {}
+    for element in elements:
+        parent = (element.get("metadata") or {}).get("parent_id")
+        if element.get("type") == "ListItem" and parent in by_id and by_id[parent].get("type") == "ListItem":
+            children.setdefault(parent, []).append(element)
+    siblings: dict[str | None, list[dict]] = {}
+    for element in elements:
+        if element.get("type") == "ListItem" and element.get("element_id") in children:
+            siblings.setdefault((element.get("metadata") or {}).get("parent_id"), []).append(element)
+    tables = []
+    for items in siblings.values():
+        rows = []
+        for item in items:
+            text = (item.get("text") or "").strip()
+            match = _ITEM_TAIL.match(text)
+            name, tail = (match.group(1), match.group(2)) if match else (text, "")
+            subs = [(c.get("text") or "").strip().replace(";", ",") for c in children.get(item["element_id"], [])]
+            rows.append([name, tail, "; ".join(subs)])
+        if rows:
+            # the items are read here, not as prose ('jvh-app-01 — Hosting Squad' is no sentence); sub-items are
+            # bare names, which prose elsewhere in the chunk may also hold, so they stay
+            parts = [(item.get("text") or "") for item in items]
+            tables.append(Table(header=["", "", ""], rows=rows, text=(items[0].get("text") or ""), parts=parts))
     return tables
 
 
@@ -206,7 +242,9 @@ def clean_cell_value(value: str) -> tuple[str, str]:
 
 
 def split_values(cell: str) -> list[str]:
-    """Several names in one cell: commas, semicolons, slashes, 'and', line breaks (not inside parentheses)."""
+    """Several names in one cell: commas, semicolons, slashes, 'and', line breaks (not inside parentheses); a
+    crossed-out value ('~~jvh-app-03~~ (moved off)') is dropped with its note."""
+    cell = re.sub(r"~~.+?~~(\s*[(（][^)）]*[)）])?", "", cell)
     protected = re.sub(r"\(([^)]*)\)", lambda m: "(" + m.group(1).replace(",", "\0") + ")", cell)
     parts = [p.replace("\0", ",") for p in _SPLIT.split(protected)]
     return [p for p in (x.strip() for x in parts) if p and p not in ("-", "—", "n/a", "N/A", "none", "None")]
@@ -287,7 +325,8 @@ class StructureExtractor:
         definition = self.glossary.get(header)
         found = []
         for name, rel in self.ontology.relations.items():
-            forward, inverse = self.scorer.score(header, name)
+            # an unnamed column (a list's sub-items) is related by the classes alone
+            forward, inverse = self.scorer.score(header, name) if header.strip() else (0.0, 0.0)
             if definition:
                 defined_forward, defined_inverse = self.scorer.score(definition, name)
                 forward, inverse = max(forward, defined_forward), max(inverse, defined_inverse)
@@ -428,6 +467,8 @@ class StructureExtractor:
         named = candidates[0] if candidates else None
         if named and named[2] >= HEADER_RELATION_THRESHOLD:
             return named
+        if not header.strip() and column_class and len(candidates) == 1:
+            return named[0], named[1], 0.5  # an unnamed column whose cells can stand in one relation only
         if named and (key_class or column_class) and named[2] >= HEADER_RELATION_CLEAR and (
                 len(candidates) == 1 or named[2] - candidates[1][2] >= HEADER_RELATION_MARGIN):
             return named  # an unusual header ('Where it lives') that still names one relation clearly best
