@@ -51,6 +51,30 @@ def test_html_table_header_naming_a_relation(tmp_path):
     assert ("DEPENDS_ON", "fare-engine", "fare-cache") in found
 
 
+def test_headers_defined_in_prose_and_lower_case_cell_names(tmp_path):
+    """Headers no lexicon knows, defined in the text above the table; names in lower case."""
+    facts = facts_of(tmp_path, "register.md", (
+        "# Warehouse systems\n\nHow to read the table: *Home* is the machine the program is installed on;\n"
+        "*Needs at runtime* lists the services it cannot work without; *Who to call* is the team that owns it.\n\n"
+        "| Program | Home | Needs at runtime | Who to call |\n|---|---|---|---|\n"
+        "| picking planner | whs-node-4 | stock-db, label api | Floor Apps Team |\n"
+        "| label api | whs-node-5 | printer-queue-db | Floor Apps Team |\n"))
+    assert {("RUNS_ON", "picking planner", "whs-node-4"), ("RUNS_ON", "label api", "whs-node-5"),
+            ("DEPENDS_ON", "picking planner", "stock-db"), ("DEPENDS_ON", "picking planner", "label api"),
+            ("DEPENDS_ON", "label api", "printer-queue-db"),
+            ("MANAGED_BY", "picking planner", "floor apps team")} <= named_triples(facts, "structure")
+
+
+def test_nested_list_items_with_dash_tails_and_crossed_out_values(tmp_path):
+    """A list of boxes, each with its owner after the dash; a crossed-out item states nothing."""
+    facts = facts_of(tmp_path, "boxes.md", (
+        "# Boxes\n\n- Hall B\n  - whs-node-4 — Floor Apps Team\n    - picking planner\n"
+        "    - ~~old scanner bridge~~ (retired)\n  - whs-node-5 — Storage Crew\n    - stock-db\n"))
+    found = named_triples(facts, "structure")
+    assert {("MANAGED_BY", "whs-node-4", "floor apps team"), ("MANAGED_BY", "whs-node-5", "storage crew")} <= found
+    assert not any("scanner" in source or "scanner" in target for _, source, target in found)
+
+
 def test_key_value_blocks_under_headings(tmp_path):
     facts = facts_of(tmp_path, "catalog.md", "# Catalog\n\n## tally-svc\n\n- Type: service\n- Deployed to: kv-node-7\n"
                      "- Maintainers: Ledger Crew\n- Calls: rate-svc, audit-db\n- Port: 9090\n")

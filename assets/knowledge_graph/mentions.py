@@ -272,7 +272,10 @@ class ClassLexicon:
         found: set[str] = set()
         while len(words) > 1 and words[0].lower() in _FILLER:
             words = words[1:]
-        while len(words) > 1 and self.classes_for_word(words[-1]):
+        # the head says the class: 'Floor Apps Team' is a team; a word before it naming another class ('Apps')
+        # is part of the name, one naming the same class ('payments api service') is not
+        while len(words) > 1 and self.classes_for_word(words[-1]) and (
+                not found or self.classes_for_word(words[-1]) <= found):
             found |= self.classes_for_word(words[-1])
             words = words[:-1]
         # a leading class word only introduces an identifier ('server srv-01', 'Team Phoenix' is a name)

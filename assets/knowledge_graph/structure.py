@@ -417,12 +417,36 @@ class StructureExtractor:
                 cls, evidence = self.column_class_from_cells([v for row in class_cells[j] for v, _ in row]), "relation"
             classes.append((cls, evidence))
         key_class = classes[0][0]
+
+        def column_reading(j: int, subject_class: str | None):
+            """(attribute, None) or (None, (relation, key_is_source, score)) or (None, None) for column j."""
+            column_class, evidence = classes[j]
+            if subject_class is not None and column_class is None:
+                attribute, _ = self.scorer.best_attribute(table.header[j], subject_class)
+                if attribute:
+                    return attribute, None
+            cell_labels = ()
+            if evidence == "relation":
+                cell_labels = tuple(l for l in (self.type_of(v) for row in class_cells[j] for v, _ in row
+                                                if _looks_like_name(v)) if l)
+            return None, self._column_relation(table.header[j], subject_class, column_class, cell_labels)
+
+        readings = {j: column_reading(j, key_class) for j in range(1, width)}
+        if key_class is None:
+            # rows of unknown class: the columns read with confidence say what they are ('Needs at runtime' and
+            # 'Who to call' relate software), and the other columns are read again with that class
+            implied = [self.ontology.relations[c[0]].domain if c[1] else self.ontology.relations[c[0]].range
+                       for _, c in readings.values() if c is not None and c[2] >= HEADER_RELATION_CLEAR]
+            implied = [c for c in implied if c]
+            specific = max(implied, key=lambda c: self.ontology.specificity(c), default=None)
+            if specific and all(self.ontology.is_a(specific, c) for c in implied):
+                key_class = specific
+                readings.update({j: column_reading(j, key_class) for j, (a, c) in readings.items()
+                                 if a is None and c is None})
         for j in range(1, width):
             header = table.header[j]
             column_class, evidence = classes[j]
-            attribute = None
-            if key_class is not None and column_class is None:
-                attribute, _ = self.scorer.best_attribute(header, key_class)
+            attribute, choice = readings[j]
             if attribute:
                 for row_index, row in enumerate(rows):
                     subjects = [v for v, _ in cells[0][row_index] if _cell_name(v)]
@@ -433,11 +457,6 @@ class StructureExtractor:
                                                    "value": value, "chunk_id": chunk_id,
                                                    "sentence": " | ".join(row), "layer": "structure"})
                 continue
-            cell_labels = ()
-            if evidence == "relation":
-                cell_labels = tuple(l for l in (self.type_of(v) for row in class_cells[j] for v, _ in row
-                                                if _looks_like_name(v)) if l)
-            choice = self._column_relation(header, key_class, column_class, cell_labels)
             if choice is None:
                 continue
             rel, key_is_source, score = choice
