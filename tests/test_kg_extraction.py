@@ -75,6 +75,16 @@ def test_nested_list_items_with_dash_tails_and_crossed_out_values(tmp_path):
     assert not any("scanner" in source or "scanner" in target for _, source, target in found)
 
 
+def test_lower_case_names_a_document_keeps_using_are_mentions():
+    """'the picking planner', said twice, is a name; 'the big screen' (no compound) and 'the shift lead' (once)
+    are not; a copula alone ('is a Java service') relates nothing."""
+    facts = text_facts("The picking planner assigns each order to a picker. The picking planner runs on whs-node-4 "
+                       "and shows the plan on the big screen. It is a Java service. The shift lead checks it daily.")
+    found = named_triples(facts)
+    assert ("RUNS_ON", "picking planner", "whs-node-4") in found
+    assert not any(t in ("java", "big screen", "shift lead") for _, _, t in found)
+
+
 def test_key_value_blocks_under_headings(tmp_path):
     facts = facts_of(tmp_path, "catalog.md", "# Catalog\n\n## tally-svc\n\n- Type: service\n- Deployed to: kv-node-7\n"
                      "- Maintainers: Ledger Crew\n- Calls: rate-svc, audit-db\n- Port: 9090\n")

@@ -35,6 +35,7 @@ from assets.knowledge_graph.mentions import (
     lexicon_for,
     parse_english,
     prose,
+    repeated_terms,
 )
 from assets.knowledge_graph.resolve import Resolver
 from assets.knowledge_graph.scoring import scorer_for
@@ -186,6 +187,8 @@ def extract_facts(chunks: list[dict], ontology: Ontology | None = None, elements
             if votes.label(m.key) and any(kind in STRONG_EVIDENCE for _, kind in m.evidence):
                 gazetteer.setdefault(m.key, m.surface)
     for _, surface, _, _ in named:
+        gazetteer.setdefault(normalize_name(surface), surface)
+    for key, surface in repeated_terms(document.docs, lexicon).items():
         gazetteer.setdefault(normalize_name(surface), surface)
     finder = Gazetteer(gazetteer)
     for doc, mentions, chunk in zip(document.docs, document.mentions, chunks):

@@ -483,6 +483,26 @@ class Gazetteer:
         return found
 
 
+def repeated_terms(docs, lexicon: "ClassLexicon", min_count: int = 2) -> dict[str, str]:
+    """Lower-case names a document keeps using ('the bed board', 'the order router'): a definite noun phrase of a
+    compound and its head noun, said at least min_count times, whose head is no class word. key -> surface."""
+    counts: Counter = Counter()
+    surfaces: dict[str, str] = {}
+    for doc in docs:
+        for chunk in doc.noun_chunks:
+            tokens = [t for t in chunk if t.dep_ != "det" and not t.is_punct]
+            if not chunk or chunk[0].lower_ not in ("the", "this", "our") or not 2 <= len(tokens) <= 4:
+                continue
+            head = tokens[-1]
+            if (head.pos_ != "NOUN" or any(t.dep_ != "compound" for t in tokens[:-1])
+                    or any(not t.is_lower or not t.is_alpha for t in tokens) or lexicon.classes_for_word(head.lower_)):
+                continue
+            key = " ".join(t.lower_ for t in tokens)
+            counts[key] += 1
+            surfaces.setdefault(key, " ".join(t.text for t in tokens))
+    return {key: surfaces[key] for key, n in counts.items() if n >= min_count}
+
+
 # ---------------------------------------------------------------------------------------------- typing
 
 class TypeVotes:

@@ -186,8 +186,8 @@ def predicate_of(doc, a: Mention, b: Mention, owner: dict[int, Mention]):
         if not (content and all(t.pos_ in ("ADP", "AUX") for t in content)):
             return None
     phrase = " ".join(t.lower_ for t in content if t.lower_ not in ("who", "which", "that"))
-    if not phrase.strip():
-        return None
+    if not phrase.strip() or all(t.lemma_ == "be" for t in content):
+        return None  # 'X is a Java service': a copula alone says what X is, not how it relates to Java
     return phrase, path
 
 
