@@ -56,13 +56,15 @@ def test_headers_defined_in_prose_and_lower_case_cell_names(tmp_path):
     facts = facts_of(tmp_path, "register.md", (
         "# Warehouse systems\n\nHow to read the table: *Home* is the machine the program is installed on;\n"
         "*Needs at runtime* lists the services it cannot work without; *Who to call* is the team that owns it.\n\n"
-        "| Program | Home | Needs at runtime | Who to call |\n|---|---|---|---|\n"
-        "| picking planner | whs-node-4 | stock-db, label api | Floor Apps Team |\n"
-        "| label api | whs-node-5 | printer-queue-db | Floor Apps Team |\n"))
+        "| Program | Home | Needs at runtime | Who to call | Notes |\n|---|---|---|---|---|\n"
+        "| picking planner | whs-node-4 | stock-db, label api | Floor Apps Team | moved from whs-node-2 in May |\n"
+        "| label api | whs-node-5 | printer-queue-db | Floor Apps Team | label-cache |\n"))
     assert {("RUNS_ON", "picking planner", "whs-node-4"), ("RUNS_ON", "label api", "whs-node-5"),
             ("DEPENDS_ON", "picking planner", "stock-db"), ("DEPENDS_ON", "picking planner", "label api"),
             ("DEPENDS_ON", "label api", "printer-queue-db"),
             ("MANAGED_BY", "picking planner", "floor apps team")} <= named_triples(facts, "structure")
+    # a remarks column of phrases relates nothing, not even its one name-like cell
+    assert not any("whs-node-2" in t or t == "label-cache" for _, _, t in named_triples(facts, "structure"))
 
 
 def test_nested_list_items_with_dash_tails_and_crossed_out_values(tmp_path):

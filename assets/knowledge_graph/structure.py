@@ -418,6 +418,11 @@ class StructureExtractor:
             classes.append((cls, evidence))
         key_class = classes[0][0]
 
+        def prose_column(j: int) -> bool:
+            """A remarks column ('migrated from jvh-app-04 in May 2026'): many of its cells are phrases, not names."""
+            values = [v for row in class_cells[j] for v, _ in row]
+            return bool(values) and 3 * sum(len(v.split()) >= 4 for v in values) >= len(values)
+
         def column_reading(j: int, subject_class: str | None):
             """(attribute, None) or (None, (relation, key_is_source, score)) or (None, None) for column j."""
             column_class, evidence = classes[j]
@@ -425,6 +430,8 @@ class StructureExtractor:
                 attribute, _ = self.scorer.best_attribute(table.header[j], subject_class)
                 if attribute:
                     return attribute, None
+            if prose_column(j):
+                return None, None
             cell_labels = ()
             if evidence == "relation":
                 cell_labels = tuple(l for l in (self.type_of(v) for row in class_cells[j] for v, _ in row
