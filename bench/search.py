@@ -47,16 +47,19 @@ def chunk_corpus(parsed: dict[str, dict], embedder) -> dict[str, list[dict]]:
             for key, doc in parsed.items()}
 
 
-def evaluate_embedder(model: str, parsed: dict[str, dict], langs: list[str], modes: list[str], workdir: Path) -> dict:
+def evaluate_embedder(model, parsed: dict[str, dict], langs: list[str], modes: list[str], workdir: Path,
+                      name: str = "") -> dict:
+    """model: a model name or a configured Embedder (bench/embedder.py compares e5 engines); name labels its files."""
     from assets.ingestion import index_documents, stage_fingerprint, suffix_of
     from assets.retrieval_quality import evaluate, load_queries
     from resources.embedder import Embedder
     from resources.milvus import MilvusStore
 
-    embedder = Embedder(model=model)
+    embedder = Embedder(model=model) if isinstance(model, str) else model
+    name = name or embedder.resolved_model
     docs = chunk_corpus(parsed, embedder)
-    milvus = MilvusStore(uri=str(workdir / f"{model}.db"), collection="bench_" + re.sub(r"\W", "_", model),
-                         state_path=str(workdir / f"{model}.state.sqlite"))
+    milvus = MilvusStore(uri=str(workdir / f"{name}.db"), collection="bench_" + re.sub(r"\W", "_", name),
+                         state_path=str(workdir / f"{name}.state.sqlite"))
     started = time.perf_counter()
     index_documents(milvus, embedder, docs, stage_fingerprint("bench", embedder), {k: suffix_of(k) for k in docs})
     index_s = time.perf_counter() - started

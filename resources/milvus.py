@@ -83,11 +83,35 @@ class MilvusStore(ConfigurableResource):
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("CREATE TABLE IF NOT EXISTS documents (doc_id TEXT PRIMARY KEY, sha256 TEXT, fingerprint TEXT, "
                    "chunks INTEGER, updated INTEGER)")
+        db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
         try:
             with db:
                 yield db
         finally:
             db.close()
+
+    def _read_state(self, sql: str) -> list[tuple]:
+        """Rows of a query on the state file; none when it (or the table) does not exist yet. Creates nothing."""
+        import sqlite3
+
+        if not self.state_file.is_file():
+            return []
+        db = sqlite3.connect(self.state_file, timeout=60)
+        try:
+            return db.execute(sql).fetchall()
+        except sqlite3.OperationalError:
+            return []
+        finally:
+            db.close()
+
+    def recorded_embedder(self) -> str:
+        """The embedder identity ("multilingual-e5@...") this collection's vectors were made with, as recorded in its
+        state file when the collection was created or checked; "" when none is (Embedder model="auto" reads it)."""
+        rows = self._read_state("SELECT value FROM meta WHERE key = 'embedder'")
+        return rows[0][0] if rows else ""
+
+    def has_indexed_documents(self) -> bool:
+        return bool(self._read_state("SELECT 1 FROM documents LIMIT 1"))
 
     @contextmanager
     def client(self) -> Iterator["MilvusClient"]:  # noqa: F821
@@ -167,6 +191,7 @@ class MilvusStore(ConfigurableResource):
                     f"Milvus collection {self.collection!r} holds {have}-d vectors but the embedder makes {dim}-d ones; "
                     "use another collection name or drop the old one"
                 )
+            self._record_embedder(embedder_id)
             client.load_collection(self.collection)
             return
         schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False,
@@ -197,7 +222,13 @@ class MilvusStore(ConfigurableResource):
         client.create_collection(self.collection, schema=schema, index_params=index,
                                  properties={"docplatform.embedder": embedder_id, "docplatform.dimension": str(dim),
                                              "docplatform.bm25_analyzer": BM25_ANALYZER})
+        self._record_embedder(embedder_id)
         client.load_collection(self.collection)
+
+    def _record_embedder(self, embedder_id: str) -> None:
+        if embedder_id:
+            with self._state_db() as db:
+                db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('embedder', ?)", (embedder_id,))
 
     def _ready(self, client) -> bool:
         if not client.has_collection(self.collection):

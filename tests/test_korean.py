@@ -40,7 +40,7 @@ def test_embedder_choice_by_config_and_environment(monkeypatch, e5, minilm):
     monkeypatch.setenv("DOCPLATFORM_EMBEDDER", "multilingual-e5")
     assert Embedder().model == "multilingual-e5"
     monkeypatch.delenv("DOCPLATFORM_EMBEDDER")
-    assert Embedder().model == "minilm"
+    assert Embedder().model == "auto"  # the collection's recorded embedder; multilingual-e5 for a new one
     assert (e5.dimension, e5.max_tokens) == (384, 512) and (minilm.dimension, minilm.max_tokens) == (384, 256)
     # same dimension, different identity: only the recorded id tells the collections apart
     assert e5.identity.startswith("multilingual-e5@") and minilm.identity.startswith("minilm@")
