@@ -590,8 +590,8 @@ def index_documents(milvus: MilvusStore, embedder: Embedder, docs: dict[str, lis
                                              "chunks": len(rows_)} for k, rows_ in docs.items()])
         stored = milvus.rows_for_documents(client, list(docs), ["chunk_id", "doc_id", "vector"])
         timings["milvus_write_s"] = time.perf_counter() - started - timings["bm25_analysis_s"]
-    return {"timings": {k: round(v, 3) for k, v in timings.items()}, "written": len(rows), "embedded": len(todo), "cache_hits": len(new) - len([r for r in new if shas[r["chunk_id"]] in todo]),
-            "moved": len(moved), "removed": len(stale), "stored": stored, "dimension": dim}
+    return {"written": len(rows), "embedded": len(todo), "cache_hits": len(new) - len([r for r in new if shas[r["chunk_id"]] in todo]),
+            "timings": {k: round(v, 3) for k, v in timings.items()}, "moved": len(moved), "removed": len(stale), "stored": stored, "dimension": dim}
 
 
 class RetrievalGateConfig(Config):
@@ -718,7 +718,8 @@ def chunk_vectors(context: AssetExecutionContext, config: RetrievalGateConfig, d
     gate = retrieval_gate(milvus, embedder, config) if changed else {"queries": 0, "passed": True, "skipped": "index unchanged"}
     yield AssetCheckResult(
         check_name="retrieval_quality", passed=bool(gate["passed"]),
-        metadata={"seconds": round(time.perf_counter() - started, 3),"queries": gate["queries"], "recall_at_5": gate.get("recall_at_k") if gate.get("recall_at_k") is not None else -1.0,
+        metadata={"seconds": round(time.perf_counter() - started, 3),
+                  "queries": gate["queries"], "recall_at_5": gate.get("recall_at_k") if gate.get("recall_at_k") is not None else -1.0,
                   "mrr": gate.get("mrr") if gate.get("mrr") is not None else -1.0,
                   "floor": MetadataValue.json({"recall_at_5": config.min_recall_at_5, "mrr": config.min_mrr}),
                   "misses": MetadataValue.json(gate.get("misses", [])), "note": gate.get("skipped", "")},

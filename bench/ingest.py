@@ -280,19 +280,34 @@ def _tree_memory(pid: int, stop, peaks: dict) -> None:
         root = psutil.Process(pid)
     except psutil.NoSuchProcess:
         return
+    by_kind = peaks.setdefault("by_kind", {})
     while not stop.is_set():
         rss = pss = 0
+        kinds: dict[str, int] = {}
         try:
             for proc in [root, *root.children(recursive=True)]:
                 try:
                     info = proc.memory_full_info()
                     rss, pss = rss + info.rss, pss + getattr(info, "pss", info.rss)
+                    kind = "command" if proc.pid == pid else _process_kind(" ".join(proc.cmdline()))
+                    kinds[kind] = kinds.get(kind, 0) + getattr(info, "pss", info.rss)
                 except (psutil.NoSuchProcess, psutil.AccessDenied):
                     continue
         except psutil.NoSuchProcess:
             return
+        if pss > peaks.get("pss", 0):
+            by_kind.clear()
+            by_kind.update(kinds)  # who held the memory at the peak
         peaks["rss"], peaks["pss"] = max(peaks.get("rss", 0), rss), max(peaks.get("pss", 0), pss)
         stop.wait(0.2)
+
+
+def _process_kind(cmdline: str) -> str:
+    if "milvus" in cmdline:
+        return "milvus-lite"
+    if "forkserver" in cmdline or "multiprocessing" in cmdline:
+        return "worker processes"
+    return "other children"
 
 
 def timed_process(argv: list[str], env: dict | None = None) -> dict:
@@ -310,7 +325,8 @@ def timed_process(argv: list[str], env: dict | None = None) -> dict:
     stop.set()
     sampler.join()
     return {"wall_s": wall, "rc": proc.returncode, "stdout": out, "stderr": err, "spawned": spawned,
-            "ended": spawned + wall, "peak_rss_mb": peaks.get("rss", 0) / 2**20, "peak_pss_mb": peaks.get("pss", 0) / 2**20}
+            "ended": spawned + wall, "peak_rss_mb": peaks.get("rss", 0) / 2**20, "peak_pss_mb": peaks.get("pss", 0) / 2**20,
+            "peak_pss_by_kind_mb": {k: round(v / 2**20) for k, v in sorted(peaks.get("by_kind", {}).items())}}
 
 
 def main_command(folder: Path, work: Path, executor: str = "") -> dict:
@@ -327,7 +343,8 @@ def main_command(folder: Path, work: Path, executor: str = "") -> dict:
         env["DOCPLATFORM_INGEST_EXECUTOR"] = executor
     result = timed_process([sys.executable, "-m", "pipelines.run_main", "--documents", str(folder), "--ask", ""], env)
     if result["rc"]:
-        raise SystemExit(f"the main command failed ({result['rc']}):\n{result['stdout'][-3000:]}\n{result['stderr'][-3000:]}")
+        raise SystemExit(f"the main command failed ({result['rc']}):\n{result['stdout'][-3000:]}\n"
+                         f"{result['stderr'][-3000:]}")
     return result | {"home": home}
 
 
@@ -336,8 +353,9 @@ STEP_ORDER = ("raw_documents", "parsed_elements", "document_chunks", "chunk_vect
 
 
 def run_timings(home: Path, since: float = 0.0) -> list[dict]:
-    """Per run of the main command's Dagster instance since a time (a re-run's home holds the first one's runs): its span, each step's span (first start to last end) and the
-    first materialization's metadata and check metadata per asset (a batched run gives every partition the same)."""
+    """Per run of the main command's Dagster instance since a time (a re-run's home holds the first one's runs): its
+    span, each step's span (first start to last end) and the first materialization's metadata and check metadata per
+    asset (a batched run gives every partition the same)."""
     from dagster import DagsterInstance
     from dagster._core.instance.ref import InstanceRef
 
@@ -430,9 +448,16 @@ def stage_table(main: dict) -> tuple[list[tuple[str, float]], int]:
             sums["overlapped (steps at the same time; subtract)"] = sums.get(
                 "overlapped (steps at the same time; subtract)", 0.0) - overlap
         chunks += int(meta(run, "chunk_vectors", "chunks", 0))
+    layers: dict[str, float] = {}
+    for run in runs:  # graph_facts' own split of its time by extraction layer (ms per chunk, weighted by run chunks)
+        for layer, ms in (meta(run, "graph_facts", "ms_per_chunk_by_layer", {}) or {}).items():
+            if isinstance(ms, (int, float)):
+                layers[layer] = layers.get(layer, 0.0) + ms * int(meta(run, "chunk_vectors", "chunks", 0))
+    main["graph_layers_ms_per_chunk"] = {k: round(v / max(chunks, 1), 1) for k, v in layers.items()}
     rows = [("process start, imports, Definitions, folder scan", runs[0]["start"] - main["spawned"])]
     rows += list(sums.items())
-    rows.append(("between runs (run_main planning, progress)", sum(b["start"] - a["end"] for a, b in zip(runs, runs[1:]))))
+    rows.append(("between runs (run_main planning, progress)",
+                 sum(b["start"] - a["end"] for a, b in zip(runs, runs[1:]))))
     rows.append((AFTER_RUNS, main["ended"] - runs[-1]["end"]))
     return rows, chunks
 
@@ -560,8 +585,9 @@ def real_report(header: str, mains: dict, plain: dict | None, li: dict | None) -
             out.append(f"| {peer} vs the whole command / vs its ingestion | {seconds:.1f} | "
                        f"{seconds / ours:.2f} / {seconds / ingestion:.2f} |")
         out.append(f"| main command re-run, nothing changed, whole process | {again['wall_s']:.2f} | |")
-        out.append(f"| peak memory of the main command and its children (summed RSS / PSS, MB) | "
-                   f"{first['peak_rss_mb']:.0f} / {first['peak_pss_mb']:.0f} | |")
+        by_kind = ", ".join(f"{k} {v}" for k, v in first["peak_pss_by_kind_mb"].items())
+        out.append(f"| peak memory of the main command and its children (summed RSS / PSS, MB; PSS at the peak: "
+                   f"{by_kind}) | {first['peak_rss_mb']:.0f} / {first['peak_pss_mb']:.0f} | |")
     if li:
         out.append(f"| LlamaIndex re-run, unchanged files, in-process ({li['rerun_nodes']} nodes again) | "
                    f"{li['rerun_s']:.2f} | |")
@@ -572,6 +598,9 @@ def real_report(header: str, mains: dict, plain: dict | None, li: dict | None) -
             out.append(f"| {name} | {seconds:.2f} | {seconds / first['wall_s']:.1%} | "
                        f"{1000 * seconds / max(chunks, 1):.1f} |")
         out.append(f"| whole command | {first['wall_s']:.2f} | 100% | {1000 * first['wall_s'] / max(chunks, 1):.1f} |")
+        if first.get("graph_layers_ms_per_chunk"):
+            out += ["", "graph_facts by layer, ms per chunk (its ms_per_chunk_by_layer metadata): " + ", ".join(
+                f"{k} {v}" for k, v in first["graph_layers_ms_per_chunk"].items())]
     return "\n".join(out)
 
 
