@@ -336,7 +336,9 @@ def main_command(folder: Path, work: Path, executor: str = "") -> dict:
     if not home.exists():
         home.mkdir(parents=True)
         (home / "dagster.yaml").write_text((REPO / "dagster.yaml").read_text())
-    env = {k: v for k, v in os.environ.items() if k != "DOCPLATFORM_VLLM_URL"}
+    # a fresh index: none of the user's store locations or servers
+    elsewhere = ("DOCPLATFORM_VLLM_URL", "DOCPLATFORM_MILVUS_URI", "DOCPLATFORM_GRAPH_PATH", "DOCPLATFORM_GRAPH_BACKEND")
+    env = {k: v for k, v in os.environ.items() if k not in elsewhere and not k.startswith("DOCPLATFORM_NEO4J")}
     env |= {"PYTHONPATH": str(REPO), "DAGSTER_HOME": str(home), "DOCPLATFORM_DATA_DIR": str(work / "data"),
             "HF_HUB_OFFLINE": "1"}
     if executor:
