@@ -12,6 +12,12 @@ Builds a synthetic markdown corpus in a temporary folder, then prints (figures, 
 - peak RSS; partition/cursor/state costs at --partition-keys document keys (SQLite Dagster storage);
 - one documents sensor tick over --tick-files real files (cold, warm, one edited).
 LlamaIndex's IngestionPipeline is timed when llama-index is installed (it is not a dependency).
+
+    python -m bench.ingest --real DIR [--build N] [--executors ,multiprocess] [--only-main] [--markdown FILE]
+
+On a folder of real files (bench.real_corpus builds them), each side as a fresh process: the main command
+(pipelines.run_main, graph stage included) and its no-change re-run, the plain loop, LlamaIndex; ratios, peak memory
+of the command's process tree, and where its time goes, stage by stage, from its Dagster step events and metadata.
 """
 
 import argparse
