@@ -481,6 +481,7 @@ def document_chunks(context: AssetExecutionContext, config: ChunkingConfig, pars
 
     parsed = batch_of(context, parsed_elements)
     results, failures, junk_by_doc = {}, {}, {}
+    started = time.perf_counter()
     for key, doc in parsed.items():
         junk: list[tuple[int, str]] = []
         rows = chunk_elements(key, doc["sha256"], doc["elements"], config, embedder, junk=junk)
@@ -499,13 +500,16 @@ def document_chunks(context: AssetExecutionContext, config: ChunkingConfig, pars
     report_failures(context, failures)
     value = emit(context, results, failures)
     all_rows = [r for rows in results.values() for r in rows]
+    chunking_s, started = time.perf_counter() - started, time.perf_counter()
     passed, details = chunk_table_checks(all_rows) if all_rows else (False, {"rows": 0})
+    checks_s = time.perf_counter() - started
     lengths = [len(r["text"]) for r in all_rows] or [0]
     yield Output(value, metadata={"chunk_count": len(all_rows), "documents": len(results), "failed": len(failures),
                                   "mean_chars": float(np.mean(lengths)), "max_chars": max(lengths),
                                   "chunking": MetadataValue.json(config.model_dump()),
                                   "preview": MetadataValue.md(all_rows[0]["text"][:300] if all_rows else ""),
-                                  "junk_skipped": MetadataValue.json(junk_by_doc)})
+                                  "junk_skipped": MetadataValue.json(junk_by_doc),
+                                  "seconds": round(chunking_s, 3), "checks_seconds": round(checks_s, 3)})
     yield AssetCheckResult(check_name="chunk_table_valid", passed=passed, metadata={"expectations": MetadataValue.json(details)})
     yield AssetCheckResult(check_name="junk_text_skipped", passed=not junk_by_doc, severity=AssetCheckSeverity.WARN,
                            description=("junk left out of: " + ", ".join(
@@ -538,9 +542,14 @@ def index_documents(milvus: MilvusStore, embedder: Embedder, docs: dict[str, lis
     text-hash cache (any document's stored vector for the same text) or one batched encode across documents;
     moved chunks keep their vectors, stale chunks of these documents are deleted, then each document's state
     (sha256, stage fingerprint) is recorded. Returns counts and the stored rows of these documents."""
+    from resources.text_analysis import bm25_terms
+
     suffixes = suffixes or {}
-    dim = embedder.dimension
+    loading = time.perf_counter()
+    dim = embedder.dimension  # loads the model in a fresh process
+    model_load_s = time.perf_counter() - loading
     with milvus.client() as client:
+        lookup_started = time.perf_counter()
         milvus.ensure_collection(client, dim, embedder.identity)
         existing = milvus.chunk_index(client, list(docs))  # {chunk_id: seq}
         current = {r["chunk_id"]: r for rows in docs.values() for r in rows}
@@ -553,6 +562,7 @@ def index_documents(milvus: MilvusStore, embedder: Embedder, docs: dict[str, lis
             if shas[r["chunk_id"]] not in cache:
                 todo.setdefault(shas[r["chunk_id"]], r["text"])
         texts, started = list(todo.values()), time.perf_counter()
+        timings = {"model_load_s": model_load_s, "lookup_s": started - lookup_started}
         for start in range(0, len(texts), 1024):  # slices: progress for long runs
             vectors = embedder.encode_passages(texts[start : start + 1024])
             cache |= {sha: vec for sha, vec in zip(list(todo)[start : start + 1024], vectors)}
@@ -560,6 +570,7 @@ def index_documents(milvus: MilvusStore, embedder: Embedder, docs: dict[str, lis
                 done = min(start + 1024, len(texts))
                 progress(f"embedded {done}/{len(texts)} new chunk texts, "
                          f"{done / max(time.perf_counter() - started, 1e-9):.1f} chunks/s")
+        timings["encode_s"] = time.perf_counter() - started
         moved_vectors = milvus.vectors_by_id(client, [r["chunk_id"] for r in moved])
         rows = []
         for r in new + moved:
@@ -567,6 +578,10 @@ def index_documents(milvus: MilvusStore, embedder: Embedder, docs: dict[str, lis
             rows.append({"chunk_id": r["chunk_id"], "doc_id": r["doc_id"], "doc_sha256": r["doc_sha256"], "seq": r["seq"],
                          "text": r["text"], "text_sha": text_sha(r["text"]), "doc_type": suffixes.get(r["doc_id"], "")[:16],
                          "vector": np.asarray(vector, dtype=np.float32).tolist()})
+        started = time.perf_counter()
+        for row in rows:  # BM25 terms (kiwipiepy morphemes for Korean) here, so that their time is seen apart
+            row["bm25_text"] = bm25_terms(row["text"])
+        timings["bm25_analysis_s"] = time.perf_counter() - started
         milvus.upsert(client, rows)
         fault_point("after_milvus_upsert")
         stale = [cid for cid in existing if cid not in current]
@@ -574,8 +589,9 @@ def index_documents(milvus: MilvusStore, embedder: Embedder, docs: dict[str, lis
         milvus.set_document_states(client, [{"doc_id": k, "sha256": rows_[0]["doc_sha256"], "fingerprint": fingerprint,
                                              "chunks": len(rows_)} for k, rows_ in docs.items()])
         stored = milvus.rows_for_documents(client, list(docs), ["chunk_id", "doc_id", "vector"])
+        timings["milvus_write_s"] = time.perf_counter() - started - timings["bm25_analysis_s"]
     return {"written": len(rows), "embedded": len(todo), "cache_hits": len(new) - len([r for r in new if shas[r["chunk_id"]] in todo]),
-            "moved": len(moved), "removed": len(stale), "stored": stored, "dimension": dim}
+            "timings": {k: round(v, 3) for k, v in timings.items()}, "moved": len(moved), "removed": len(stale), "stored": stored, "dimension": dim}
 
 
 class RetrievalGateConfig(Config):
@@ -635,7 +651,8 @@ def chunk_vectors(context: AssetExecutionContext, config: RetrievalGateConfig, d
     try:
         summary = index_documents(milvus, embedder, docs, pending + fingerprint, {k: suffix_of(k) for k in docs},
                                   progress=context.log.info) if docs else \
-            {"written": 0, "embedded": 0, "cache_hits": 0, "moved": 0, "removed": 0, "stored": [], "dimension": embedder.dimension}
+            {"written": 0, "embedded": 0, "cache_hits": 0, "moved": 0, "removed": 0, "stored": [], "dimension": embedder.dimension,
+             "timings": {}}
     except Exception as exc:
         # Milvus gone or restarting (each connection already retried with backoff): the step again, later; nothing was
         # deleted (stale vectors go only after the new ones are written) and no state recorded
@@ -652,7 +669,7 @@ def chunk_vectors(context: AssetExecutionContext, config: RetrievalGateConfig, d
                             f"{MILVUS_STEP_RETRIES} of this step in {wait:g} s")
         raise RetryRequested(max_retries=MILVUS_STEP_RETRIES, seconds_to_wait=wait) from exc
     progress(len(docs), chunks=chunk_count)
-    stored, dim = summary.pop("stored"), summary["dimension"]
+    stored, dim, timings = summary.pop("stored"), summary["dimension"], summary.pop("timings")
     stored_by_doc: dict[str, set] = {}
     for row in stored:
         stored_by_doc.setdefault(row["doc_id"], set()).add(row["chunk_id"])
@@ -680,6 +697,7 @@ def chunk_vectors(context: AssetExecutionContext, config: RetrievalGateConfig, d
                   "dimension": dim, "collection": milvus.collection, "fingerprint": fingerprint,
                   "embedder_precision": embedder.resolved_precision(),
                   "failed": len(failed), "failed_documents": MetadataValue.json(failed),
+                  "stage_seconds": MetadataValue.json(timings),  # lookup, encode, BM25 analysis, Milvus writes
                   **progress.metadata(len(docs), chunk_count)},
     )
     yield AssetCheckResult(
@@ -696,10 +714,12 @@ def chunk_vectors(context: AssetExecutionContext, config: RetrievalGateConfig, d
                   "mismatched_documents": MetadataValue.json(mismatched[:50])},
     )
     changed = summary["written"] or summary["removed"]
+    started = time.perf_counter()
     gate = retrieval_gate(milvus, embedder, config) if changed else {"queries": 0, "passed": True, "skipped": "index unchanged"}
     yield AssetCheckResult(
         check_name="retrieval_quality", passed=bool(gate["passed"]),
-        metadata={"queries": gate["queries"], "recall_at_5": gate.get("recall_at_k") if gate.get("recall_at_k") is not None else -1.0,
+        metadata={"seconds": round(time.perf_counter() - started, 3),
+                  "queries": gate["queries"], "recall_at_5": gate.get("recall_at_k") if gate.get("recall_at_k") is not None else -1.0,
                   "mrr": gate.get("mrr") if gate.get("mrr") is not None else -1.0,
                   "floor": MetadataValue.json({"recall_at_5": config.min_recall_at_5, "mrr": config.min_mrr}),
                   "misses": MetadataValue.json(gate.get("misses", [])), "note": gate.get("skipped", "")},

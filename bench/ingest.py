@@ -12,6 +12,12 @@ Builds a synthetic markdown corpus in a temporary folder, then prints (figures, 
 - peak RSS; partition/cursor/state costs at --partition-keys document keys (SQLite Dagster storage);
 - one documents sensor tick over --tick-files real files (cold, warm, one edited).
 LlamaIndex's IngestionPipeline is timed when llama-index is installed (it is not a dependency).
+
+    python -m bench.ingest --real DIR [--build N] [--executors ,multiprocess] [--only-main] [--markdown FILE]
+
+On a folder of real files (bench.real_corpus builds them), each side as a fresh process: the main command
+(pipelines.run_main, graph stage included) and its no-change re-run, the plain loop, LlamaIndex; ratios, peak memory
+of the command's process tree, and where its time goes, stage by stage, from its Dagster step events and metadata.
 """
 
 import argparse
@@ -63,11 +69,27 @@ def reset_peak_rss() -> bool:
         return False
 
 
+PLAIN_SUFFIXES = (".md", ".markdown", ".txt", ".text", ".html", ".htm")
+
+
+def _partition(path: Path):
+    """unstructured's partitioner for the file's type (markdown, plain text, HTML), as a plain script would pick."""
+    from unstructured.partition.html import partition_html
+    from unstructured.partition.md import partition_md
+    from unstructured.partition.text import partition_text
+
+    text = path.read_text(errors="replace")
+    if path.suffix in (".md", ".markdown"):
+        return partition_md(text=text, languages=["eng"])
+    if path.suffix in (".html", ".htm"):
+        return partition_html(text=text, languages=["eng"])
+    return partition_text(text=text, languages=["eng"])
+
+
 def plain_loop(folder: Path, db: str, embedder) -> tuple[float, int]:
     """The baseline: parse -> chunk -> embed -> insert per document, nothing else."""
     from pymilvus import DataType, MilvusClient
     from unstructured.chunking.title import chunk_by_title
-    from unstructured.partition.md import partition_md
 
     client = MilvusClient(uri=db)
     schema = MilvusClient.create_schema(auto_id=True)
@@ -78,10 +100,12 @@ def plain_loop(folder: Path, db: str, embedder) -> tuple[float, int]:
     index.add_index(field_name="vector", index_type="FLAT", metric_type="COSINE")
     client.create_collection("plain", schema=schema, index_params=index)
     start, chunks, parts = time.perf_counter(), 0, [0.0, 0.0, 0.0]
-    for path in sorted(folder.iterdir()):
+    for path in sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix in PLAIN_SUFFIXES):
         t0 = time.perf_counter()
-        texts = [c.text for c in chunk_by_title(partition_md(text=path.read_text(), languages=["eng"]), max_characters=1200,
-                                                new_after_n_chars=900, combine_text_under_n_chars=200)]
+        texts = [c.text[:16000] for c in chunk_by_title(_partition(path), max_characters=1200, new_after_n_chars=900,
+                                                          combine_text_under_n_chars=200) if c.text.strip()]
+        if not texts:
+            continue
         t1 = time.perf_counter()
         vectors = embedder.encode(texts)
         t2 = time.perf_counter()
@@ -94,7 +118,11 @@ def plain_loop(folder: Path, db: str, embedder) -> tuple[float, int]:
     return elapsed, chunks
 
 
-def llamaindex_pipeline(folder: Path, db: str) -> tuple[float, int, float, int] | None:
+def llamaindex_pipeline(folder: Path, db: str, precision: str = "fp32",
+                        batch_size: int = 10) -> tuple[float, int, float, int] | None:
+    """LlamaIndex's IngestionPipeline (reader, SentenceSplitter, the packaged MiniLM, milvus-lite) and its re-run over
+    the same files (docstore upserts skip unchanged documents). precision bf16: the encode runs under the same bf16
+    autocast as the project's embedder."""
     try:
         from llama_index.core import SimpleDirectoryReader
         from llama_index.core.ingestion import DocstoreStrategy, IngestionPipeline
@@ -104,21 +132,25 @@ def llamaindex_pipeline(folder: Path, db: str) -> tuple[float, int, float, int] 
         from llama_index.vector_stores.milvus import MilvusVectorStore
     except ImportError:
         return None
+    import torch
+
     from resources.embedder import packaged_minilm_path
 
     # filename_as_id: stable document ids, so the docstore upserts skip unchanged documents on a re-run
     def load():
-        return SimpleDirectoryReader(str(folder), filename_as_id=True).load_data()
+        return SimpleDirectoryReader(str(folder), filename_as_id=True, recursive=True).load_data()
 
     pipeline = IngestionPipeline(
-        transformations=[SentenceSplitter(chunk_size=256), HuggingFaceEmbedding(model_name=str(packaged_minilm_path()))],
+        transformations=[SentenceSplitter(chunk_size=256),
+                         HuggingFaceEmbedding(model_name=str(packaged_minilm_path()), embed_batch_size=batch_size)],
         docstore=SimpleDocumentStore(), docstore_strategy=DocstoreStrategy.UPSERTS,
         vector_store=MilvusVectorStore(uri=db, dim=384, overwrite=True))
-    start = time.perf_counter()  # reading the files counts, as the pipeline's parse does
-    nodes = pipeline.run(documents=load())
-    full_s = time.perf_counter() - start
-    start = time.perf_counter()  # same files again: the docstore hashes must skip every document
-    again = pipeline.run(documents=load())
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+        start = time.perf_counter()  # reading the files counts, as the pipeline's parse does
+        nodes = pipeline.run(documents=load())
+        full_s = time.perf_counter() - start
+        start = time.perf_counter()  # same files again: the docstore hashes must skip every document
+        again = pipeline.run(documents=load())
     return full_s, len(nodes), time.perf_counter() - start, len(again)
 
 
@@ -239,6 +271,347 @@ def sensor_tick_costs(tmp: Path, n: int) -> None:
           f"cursor {len(one.cursor or '')} bytes")
 
 
+# ------------------------------------------------------------------------------------------ real folders (--real)
+
+REPO = Path(__file__).resolve().parent.parent
+LLAMAINDEX_VENV = Path.home() / ".cache" / "docplatform" / "llamaindex-venv"  # optional, not a dependency
+
+
+def _tree_memory(pid: int, stop, peaks: dict) -> None:
+    """Sample the process and all its children (parser pool, milvus-lite server) until stop is set: the peak of the
+    summed RSS (shared pages counted in each process) and of the summed PSS (shared pages split)."""
+    import psutil
+
+    try:
+        root = psutil.Process(pid)
+    except psutil.NoSuchProcess:
+        return
+    by_kind = peaks.setdefault("by_kind", {})
+    while not stop.is_set():
+        rss = pss = 0
+        kinds: dict[str, int] = {}
+        try:
+            for proc in [root, *root.children(recursive=True)]:
+                try:
+                    info = proc.memory_full_info()
+                    rss, pss = rss + info.rss, pss + getattr(info, "pss", info.rss)
+                    kind = "command" if proc.pid == pid else _process_kind(" ".join(proc.cmdline()))
+                    kinds[kind] = kinds.get(kind, 0) + getattr(info, "pss", info.rss)
+                except (psutil.NoSuchProcess, psutil.AccessDenied):
+                    continue
+        except psutil.NoSuchProcess:
+            return
+        if pss > peaks.get("pss", 0):
+            by_kind.clear()
+            by_kind.update(kinds)  # who held the memory at the peak
+        peaks["rss"], peaks["pss"] = max(peaks.get("rss", 0), rss), max(peaks.get("pss", 0), pss)
+        stop.wait(0.2)
+
+
+def _process_kind(cmdline: str) -> str:
+    if "milvus" in cmdline:
+        return "milvus-lite"
+    if "forkserver" in cmdline or "multiprocessing" in cmdline:
+        return "worker processes"
+    return "other children"
+
+
+def timed_process(argv: list[str], env: dict | None = None) -> dict:
+    """Run a command as a user would (a fresh process) and time it whole; its tree's peak memory."""
+    import threading
+
+    spawned = time.time()
+    start = time.perf_counter()
+    proc = subprocess.Popen(argv, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    stop, peaks = threading.Event(), {}
+    sampler = threading.Thread(target=_tree_memory, args=(proc.pid, stop, peaks), daemon=True)
+    sampler.start()
+    out, err = proc.communicate()
+    wall = time.perf_counter() - start
+    stop.set()
+    sampler.join()
+    return {"wall_s": wall, "rc": proc.returncode, "stdout": out, "stderr": err, "spawned": spawned,
+            "ended": spawned + wall, "peak_rss_mb": peaks.get("rss", 0) / 2**20, "peak_pss_mb": peaks.get("pss", 0) / 2**20,
+            "peak_pss_by_kind_mb": {k: round(v / 2**20) for k, v in sorted(peaks.get("by_kind", {}).items())}}
+
+
+def main_command(folder: Path, work: Path, executor: str = "") -> dict:
+    """`python -m pipelines.run_main --documents DIR` with its own Dagster home and data dir (fresh the first time),
+    no closing question (the peers answer none); executor: DOCPLATFORM_INGEST_EXECUTOR for the runs."""
+    home = work / "dagster-home"
+    if not home.exists():
+        home.mkdir(parents=True)
+        (home / "dagster.yaml").write_text((REPO / "dagster.yaml").read_text())
+    # a fresh index: none of the user's store locations or servers
+    elsewhere = ("DOCPLATFORM_VLLM_URL", "DOCPLATFORM_MILVUS_URI", "DOCPLATFORM_GRAPH_PATH", "DOCPLATFORM_GRAPH_BACKEND")
+    env = {k: v for k, v in os.environ.items() if k not in elsewhere and not k.startswith("DOCPLATFORM_NEO4J")}
+    env |= {"PYTHONPATH": str(REPO), "DAGSTER_HOME": str(home), "DOCPLATFORM_DATA_DIR": str(work / "data"),
+            "HF_HUB_OFFLINE": "1"}
+    if executor:
+        env["DOCPLATFORM_INGEST_EXECUTOR"] = executor
+    result = timed_process([sys.executable, "-m", "pipelines.run_main", "--documents", str(folder), "--ask", ""], env)
+    if result["rc"]:
+        raise SystemExit(f"the main command failed ({result['rc']}):\n{result['stdout'][-3000:]}\n"
+                         f"{result['stderr'][-3000:]}")
+    return result | {"home": home}
+
+
+STEP_ORDER = ("raw_documents", "parsed_elements", "document_chunks", "chunk_vectors", "graph_facts", "knowledge_graph",
+              "documents_indexed")
+
+
+def run_timings(home: Path, since: float = 0.0) -> list[dict]:
+    """Per run of the main command's Dagster instance since a time (a re-run's home holds the first one's runs): its
+    span, each step's span (first start to last end) and the first materialization's metadata and check metadata per
+    asset (a batched run gives every partition the same)."""
+    from dagster import DagsterInstance
+    from dagster._core.instance.ref import InstanceRef
+
+    runs = []
+    with DagsterInstance.from_ref(InstanceRef.from_dir(str(home))) as instance:
+        for run in reversed(instance.get_runs()):
+            if run.job_name != "ingest_job":
+                continue
+            logs = instance.all_logs(run.run_id)
+            steps: dict[str, list[float]] = {}
+            metadata: dict[str, dict] = {}
+            checks: dict[str, dict] = {}
+            for entry in logs:
+                event = entry.dagster_event
+                if event is None:
+                    continue
+                kind = event.event_type_value
+                if event.step_key and kind in ("STEP_START", "STEP_SUCCESS", "STEP_FAILURE", "STEP_RESTARTED",
+                                               "STEP_UP_FOR_RETRY"):
+                    span = steps.setdefault(event.step_key, [entry.timestamp, entry.timestamp])
+                    span[0], span[1] = min(span[0], entry.timestamp), max(span[1], entry.timestamp)
+                elif kind == "ASSET_MATERIALIZATION":
+                    materialization = event.event_specific_data.materialization
+                    metadata.setdefault(materialization.asset_key.to_user_string(),
+                                        {k: v.value for k, v in materialization.metadata.items()})
+                elif kind == "ASSET_CHECK_EVALUATION":
+                    evaluation = event.event_specific_data
+                    checks.setdefault(evaluation.check_name, {k: v.value for k, v in evaluation.metadata.items()})
+            stamps = [e.timestamp for e in logs]
+            if not stamps or min(stamps) < since:
+                continue
+            runs.append({"start": min(stamps), "end": max(stamps), "steps": steps, "metadata": metadata,
+                         "checks": checks})
+    return runs
+
+
+def _union_seconds(spans: list[list[float]]) -> float:
+    """Seconds covered by at least one of the (start, end) spans."""
+    total, end = 0.0, float("-inf")
+    for start, stop in sorted(spans):
+        if stop > end:
+            total += stop - max(start, end)
+            end = stop
+    return total
+
+
+def stage_table(main: dict) -> tuple[list[tuple[str, float]], int]:
+    """(stage, seconds) rows that add up to the main command's wall time, and the chunks it indexed."""
+    runs = run_timings(main["home"], main["spawned"])
+    total = main["wall_s"]
+    if not runs:
+        return [("whole command (no run: nothing changed)", total)], 0
+
+    def step(run, name):
+        span = next((v for k, v in run["steps"].items() if k.split("[")[0] == name), None)
+        return span[1] - span[0] if span else 0.0
+
+    def meta(run, asset, key, default=0.0):
+        return run["metadata"].get(asset, {}).get(key, default)
+
+    sums: dict[str, float] = {}
+
+    def add(name, seconds):
+        sums[name] = sums.get(name, 0.0) + max(seconds, 0.0)
+
+    chunks = 0
+    for run in runs:
+        stage_s = meta(run, "chunk_vectors", "stage_seconds", {}) or {}
+        gate = float(run["checks"].get("retrieval_quality", {}).get("seconds", 0.0))
+        vectors = step(run, "chunk_vectors")
+        chunk_checks = float(meta(run, "document_chunks", "checks_seconds"))
+        add("read files, hash, skip unchanged (raw_documents)", step(run, "raw_documents"))
+        add("parsing: parser pool (parsed_elements)", step(run, "parsed_elements"))
+        add("chunking (document_chunks)", step(run, "document_chunks") - chunk_checks)
+        add("kiwi analysis (BM25 terms)", stage_s.get("bm25_analysis_s", 0.0))
+        add("embedder model load", stage_s.get("model_load_s", 0.0))
+        add("encode (MiniLM)", stage_s.get("encode_s", 0.0))
+        add("BM25/Milvus writes and reads", stage_s.get("lookup_s", 0.0) + stage_s.get("milvus_write_s", 0.0))
+        add("chunk_vectors: rest (norm/count checks)", vectors - sum(stage_s.values()) - gate)
+        add("graph extraction + SHACL (graph_facts)", step(run, "graph_facts"))
+        add("graph store + integrity checks (knowledge_graph)", step(run, "knowledge_graph"))
+        add("checks: GX chunk table, retrieval gate, state final",
+            chunk_checks + gate + step(run, "documents_indexed"))
+        spans = sorted(v for k, v in run["steps"].items() if k.split("[")[0] in STEP_ORDER)
+        busy = _union_seconds(spans)
+        add("Dagster run launch and step overhead", run["end"] - run["start"] - busy)
+        # steps that ran at the same time (multiprocess executor): their seconds above add up to more than the run
+        overlap = sum(step(run, name) for name in STEP_ORDER) - busy
+        if overlap > 0.05:
+            sums["overlapped (steps at the same time; subtract)"] = sums.get(
+                "overlapped (steps at the same time; subtract)", 0.0) - overlap
+        chunks += int(meta(run, "chunk_vectors", "chunks", 0))
+    layers: dict[str, float] = {}
+    for run in runs:  # graph_facts' own split of its time by extraction layer (ms per chunk, weighted by run chunks)
+        for layer, ms in (meta(run, "graph_facts", "ms_per_chunk_by_layer", {}) or {}).items():
+            if isinstance(ms, (int, float)):
+                layers[layer] = layers.get(layer, 0.0) + ms * int(meta(run, "chunk_vectors", "chunks", 0))
+    main["graph_layers_ms_per_chunk"] = {k: round(v / max(chunks, 1), 1) for k, v in layers.items()}
+    rows = [("process start, imports, Definitions, folder scan", runs[0]["start"] - main["spawned"])]
+    rows += list(sums.items())
+    rows.append(("between runs (run_main planning, progress)",
+                 sum(b["start"] - a["end"] for a, b in zip(runs, runs[1:]))))
+    rows.append((AFTER_RUNS, main["ended"] - runs[-1]["end"]))
+    return rows, chunks
+
+
+def plain_loop_process(folder: str, db: str) -> None:
+    """The plain loop as its own process (model load included), printing its figures as JSON on the last line."""
+    import json
+
+    from resources import Embedder
+
+    started = time.perf_counter()
+    embedder = Embedder()
+    embedder.encode(["warm-up"])
+    elapsed, chunks = plain_loop(Path(folder), db, embedder)
+    print(json.dumps({"loop_s": elapsed, "chunks": chunks, "process_work_s": time.perf_counter() - started,
+                      "precision": embedder.resolved_precision()}))
+
+
+def llamaindex_process(folder: str, db: str, precision: str, batch_size: str) -> None:
+    import json
+
+    started = time.perf_counter()
+    result = llamaindex_pipeline(Path(folder), db, precision, int(batch_size))
+    print(json.dumps(None if result is None else {"full_s": result[0], "nodes": result[1], "rerun_s": result[2],
+                                                  "rerun_nodes": result[3],
+                                                  "process_work_s": time.perf_counter() - started}))
+
+
+def _json_tail(result: dict) -> dict | None:
+    import json
+
+    if result["rc"]:
+        print(f"  failed ({result['rc']}): {result['stderr'][-1500:]}")
+        return None
+    return json.loads(result["stdout"].strip().splitlines()[-1])
+
+
+def llamaindex_python() -> str | None:
+    """A Python that has LlamaIndex: this one, or the optional venv (python -m venv --system-site-packages
+    ~/.cache/docplatform/llamaindex-venv; pip install llama-index-core llama-index-embeddings-huggingface
+    llama-index-vector-stores-milvus)."""
+    import importlib.util
+
+    if importlib.util.find_spec("llama_index") is not None:
+        return sys.executable
+    venv = LLAMAINDEX_VENV / "bin" / "python"
+    return str(venv) if venv.exists() else None
+
+
+def real_bench(folder: Path, executors: list[str], markdown: str | None, only_main: bool = False) -> int:
+    """The main command on a folder of real files against the plain loop and LlamaIndex, all as fresh processes."""
+    from resources import Embedder
+
+    files = [p for p in folder.rglob("*") if p.is_file()]
+    size = sum(p.stat().st_size for p in files)
+    embedder = Embedder()
+    lines = [f"folder {folder}: {len(files)} files, {size / 1e3:.0f} KB; cores {os.cpu_count()}; embedder "
+             f"{embedder.model} in {embedder.resolved_precision()} (plain loop and LlamaIndex the same); load average "
+             f"{os.getloadavg()[0]:.1f}"]
+    print(lines[0], flush=True)
+    env = os.environ | {"PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"}
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        mains = {}
+        for executor in executors:
+            work = tmp / f"main-{executor or 'default'}"
+            first = main_command(folder, work, executor)
+            again = main_command(folder, work, executor)
+            rows, chunks = stage_table(first)
+            mains[executor or "default"] = (first, again, rows, chunks)
+            print(f"main command ({executor or 'default executor'}): {first['wall_s']:.1f} s, {chunks} chunks; re-run "
+                  f"{again['wall_s']:.2f} s; peak RSS {first['peak_rss_mb']:.0f} MB (PSS {first['peak_pss_mb']:.0f} MB)",
+                  flush=True)
+        plain = li = None
+        if not only_main:
+            result = timed_process([sys.executable, "-c", "import sys; from bench.ingest import plain_loop_process as f; "
+                                    "f(*sys.argv[1:])", str(folder), str(tmp / "plain.db")], env)
+            plain = _json_tail(result)
+            if plain:
+                plain["wall_s"] = result["wall_s"]
+                print(f"plain loop: {plain['wall_s']:.1f} s as a process, loop {plain['loop_s']:.1f} s, "
+                      f"{plain['chunks']} chunks", flush=True)
+            python = llamaindex_python()
+            if python:
+                result = timed_process([python, "-c", "import sys; from bench.ingest import llamaindex_process as f; "
+                                        "f(*sys.argv[1:])", str(folder), str(tmp / "li.db"),
+                                        embedder.resolved_precision(), str(embedder.batch_size)], env)
+                li = _json_tail(result)
+                if li:
+                    li["wall_s"] = result["wall_s"]
+                    print(f"LlamaIndex: {li['wall_s']:.1f} s as a process, pipeline.run {li['full_s']:.1f} s, "
+                          f"{li['nodes']} nodes", flush=True)
+    body = real_report(lines[0], mains, plain, li)
+    print("\n" + body)
+    if markdown:
+        from bench.report import write_block
+
+        name = f"ingest-real-{len(files)}"
+        print(f"wrote block {name!r} into {write_block(markdown, name, body, command=None)}")
+    return 0
+
+
+AFTER_RUNS = "after the runs: search, graph query, exit"
+GRAPH_STAGES = ("graph extraction + SHACL (graph_facts)", "graph store + integrity checks (knowledge_graph)")
+
+
+def real_report(header: str, mains: dict, plain: dict | None, li: dict | None) -> str:
+    """Markdown: whole-process times and ratios (a peer's time / ours: above 1, ours is faster), the no-change re-run,
+    peak memory and the per-stage table of the first main command."""
+    out = [header, "", "| figure | seconds | peer / ours (>= 1: ours faster) |", "|---|---:|---:|"]
+    peers = []
+    if plain:
+        peers.append(("plain loop (parse -> chunk -> embed -> insert), whole process", plain["wall_s"]))
+        peers.append(("plain loop, the loop alone (no process start, model loaded)", plain["loop_s"]))
+    if li:
+        peers.append(("LlamaIndex IngestionPipeline, whole process", li["wall_s"]))
+        peers.append(("LlamaIndex pipeline.run alone (no process start, model loaded)", li["full_s"]))
+    for label, (first, again, rows, chunks) in mains.items():
+        ours = first["wall_s"]
+        ingestion = sum(s for n, s in rows if n not in GRAPH_STAGES + (AFTER_RUNS,) and not n.startswith("overlapped"))
+        out.append(f"| main command ({label} executor), whole process, {chunks} chunks | {ours:.1f} | |")
+        out.append(f"| ... its ingestion steps alone (stages below less the graph stage and the closing search) | "
+                   f"{ingestion:.1f} | |")
+        for peer, seconds in peers:
+            out.append(f"| {peer} vs the whole command / vs its ingestion | {seconds:.1f} | "
+                       f"{seconds / ours:.2f} / {seconds / ingestion:.2f} |")
+        out.append(f"| main command re-run, nothing changed, whole process | {again['wall_s']:.2f} | |")
+        by_kind = ", ".join(f"{k} {v}" for k, v in first["peak_pss_by_kind_mb"].items())
+        out.append(f"| peak memory of the main command and its children (summed RSS / PSS, MB; PSS at the peak: "
+                   f"{by_kind}) | {first['peak_rss_mb']:.0f} / {first['peak_pss_mb']:.0f} | |")
+    if li:
+        out.append(f"| LlamaIndex re-run, unchanged files, in-process ({li['rerun_nodes']} nodes again) | "
+                   f"{li['rerun_s']:.2f} | |")
+    for label, (first, again, rows, chunks) in mains.items():
+        out += ["", f"Where the main command's time goes ({label} executor, {chunks} chunks; Dagster step events and "
+                    "asset metadata):", "", "| stage | seconds | share | ms per chunk |", "|---|---:|---:|---:|"]
+        for name, seconds in rows:
+            out.append(f"| {name} | {seconds:.2f} | {seconds / first['wall_s']:.1%} | "
+                       f"{1000 * seconds / max(chunks, 1):.1f} |")
+        out.append(f"| whole command | {first['wall_s']:.2f} | 100% | {1000 * first['wall_s'] / max(chunks, 1):.1f} |")
+        if first.get("graph_layers_ms_per_chunk"):
+            out += ["", "graph_facts by layer, ms per chunk (its ms_per_chunk_by_layer metadata): " + ", ".join(
+                f"{k} {v}" for k, v in first["graph_layers_ms_per_chunk"].items())]
+    return "\n".join(out)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--docs", type=int, default=1000)
@@ -247,7 +620,23 @@ def main(argv=None) -> int:
     parser.add_argument("--tick-files", type=int, default=100000,
                         help="real files for the one-sensor-tick figure; 0 skips it")
     parser.add_argument("--skip-plain", action="store_true")
+    parser.add_argument("--real", metavar="DIR", help="a folder of real files: the main command as a user runs it "
+                                                      "against the plain loop and LlamaIndex (other options ignored)")
+    parser.add_argument("--build", type=int, default=0, metavar="N",
+                        help="with --real: first fill DIR (empty or missing) with N real files (bench.real_corpus)")
+    parser.add_argument("--executors", default="", help="with --real: comma-separated DOCPLATFORM_INGEST_EXECUTOR "
+                                                        "values to compare (empty: the default)")
+    parser.add_argument("--only-main", action="store_true", help="with --real: the main command only (memory)")
+    parser.add_argument("--markdown", help="with --real: write the figures as a block into this file "
+                                           "(docs/benchmarks.md)")
     args = parser.parse_args(argv)
+    if args.real:
+        folder = Path(args.real)
+        if args.build:
+            from bench.real_corpus import build_real_corpus
+
+            print(f"built {folder}: {build_real_corpus(folder, args.build)}")
+        return real_bench(folder, args.executors.split(","), args.markdown, args.only_main)
 
     from dagster import AssetKey, build_schedule_context, instance_for_test
 
@@ -267,7 +656,7 @@ def main(argv=None) -> int:
         embedder = Embedder()
         embedder.encode(["warm-up"])  # model load is not part of either rate
         print(f"corpus: {args.docs} markdown documents, {args.paragraphs} paragraphs each; cores: {os.cpu_count()}; "
-              f"embedder {embedder.model} in {embedder.resolved_precision()} (DOCPLATFORM_EMBEDDER_PRECISION; LlamaIndex: fp32); "
+              f"embedder {embedder.model} in {embedder.resolved_precision()} (DOCPLATFORM_EMBEDDER_PRECISION; LlamaIndex the same); "
               f"load average {os.getloadavg()[0]:.1f}")
 
         if not args.skip_plain:
@@ -363,7 +752,7 @@ def main(argv=None) -> int:
             print(f"one changed doc in a fresh process: {child.stdout.strip().splitlines()[-1]}; the process exited "
                   f"{cold_s:.1f} s after its start (milvus-lite and thread shutdown after the run)   (target <= 15 s)")
 
-        li = llamaindex_pipeline(docs, str(tmp / "li.db"))
+        li = llamaindex_pipeline(docs, str(tmp / "li.db"), embedder.resolved_precision(), embedder.batch_size)
         if li is None:
             print("LlamaIndex IngestionPipeline: not installed (pip install llama-index-core "
                   "llama-index-embeddings-huggingface llama-index-vector-stores-milvus to compare)")

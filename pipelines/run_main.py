@@ -141,10 +141,14 @@ def ingest_changed():
     job = defs.resolve_job_def("ingest_job")
     failures: dict[str, str] = {}
     started, done, chunks = time.perf_counter(), 0, 0
+    multiprocess = os.environ.get("DOCPLATFORM_INGEST_EXECUTOR", "in_process") == "multiprocess"
     for number, batch in enumerate(batches, 1):
         tags = range_tags(batch[0], batch[-1]) if len(batch) > 1 else {}
-        result = job.execute_in_process(partition_key=batch[0] if len(batch) == 1 else None, tags=tags,
-                                        instance=instance, raise_on_error=False, run_config=quiet)
+        if multiprocess:  # the two branches after document_chunks in two processes at once (bench.ingest --real)
+            result = execute_multiprocess(instance, tags if tags else {"dagster/partition": batch[0]}, quiet)
+        else:
+            result = job.execute_in_process(partition_key=batch[0] if len(batch) == 1 else None, tags=tags,
+                                            instance=instance, raise_on_error=False, run_config=quiet)
         failures |= json.loads(instance.get_run_by_id(result.run_id).tags.get(FAILED_TAG, "{}"))
         if not result.success:
             message = next((e.message for e in result.all_events if e.event_type_value == "STEP_FAILURE"), "")
@@ -161,6 +165,24 @@ def ingest_changed():
         print(f"[FAILED] {key}: {message}")
     print(f"ingested {len(stale) - len(failures)}/{len(stale)} changed documents in {time.perf_counter() - started:.1f}s")
     return documents, milvus, resources["graph_store"], failures
+
+
+def multiprocess_ingest_job():
+    """ingest_job with Dagster's multiprocess executor (steps as processes forked from a server that has imported
+    the platform): vectors/BM25 and graph facts, independent after document_chunks, run at the same time."""
+    from dagster import multiprocess_executor
+
+    from pipelines.definitions import defs
+
+    return defs.resolve_job_def("ingest_job").with_executor_def(multiprocess_executor)
+
+
+def execute_multiprocess(instance, tags: dict, run_config: dict):
+    from dagster import execute_job, reconstructable
+
+    config = run_config | {"execution": {"config": {"max_concurrent": 2, "start_method": {
+        "forkserver": {"preload_modules": ["pipelines.definitions"]}}}}}
+    return execute_job(reconstructable(multiprocess_ingest_job), instance=instance, tags=tags, run_config=config)
 
 
 def user_model_server() -> str | None:
@@ -209,11 +231,10 @@ def documents_folder() -> Path:
     return Path(os.environ.get("DOCPLATFORM_DOCUMENTS_DIR") or REPO / "sample_corpus")
 
 
-def answer_key(question: str) -> str | None:
-    """What the closing answer depends on: the indexed folder (its stamp, when a complete run left it unchanged),
-    the question and the answering model (base model and deployed adapter). None when the folder changed."""
-    stamp = folder_stamp(documents_folder())
-    if _read_json(Path(os.environ["DOCPLATFORM_DATA_DIR"]) / STAMP_NAME) != stamp:
+def answer_key(question: str, stamp: dict | None) -> str | None:
+    """What the closing answer depends on: the indexed folder (stamp: the folder's stamp as a complete run left it,
+    None when the folder changed since), the question and the answering model (base model and deployed adapter)."""
+    if stamp is None:
         return None
     from resources.llm import BaseModelFolder, deployed_adapter
 
@@ -225,16 +246,17 @@ def answer_key(question: str) -> str | None:
     return hashlib.sha256(json.dumps([stamp, question, model, ANSWER_TOKENS], sort_keys=True).encode()).hexdigest()
 
 
-def cached_answer(question: str) -> str | None:
+def cached_answer(question: str, stamp: dict) -> str | None:
     """The last run's rendered answer when nothing it depends on changed (greedy decoding: the same answer again),
-    so a no-change re-run starts no model server."""
-    key = answer_key(question)
+    so a no-change re-run starts no model server. stamp: the folder's stamp now."""
+    key = answer_key(question, stamp if _read_json(stamp_path()) == stamp else None)
     cached = _read_json(Path(os.environ["DOCPLATFORM_DATA_DIR"]) / ANSWER_CACHE_NAME) if key else None
     return cached["rendered"] if isinstance(cached, dict) and cached.get("key") == key else None
 
 
-def remember_answer(question: str, rendered: str) -> None:
-    key = answer_key(question)
+def remember_answer(question: str, rendered: str, stamp: dict | None) -> None:
+    """stamp: the one this run wrote (None when it wrote none: the answer is not reused)."""
+    key = answer_key(question, stamp)
     if key:
         path = Path(os.environ["DOCPLATFORM_DATA_DIR"]) / ANSWER_CACHE_NAME
         path.write_text(json.dumps({"key": key, "rendered": rendered}), encoding="utf-8")
@@ -285,10 +307,11 @@ def main(argv: list[str] | None = None) -> int:
 
     warnings.filterwarnings("ignore", message=".*is currently in beta")
     user_url = user_model_server() if args.ask else None
-    args.cached_answer = cached_answer(args.ask) if args.ask and not user_url else None
+    stamp = folder_stamp(documents_folder())  # once a run: the cached answer's check, run() and remember_answer
+    args.cached_answer = cached_answer(args.ask, stamp) if args.ask and not user_url else None
     server = launch_model_server() if args.ask and not user_url and not args.cached_answer else None
     if server is None or isinstance(server, str):
-        return run(args, server, user_url)
+        return run(args, server, user_url, stamp)
     import signal
 
     def terminated(signum, frame):
@@ -296,7 +319,7 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, terminated)  # a killed `make run` stops its model server too
     try:
-        return run(args, server, user_url)
+        return run(args, server, user_url, stamp)
     finally:
         stop_model_server(server)
 
@@ -306,11 +329,16 @@ def stop_model_server(server) -> None:
         print(f"model server stopped (pid {server.pid})")
 
 
-def run(args, server, user_url: str | None) -> int:
-    """Ingest what changed, show a search and the graph's multi-hop paths, answer the question."""
-    stamp_path = Path(os.environ["DOCPLATFORM_DATA_DIR"]) / STAMP_NAME
-    stamp = folder_stamp(documents_folder())
-    if _read_json(stamp_path) == stamp:
+def stamp_path() -> Path:
+    return Path(os.environ["DOCPLATFORM_DATA_DIR"]) / STAMP_NAME
+
+
+def run(args, server, user_url: str | None, stamp: dict | None = None) -> int:
+    """Ingest what changed, show a search and the graph's multi-hop paths, answer the question. stamp: the folder's
+    stamp taken at the command's start (folder_stamp), taken here when not given."""
+    stamp = stamp or folder_stamp(documents_folder())
+    written = None  # the stamp on disk after this run: the closing answer is remembered under it
+    if _read_json(stamp_path()) == stamp:
         # nothing changed since a run that indexed everything: no Definitions load, no Dagster run
         from resources import DocumentSource, MilvusStore
         from resources.graph_store import GraphStore
@@ -319,12 +347,14 @@ def run(args, server, user_url: str | None) -> int:
         print(f"{stamp['files']} files, 0 new or changed since the last complete run (names, sizes and times; code "
               f"and settings the same): 0 run(s)")
         failures: dict[str, str] = {}
+        written = stamp
     else:
-        stamp_path.unlink(missing_ok=True)
+        stamp_path().unlink(missing_ok=True)
         documents, milvus, graph_store, failures = ingest_changed()
         if not failures:
-            stamp_path.parent.mkdir(parents=True, exist_ok=True)
-            stamp_path.write_text(json.dumps(stamp | {"stored": stored_names()}))
+            written = stamp | {"stored": stored_names()}
+            stamp_path().parent.mkdir(parents=True, exist_ok=True)
+            stamp_path().write_text(json.dumps(written))
 
     from pipelines.search import search
 
@@ -363,7 +393,7 @@ def run(args, server, user_url: str | None) -> int:
         rendered = render(answer)
         print(rendered)
         if answer.answer and not user_url and not isinstance(server, str) and not failures:
-            remember_answer(args.ask, rendered)
+            remember_answer(args.ask, rendered, written)
     return 1 if failures else 0
 
 
