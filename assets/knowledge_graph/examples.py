@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from assets.knowledge_graph.embedding import embed
-from assets.knowledge_graph.mentions import parse_english
+from assets.knowledge_graph.mentions import doc_original, parse_english
 from assets.knowledge_graph.schema import extraction_schema
 from resources.ontology import Ontology
 from resources.ontology_examples import ExampleSet, LabeledExample, loose
@@ -145,7 +145,7 @@ def _month_words() -> str:
 def find_spans(doc, start_char: int, end_char: int, gazetteer: "NameGazetteer | None") -> list[Span]:
     """Mentions in one sentence of a parsed chunk: known names, named entities, proper-noun phrases, numbers and
     dates, pronouns. Overlapping alternatives are all kept: the scorer decides which reading links."""
-    text = doc.user_data.get("original", doc.text)
+    text = doc_original(doc)
     spans: dict[tuple[int, int], Span] = {}
 
     def add(start: int, end: int, kind: str, pronoun: bool = False, from_gazetteer: bool = False) -> None:
@@ -255,7 +255,7 @@ def pair_context(text: str, first: Span, second: Span, sentence_start: int, sent
 
 def _sentences(doc):
     """(start_char, end_char) of each sentence and the paragraph (blank-line separated) it belongs to."""
-    text = doc.user_data.get("original", doc.text)
+    text = doc_original(doc)
     breaks = [m.start() for m in re.finditer(r"\n\s*\n", text)]
     for sent in doc.sents:
         paragraph = sum(1 for b in breaks if b < sent.start_char)
@@ -265,7 +265,7 @@ def _sentences(doc):
 def mention_pairs(doc, gazetteer: "NameGazetteer | None"):
     """(first, second, pair context, sentence) for every pair of mentions in each sentence of a parsed text, in
     text order, pronouns linked to their paragraph's first name: what training and prediction both read."""
-    text = doc.user_data.get("original", doc.text)
+    text = doc_original(doc)
     first_of_paragraph: dict[int, Span] = {}
     for start, end, paragraph in _sentences(doc):
         spans = find_spans(doc, start, end, gazetteer)
@@ -428,7 +428,7 @@ class ExampleModel:
 
 def _conjuncts(doc, found: list[Prediction], model: "ExampleModel") -> list[Prediction]:
     """'played for X, Y and Z': what holds for X holds for its conjuncts Y and Z (spaCy's conj), same score."""
-    text = doc.user_data.get("original", doc.text)
+    text = doc_original(doc)
     extra = []
     for p in found:
         if p.kind != "relation":

@@ -124,11 +124,18 @@ def parse_english(texts: list[str]) -> list:
     return docs
 
 
+def doc_original(doc) -> str:
+    """The text a Doc was parsed from, identifiers unmasked (doc.text is rebuilt from every token on each access:
+    never evaluate it per token)."""
+    text = doc.user_data.get("original")
+    return doc.text if text is None else text
+
+
 def original_text(doc, start: int, end: int) -> str:
     """The original words of tokens start..end (identifiers unmasked)."""
     if start >= end:
         return ""
-    text = doc.user_data.get("original", doc.text)
+    text = doc_original(doc)
     return text[doc[start].idx: doc[end - 1].idx + len(doc[end - 1].text)]
 
 
@@ -471,7 +478,7 @@ class Gazetteer:
     def mentions(self, doc, chunk_id: str, taken: list[Mention]) -> list[Mention]:
         if self.pattern is None:
             return []
-        text = doc.user_data.get("original", doc.text)
+        text = doc_original(doc)
         occupied = {i for m in taken for i in range(m.start, m.end)}
         found = []
         for match in self.pattern.finditer(text):
