@@ -89,9 +89,11 @@ def _model_for_collection(milvus) -> str:
     model = recorded.split("@", 1)[0] if recorded else ("minilm" if milvus.has_indexed_documents() else "")
     if not model or model not in MODELS:
         return DEFAULT_NEW_COLLECTION_MODEL
-    if model != DEFAULT_NEW_COLLECTION_MODEL and str(milvus.state_file) not in _WARNED:
-        _WARNED.add(str(milvus.state_file))
-        logging.getLogger(__name__).warning(
+    if model != DEFAULT_NEW_COLLECTION_MODEL and f"{milvus.state_file}:{milvus.collection}" not in _WARNED:
+        _WARNED.add(f"{milvus.state_file}:{milvus.collection}")
+        logger = logging.getLogger(__name__)
+        logger.disabled = False  # a dictConfig elsewhere in the process (disable_existing_loggers) must not hide this
+        logger.warning(
             f"Milvus collection {milvus.collection!r} at {milvus.uri} holds {model} vectors, so the embedder stays "
             f"{model}. New collections get {DEFAULT_NEW_COLLECTION_MODEL} (multilingual: better on Korean and as good "
             f"on English, docs/korean.md). To switch this index: set DOCPLATFORM_EMBEDDER={DEFAULT_NEW_COLLECTION_MODEL}"

@@ -60,7 +60,8 @@ def test_runs_killed_at_each_point_converge_on_the_next_run(tmp_path):
     assert again.returncode == 0 and "0 new or changed" in again.stdout, again.stdout[-2000:] + again.stderr[-2000:]
 
     # Milvus: per document exactly the chunks of its current content, no orphans, no leftovers of the old version
-    config, fingerprint = ChunkingConfig(), expected_fingerprint(Embedder())
+    # the command ran with the user's default embedder (the suite pins MiniLM for itself): the one recorded
+    config, fingerprint = ChunkingConfig(), expected_fingerprint(Embedder(model=store.recorded_embedder().split("@")[0]))
     states = store.document_states()
     assert set(states) == {"infrastructure-overview.md", "oncall-handbook.txt", "servers.md"}
     with store.client() as client:
