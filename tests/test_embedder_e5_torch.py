@@ -119,11 +119,18 @@ def test_auto_follows_the_collection(tmp_path, monkeypatch):
     warnings: list[str] = []
     handler = logging.Handler()
     handler.emit = lambda record: warnings.append(record.getMessage())
-    logging.getLogger("resources.embedder").addHandler(handler)
+    logger = logging.getLogger("resources.embedder")
+    # whatever levels earlier tests' libraries left on the root logger or logging.disable: a user's default is WARNING
+    level, disabled_below = logger.level, logging.root.manager.disable
+    logger.addHandler(handler)
+    logger.setLevel(logging.WARNING)
+    logging.disable(logging.NOTSET)
     try:
         assert older.recorded_embedder().startswith("minilm@") and Embedder().resolved_model == "minilm"
     finally:
-        logging.getLogger("resources.embedder").removeHandler(handler)
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+        logging.disable(disabled_below)
     assert any("DOCPLATFORM_EMBEDDER=multilingual-e5" in w and "DOCPLATFORM_MILVUS_COLLECTION" in w for w in warnings)
     with older._state_db() as db:  # as an earlier version left it: documents, no recorded embedder
         db.execute("DELETE FROM meta")
