@@ -188,7 +188,7 @@ def extract_facts(chunks: list[dict], ontology: Ontology | None = None, elements
                 gazetteer.setdefault(m.key, m.surface)
     for _, surface, _, _ in named:
         gazetteer.setdefault(normalize_name(surface), surface)
-    for key, surface in repeated_terms(document.docs, lexicon).items():
+    for surface in repeated_terms(document.docs, lexicon).values():
         gazetteer.setdefault(normalize_name(surface), surface)
     finder = Gazetteer(gazetteer)
     for doc, mentions, chunk in zip(document.docs, document.mentions, chunks):

@@ -167,6 +167,7 @@ def tables_and_blocks(elements: list[dict] | None, chunks: list[dict]) -> list[T
     return tables
 
 
+_EMPTY_CELL = {"-", "—", "n/a", "none"}
 _ITEM_TAIL = re.compile(r"^(.{1,60}?)\s+(?:—|–|-{1,2}|:|→)\s+(.{1,60}?(?:\s*[(（][^)）]*[)）])?)$")
 
 
@@ -247,7 +248,7 @@ def split_values(cell: str) -> list[str]:
     cell = re.sub(r"~~.+?~~(\s*[(（][^)）]*[)）])?", "", cell)
     protected = re.sub(r"\(([^)]*)\)", lambda m: "(" + m.group(1).replace(",", "\0") + ")", cell)
     parts = [p.replace("\0", ",") for p in _SPLIT.split(protected)]
-    return [p for p in (x.strip() for x in parts) if p and p not in ("-", "—", "n/a", "N/A", "none", "None")]
+    return [p for p in (x.strip() for x in parts) if p and p.lower() not in _EMPTY_CELL]
 
 
 def header_definitions(headers: set[str], prose: str) -> dict[str, str]:
@@ -266,7 +267,8 @@ def header_definitions(headers: set[str], prose: str) -> dict[str, str]:
     return out
 
 
-_NOT_A_NAME = {"n/a", "na", "none", "tbd", "unknown", "yes", "no", "?", "todo", "various", "all", "see below"}
+# cell values that say nothing is there; a few more say nothing is named ('yes', 'tbd', 'various')
+_NOT_A_NAME = _EMPTY_CELL | {"na", "tbd", "unknown", "yes", "no", "?", "todo", "various", "all", "see below"}
 
 
 def _cell_name(text: str) -> bool:
