@@ -170,3 +170,28 @@ def test_a_model_number_alone_is_the_full_name_said_before():
 def test_a_state_that_ended_is_not_a_current_fact():
     found = named_triples(text_facts("Until the migration quota-svc ran on bk-11. Now quota-svc runs on bk-12."))
     assert ("RUNS_ON", "quota-svc", "bk-12") in found and ("RUNS_ON", "quota-svc", "bk-11") not in found
+
+
+_SHIP_ONTOLOGY = """@prefix owl: <http://www.w3.org/2002/07/owl#> .
+@prefix rdfs: <http://www.w3.org/2000/01/rdf-schema#> .
+@prefix r: <https://example.org/ships/relations#> .
+@prefix c: <https://example.org/ships/concepts#> .
+r:displacement a owl:ObjectProperty ; rdfs:label "displacement" ; rdfs:domain c:Vessel ; rdfs:range c:number .
+r:launchDate a owl:ObjectProperty ; rdfs:label "launchDate" ; rdfs:domain c:Vessel ; rdfs:range c:Date .
+r:homePort a owl:ObjectProperty ; rdfs:label "homePort" ; rdfs:domain c:Vessel ; rdfs:range c:Port .
+r:callSign a owl:ObjectProperty ; rdfs:label "callSign" ; rdfs:domain c:Vessel ; rdfs:range c:string .
+"""
+
+
+def test_values_name_their_holder_when_nothing_else_types_it(tmp_path):
+    """A published ontology's literal properties (ranges named 'number', 'Date'): the thing that has a
+    displacement is a Vessel even when no word says so; a date written out is stored in ISO form, a number as
+    written; a designation's leading numbers are part of its name; free text proves nothing by its shape."""
+    (tmp_path / "ontology.ttl").write_text(_SHIP_ONTOLOGY)
+    ships = load_ontology(tmp_path)
+    facts = text_facts("(4471) 2031 Kestrel has a displacement of 1200.0 tonnes and a launch date of 3rd March "
+                       "1998. Its call sign is KX7.", ships)
+    entities = {e["name"]: e["label"] for e in facts["entities"]}
+    assert entities == {"(4471) 2031 Kestrel": "Vessel"}
+    assert {(a["property"], a["value"]) for a in facts["attributes"]} == {
+        ("displacement", "1200.0"), ("launch_date", "1998-03-03")}

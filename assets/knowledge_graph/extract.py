@@ -220,8 +220,9 @@ def extract_facts(chunks: list[dict], ontology: Ontology | None = None, elements
                                                 found.target.surface, found.target.label, chunk["chunk_id"],
                                                 found.sentence, "sentence", found.score))
                     if final:
-                        for mention, attribute, value, sentence in sentence_attributes(doc, mentions, ontology, scorer):
-                            raw_attributes.append({"entity": mention.surface, "entity_label": mention.label,
+                        for mention, attribute, value, sentence, label in sentence_attributes(doc, mentions, ontology,
+                                                                                               scorer):
+                            raw_attributes.append({"entity": mention.surface, "entity_label": label,
                                                    "property": attribute, "value": value, "chunk_id": chunk["chunk_id"],
                                                    "sentence": sentence, "layer": "sentence"})
 

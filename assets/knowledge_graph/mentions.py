@@ -359,7 +359,22 @@ def _name_spans(doc):
             start = token.i
     if start is not None:
         spans.append((start, len(doc)))
-    return spans
+    return [(_designation_start(doc, start, end), end) for start, end in spans]
+
+
+def _designation_start(doc, start: int, end: int) -> int:
+    """'(19255) 1994 VK8', '2001 Mars Odyssey': a whole number of three or more digits modifying the name right
+    before it is part of the designation, with a catalogue number in parentheses before that; a count ('3 Airbus')
+    or a measure ('4.2 AU') is not."""
+    first = start
+    while first > 0 and doc[first - 1].text.isdigit() and len(doc[first - 1].text) >= 3 and \
+            (doc[first - 1].dep_ == "meta" or doc[first - 1].dep_ in ("nummod", "compound") and
+             start <= doc[first - 1].head.i < end):
+        first -= 1
+    if first != start and first >= 3 and doc[first - 1].text == ")" and doc[first - 3].text == "(" and \
+            doc[first - 2].like_num:
+        first -= 3
+    return first
 
 
 def _word_classes(lexicon: ClassLexicon, token) -> set[str]:

@@ -23,7 +23,8 @@ THRESHOLD_SINGLE = 0.34  # only one relation fits the two classes: is there a re
 THRESHOLD_MULTI = 0.42  # several fit: the best must be clear
 UNTYPED_THRESHOLD = 0.55  # one end untyped: its class comes from the relation, so be sure
 BOTH_UNTYPED_THRESHOLD = 0.75
-GUESS_OVERRIDE = 0.9  # a reading this clear overrides a class that was only guessed (NER)  # neither end typed: only an unmistakable predicate ('depends on') types both
+GUESS_OVERRIDE = 0.9  # a reading this clear overrides a class that was only guessed (NER)
+UNTYPED_ATTRIBUTE_THRESHOLD = 0.6  # an untyped holder takes the property's domain: the words must name it clearly
 MARGIN = 0.04
 OTHER_RELATION_MARGIN = 0.25  # the predicate names another relation clearly better than any that fits
 PAST_CUES = {"previously", "formerly", "until now", "until recently", "until last", "originally", "no longer", "anymore",
@@ -381,46 +382,116 @@ def sentence_relations(doc, mentions: list[Mention], ontology: Ontology, scorer:
 _VALUE = re.compile(r"^(?:v?\d+(?:[.,]\d+)*[a-z]*|\d{4})$", re.IGNORECASE)
 
 
-def normalize_value(text: str, numeric: bool) -> str | None:
-    """'3,200 m' -> '3200' for numeric properties; other values trimmed. None when a number is wanted but absent."""
+def normalize_value(text: str, numeric: bool, kind: str = "") -> str | None:
+    """'3,200 m' -> '3200' for numeric properties, the number as written otherwise ('2.0' stays '2.0'); a date
+    property's full date in ISO form ('31 December 2006' -> '2006-12-31'); other values trimmed. None when the
+    value cannot be what the property holds."""
     text = text.strip().strip(".,;")
+    kind = kind.lower()
+    if kind in ("date", "datetime"):
+        return iso_date(text) or (text if re.search(r"\b\d{4}\b", text) else None)
+    if kind in ("year", "gyear"):
+        match = re.search(r"\b(1\d{3}|2\d{3})\b", text)
+        return match.group(1) if match else None
     if not numeric:
         return text or None
     match = re.search(r"-?\d[\d,]*(?:\.\d+)?", text)
-    if not match:
+    return match.group(0).replace(",", "") if match else None
+
+
+_MONTH = re.compile(r"jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec", re.IGNORECASE)
+
+
+def iso_date(text: str) -> str | None:
+    """A full date (day, month and year) in any common English writing, as YYYY-MM-DD; None when not one."""
+    from dateutil import parser as date_parser
+
+    cleaned = re.sub(r"(\d)(st|nd|rd|th)\b", r"\1", text.replace("the ", ""))
+    if not re.search(r"\b\d{4}\b", cleaned) or not (
+            _MONTH.search(cleaned) or re.fullmatch(r"\d{4}-\d{1,2}-\d{1,2}|\d{1,2}[/.]\d{1,2}[/.]\d{4}", cleaned)):
         return None
-    number = match.group(0).replace(",", "")
-    return number[:-2] if number.endswith(".0") else number
+    defaults = (date_parser.parse("1111-01-01"), date_parser.parse("1112-02-02"))
+    try:
+        parsed = [date_parser.parse(cleaned, default=d, fuzzy=True) for d in defaults]
+    except (ValueError, OverflowError):
+        return None
+    if parsed[0].day != parsed[1].day or parsed[0].month != parsed[1].month or parsed[0].year != parsed[1].year:
+        return None  # the text lacks the day or the month
+    return parsed[0].date().isoformat()
+
+
+def _value_spans(doc, sent, owner) -> list[tuple[int, int, bool]]:
+    """(start, end, is_code) of the values in a sentence: a date written out ('31 December 2006') is one value,
+    other numbers and short upper-case codes are one token each."""
+    spans, taken = [], set()
+    for ent in doc.ents:
+        if ent.label_ != "DATE" or ent.start < sent.start or ent.end > sent.end:
+            continue
+        start = ent.start
+        if start > sent.start and re.fullmatch(r"\d{1,2}(?:st|nd|rd|th)?", doc[start - 1].text):
+            start -= 1  # '3rd March 1998': the day is tagged apart
+        if iso_date(doc[start:ent.end].text):
+            spans.append((start, ent.end, False))
+            taken.update(range(start, ent.end))
+    for token in sent:
+        if token.i in taken:
+            continue
+        code = token.text.isupper() and 2 <= len(token.text) <= 6 and token.text.isalnum()
+        if not (token.like_num or _VALUE.match(token.text) or code):
+            continue
+        if token.i in owner and not code:
+            continue
+        spans.append((token.i, token.i + 1, code))
+    return sorted(spans)
 
 
 def sentence_attributes(doc, mentions: list[Mention], ontology: Ontology, scorer: RelationScorer) -> list[tuple]:
-    """(mention, attribute, value, sentence) for values next to words that name a datatype property."""
+    """(mention, attribute, value, sentence, label) for values next to words that name a datatype property. A
+    name nothing else typed is the holder when the words name the property clearly; it takes the property's
+    domain ('(19255) 1994 VK8 has a density of 2.0': the thing with a density)."""
     if not ontology.attributes:
         return []
     out = []
     owner = _token_span_map(mentions, doc)
     for sent in doc.sents:
-        in_sent = [m for m in mentions if m.start >= sent.start and m.end <= sent.end and m.label]
+        in_sent = [m for m in mentions if m.start >= sent.start and m.end <= sent.end]
         if not in_sent:
             continue
-        for token in sent:
-            code = token.text.isupper() and 2 <= len(token.text) <= 6 and token.text.isalnum()
-            if not (token.like_num or _VALUE.match(token.text) or code):
-                continue
-            if token.i in owner and not code:
-                continue
-            context = [t for t in doc[max(sent.start, token.i - 4):token.i] if not t.is_punct and t.i not in owner]
-            context += [t for t in doc[token.i + 1:min(sent.end, token.i + 3)] if t.pos_ in ("NOUN", "ADJ") and t.i not in owner]
+        for start, end, code in _value_spans(doc, sent, owner):
+            context = [t for t in doc[max(sent.start, start - 4):start] if not t.is_punct and t.i not in owner]
+            context += [t for t in doc[end:min(sent.end, end + 3)] if t.pos_ in ("NOUN", "ADJ") and t.i not in owner]
             words = " ".join(t.lower_ for t in context if not t.like_num)
             if not words:
                 continue
-            holders = [m for m in in_sent if m.start < token.i and owner.get(token.i) is not m] or in_sent
-            nearest = min(holders, key=lambda m: abs(m.start - token.i))
-            label_words = ontology.classes[nearest.label].label.lower()
-            attr, score = scorer.best_attribute(f"{label_words} {words}", nearest.label, threshold=0.5)
+            holders = [m for m in in_sent if m.start < start and owner.get(start) is not m] or in_sent
+            nearest = min(holders, key=lambda m: abs(m.start - start))
+            if nearest.label:
+                label_words = ontology.classes[nearest.label].label.lower()
+                attr, score = scorer.best_attribute(f"{label_words} {words}", nearest.label, threshold=0.5)
+            elif _untyped_holder(nearest):
+                attr, score = scorer.best_attribute(words, None, threshold=UNTYPED_ATTRIBUTE_THRESHOLD)
+                if attr is not None and not _shape_proves_kind(ontology.attributes[attr]):
+                    attr = None
+            else:
+                continue
             if attr is None or (code and ontology.attributes[attr].numeric):
                 continue
-            value = normalize_value(doc[token.i:token.i + 1].text, ontology.attributes[attr].numeric)
+            info = ontology.attributes[attr]
+            value = normalize_value(doc[start:end].text, info.numeric, info.literal_kind or info.datatype)
             if value:
-                out.append((nearest, attr, value, original_text(doc, sent.start, sent.end).strip()))
+                out.append((nearest, attr, value, original_text(doc, sent.start, sent.end).strip(),
+                            nearest.label or info.domain))
     return out
+
+
+def _untyped_holder(mention: Mention) -> bool:
+    """A name nothing typed may hold a value when it is shaped like a name (capitals or digits, not a value
+    itself): 'the epoch date' or '2005-11-26' hold nothing."""
+    surface = mention.surface
+    return bool(re.search(r"[A-Z]", surface)) and not iso_date(surface) and not re.fullmatch(r"[\d.,\s-]+", surface)
+
+
+def _shape_proves_kind(attribute) -> bool:
+    """Numbers, years and dates show by their shape that they are values of the property; free text does not."""
+    return attribute.numeric or (attribute.literal_kind or attribute.datatype).lower() in ("date", "datetime", "year",
+                                                                                          "gyear")
