@@ -206,3 +206,19 @@ def test_committed_docx_matches_its_generator():
 
     table = docx.Document(str(TARGET)).tables[0]
     assert [tuple(cell.text for cell in row.cells) for row in table.rows] == [HEADER, *ROWS]
+
+
+TEXT2KG = Path(__file__).resolve().parent.parent.parent / "shared" / "text2kg_dev"
+
+
+@pytest.mark.skipif(not (TEXT2KG / "score.py").exists(), reason="the Text2KGBench folder is not beside the project")
+def test_text2kg_bench_scores_a_published_ontology_with_the_sets_own_scorer(tmp_path):
+    from bench.kg_text2kg import evaluate, markdown_report
+
+    results = evaluate(TEXT2KG, examples=False, only=["8_celestialbody"], main_job=False)
+    assert [r["ontology"] for r in results] == ["8_celestialbody"]
+    result = results[0]
+    assert result["gold"] > 0 and result["extracted"] > 0 and 0 < result["f1"] <= 1
+    assert result["vicuna13b_f1"] > 0  # the paper's answers, scored the same way
+    report = markdown_report(results, examples=False, main_job=False)
+    assert "8_celestialbody" in report and "target 0.25" in report
