@@ -37,9 +37,11 @@ from assets.knowledge_graph.mentions import (
     prose,
     repeated_terms,
 )
+from assets.knowledge_graph.embedding import embed
 from assets.knowledge_graph.resolve import Resolver
 from assets.knowledge_graph.scoring import scorer_for
-from assets.knowledge_graph.sentences import sentence_attributes, sentence_relations, weak_typed
+from assets.knowledge_graph.sentences import (attribute_texts, predicate_phrases, sentence_attributes, sentence_relations,
+                                              weak_typed)
 from assets.knowledge_graph.structure import StructureExtractor, tables_and_blocks
 from resources.ontology import Ontology, OntologyError, load_ontology, normalize_name
 
@@ -201,12 +203,18 @@ def extract_facts(chunks: list[dict], ontology: Ontology | None = None, elements
         with timer("sentences"):
             # two passes: a name typed only by a relation in pass 1 ('It is deployed on app-node-3') is typed in
             # pass 2
+            english_mentions = [[m for m in mentions if hangul_share(doc[max(0, m.start - 3):m.end + 3].text) < 0.3]
+                                for doc, mentions in zip(document.docs, document.mentions)]
+            embed([p for doc, english in zip(document.docs, english_mentions)
+                   for p in predicate_phrases(doc, english, ontology)])  # one batch for the document
             for final in (False, True):
-                for doc, mentions, chunk in zip(document.docs, document.mentions, chunks):
-                    if final:
+                if final:
+                    for mentions in document.mentions:
                         for m in mentions:
                             m.label = votes.label(m.key)
-                    english = [m for m in mentions if hangul_share(doc[max(0, m.start - 3):m.end + 3].text) < 0.3]
+                    embed([t for doc, mentions in zip(document.docs, document.mentions)
+                           for t in attribute_texts(doc, mentions, ontology)])
+                for doc, mentions, english, chunk in zip(document.docs, document.mentions, english_mentions, chunks):
                     for found in sentence_relations(doc, english, ontology, scorer):
                         if hangul_share(found.sentence) >= 0.3:
                             continue

@@ -343,10 +343,9 @@ def _classify_pair(doc, scorer, ontology, first, second, a, b, owner):
     return rel, source, target, score, phrase
 
 
-def sentence_relations(doc, mentions: list[Mention], ontology: Ontology, scorer: RelationScorer) -> list[SentenceRelation]:
-    """Relations between the (typed or untyped) mentions of one chunk's Doc, sentence by sentence. A pronoun
-    ('It runs on srv-02') stands for whichever candidate antecedent reads best with the rest of the sentence."""
-    found: list[SentenceRelation] = []
+def _candidate_pairs(doc, mentions: list[Mention], ontology: Ontology):
+    """(sentence text, first, second, first's readings, second's readings, token owner) for every pair of mentions
+    of a sentence; a pronoun ('It runs on srv-02') stands for each of its candidate antecedents."""
     for sent in doc.sents:
         in_sent = [m for m in mentions if m.start >= sent.start and m.end <= sent.end]
         proxies = {}
@@ -363,17 +362,36 @@ def sentence_relations(doc, mentions: list[Mention], ontology: Ontology, scorer:
             for second in pool[i + 1:]:
                 options_a = proxies[id(first)][1] if id(first) in proxies else [first]
                 options_b = proxies[id(second)][1] if id(second) in proxies else [second]
-                best = None
-                for a in options_a:
-                    for b in options_b:
-                        if a.key == b.key:
-                            continue
-                        chosen = _classify_pair(doc, scorer, ontology, first, second, a, b, owner)
-                        if chosen is not None and (best is None or chosen[3] > best[3]):
-                            best = chosen
-                if best is not None:
-                    rel, source, target, score, phrase = best
-                    found.append(SentenceRelation(source, target, rel, score, text, phrase))
+                yield text, first, second, options_a, options_b, owner
+
+
+def predicate_phrases(doc, mentions: list[Mention], ontology: Ontology) -> list[str]:
+    """Every predicate phrase the relation scorer will be asked about in this Doc: embedded in one batch
+    beforehand, one encode call per document instead of one per phrase."""
+    phrases = []
+    for _, first, second, _, _, owner in _candidate_pairs(doc, mentions, ontology):
+        result = predicate_of(doc, first, second, owner)
+        if result is not None:
+            phrases.append(result[0].lower())
+    return phrases
+
+
+def sentence_relations(doc, mentions: list[Mention], ontology: Ontology, scorer: RelationScorer) -> list[SentenceRelation]:
+    """Relations between the (typed or untyped) mentions of one chunk's Doc, sentence by sentence. A pronoun
+    ('It runs on srv-02') stands for whichever candidate antecedent reads best with the rest of the sentence."""
+    found: list[SentenceRelation] = []
+    for text, first, second, options_a, options_b, owner in _candidate_pairs(doc, mentions, ontology):
+        best = None
+        for a in options_a:
+            for b in options_b:
+                if a.key == b.key:
+                    continue
+                chosen = _classify_pair(doc, scorer, ontology, first, second, a, b, owner)
+                if chosen is not None and (best is None or chosen[3] > best[3]):
+                    best = chosen
+        if best is not None:
+            rel, source, target, score, phrase = best
+            found.append(SentenceRelation(source, target, rel, score, text, phrase))
     return found
 
 
@@ -445,13 +463,9 @@ def _value_spans(doc, sent, owner) -> list[tuple[int, int, bool]]:
     return sorted(spans)
 
 
-def sentence_attributes(doc, mentions: list[Mention], ontology: Ontology, scorer: RelationScorer) -> list[tuple]:
-    """(mention, attribute, value, sentence, label) for values next to words that name a datatype property. A
-    name nothing else typed is the holder when the words name the property clearly; it takes the property's
-    domain ('(19255) 1994 VK8 has a density of 2.0': the thing with a density)."""
-    if not ontology.attributes:
-        return []
-    out = []
+def _attribute_candidates(doc, mentions: list[Mention], ontology: Ontology):
+    """(holder, value start, value end, is_code, the words scored against the properties, sentence) for every
+    value of the Doc; the words lead with the holder's class when it has one."""
     owner = _token_span_map(mentions, doc)
     for sent in doc.sents:
         in_sent = [m for m in mentions if m.start >= sent.start and m.end <= sent.end]
@@ -466,21 +480,40 @@ def sentence_attributes(doc, mentions: list[Mention], ontology: Ontology, scorer
             holders = [m for m in in_sent if m.start < start and owner.get(start) is not m] or in_sent
             nearest = min(holders, key=lambda m: abs(m.start - start))
             if nearest.label:
-                label_words = ontology.classes[nearest.label].label.lower()
-                attr, score = scorer.best_attribute(f"{label_words} {words}", nearest.label, threshold=0.5)
-            elif _untyped_holder(nearest):
-                attr, score = scorer.best_attribute(words, None, threshold=UNTYPED_ATTRIBUTE_THRESHOLD)
-                if attr is not None and not _shape_proves_kind(ontology.attributes[attr]):
-                    attr = None
-            else:
+                words = f"{ontology.classes[nearest.label].label.lower()} {words}"
+            elif not _untyped_holder(nearest):
                 continue
-            if attr is None or (code and ontology.attributes[attr].numeric):
-                continue
-            info = ontology.attributes[attr]
-            value = normalize_value(doc[start:end].text, info.numeric, info.literal_kind or info.datatype)
-            if value:
-                out.append((nearest, attr, value, original_text(doc, sent.start, sent.end).strip(),
-                            nearest.label or info.domain))
+            yield nearest, start, end, code, words, sent
+
+
+def attribute_texts(doc, mentions: list[Mention], ontology: Ontology) -> list[str]:
+    """The words sentence_attributes will score, for one batched encode per document."""
+    if not ontology.attributes:
+        return []
+    return [words.lower() for _, _, _, _, words, _ in _attribute_candidates(doc, mentions, ontology)]
+
+
+def sentence_attributes(doc, mentions: list[Mention], ontology: Ontology, scorer: RelationScorer) -> list[tuple]:
+    """(mention, attribute, value, sentence, label) for values next to words that name a datatype property. A
+    name nothing else typed is the holder when the words name the property clearly; it takes the property's
+    domain ('(19255) 1994 VK8 has a density of 2.0': the thing with a density)."""
+    if not ontology.attributes:
+        return []
+    out = []
+    for nearest, start, end, code, words, sent in _attribute_candidates(doc, mentions, ontology):
+        if nearest.label:
+            attr, score = scorer.best_attribute(words, nearest.label, threshold=0.5)
+        else:
+            attr, score = scorer.best_attribute(words, None, threshold=UNTYPED_ATTRIBUTE_THRESHOLD)
+            if attr is not None and not _shape_proves_kind(ontology.attributes[attr]):
+                attr = None
+        if attr is None or (code and ontology.attributes[attr].numeric):
+            continue
+        info = ontology.attributes[attr]
+        value = normalize_value(doc[start:end].text, info.numeric, info.literal_kind or info.datatype)
+        if value:
+            out.append((nearest, attr, value, original_text(doc, sent.start, sent.end).strip(),
+                        nearest.label or info.domain))
     return out
 
 
