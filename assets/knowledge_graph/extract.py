@@ -8,7 +8,7 @@ Layers (each switchable in ExtractionConfig, each fact says which layer found it
     sentences   English sentences: dependency paths scored zero-shot against the ontology (sentences.py)
     korean      Korean sentences: kiwipiepy morphology, particles and predicates (korean.py, korean_*.py)
     examples    relations and literals learned from the user's examples.jsonl, nearest-neighbour scored (examples.py)
-    llm         a served model through the vLLM endpoint, JSON-schema constrained, cached per chunk (llm.py)
+    llm         a served model through the vLLM endpoint, JSON-schema constrained, cached per chunk (llm*.py)
 
 Names are typed from evidence gathered over the whole document (mentions.py), resolved to canonical entities
 (resolve.py), and every relation is checked against domain/range before it is kept; rejected facts are listed
