@@ -216,7 +216,8 @@ def call_extractor(chunks: list[dict], ontology, element_dicts: list[dict]) -> d
 
 def extract_document(path: Path, ontology) -> dict:
     """One document through partition -> chunk -> extract; errors are reported, not raised."""
-    from assets.ingestion import ChunkingConfig, chunk_elements, partition_document
+    from assets.chunking import ChunkingConfig, chunk_elements
+    from assets.parsing import partition_document
 
     started = time.perf_counter()
     try:

@@ -5,7 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from assets.ingestion import ChunkingConfig, chunk_elements, partition_document
+from assets.chunking import ChunkingConfig, chunk_elements
+from assets.parsing import partition_document
 from assets.knowledge_graph.extract import ExtractionConfig, extract_facts, silent_on_relations
 from resources.ontology import load_ontology
 

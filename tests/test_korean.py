@@ -7,7 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from assets.ingestion import ChunkingConfig, chunk_elements, expected_fingerprint, index_documents, stage_fingerprint
+from assets.chunking import ChunkingConfig, chunk_elements
+from assets.vector_index import expected_fingerprint, index_documents, stage_fingerprint
 from assets.parsing import DocumentError, decode_text, parse_records
 from resources.embedder import Embedder, split_by_count
 from resources.milvus import MilvusStore

@@ -19,7 +19,8 @@ from dagster import (
 )
 
 from assets import _offline  # noqa: F401
-from assets.ingestion import PurgeConfig, batch_of, emit
+from assets.batches import batch_of, emit
+from assets.ingestion import PurgeConfig
 from assets.faults import fault_point
 from assets.knowledge_graph.extract import (EXTRACTOR_VERSION, ExtractionConfig, extract_facts, ms_per_chunk_by_layer,
                                            silent_on_relations)
