@@ -25,7 +25,9 @@ from assets.faults import fault_point
 from assets.knowledge_graph.extract import (EXTRACTOR_VERSION, ExtractionConfig, extract_facts, ms_per_chunk_by_layer,
                                            silent_on_relations)
 from pipelines.partitions import documents_backfill_policy, documents_partitions
-from resources.graph_store import GraphStore, GraphStoreUnavailable, neo4j_transient_errors, remap_entities
+from resources.graph_backend import remap_entities
+from resources.graph_neo4j import neo4j_transient_errors
+from resources.graph_store import GraphStore, GraphStoreUnavailable
 from resources.ontology import Ontology, load_ontology
 
 GROUP = "knowledge_graph"
