@@ -274,7 +274,7 @@ def answer_multi_hop(eval_set: EvalSet, documents: list[dict], ontology, canon: 
 
 def evaluate_set(eval_set: EvalSet, layers: set[str] | None = None, documents: list[Path] | None = None) -> dict:
     """Every figure the benchmark prints for one set, as a JSON-ready dict."""
-    from resources.ontology import load_ontology
+    from resources.ontology_loading import load_ontology
 
     try:
         ontology = load_ontology(str(eval_set.ontology_dir))

@@ -31,7 +31,8 @@ from resources.graph_backend import GraphBackend
 from resources.graph_ladybug import LadybugBackend
 from resources.graph_neo4j import Neo4jBackend, neo4j_transient_errors
 from resources.milvus import default_data_dir
-from resources.ontology import Ontology, default_ontology_dir, load_ontology
+from resources.ontology import Ontology, default_ontology_dir
+from resources.ontology_loading import load_ontology
 
 
 def default_graph_path() -> str:

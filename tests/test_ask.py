@@ -14,7 +14,7 @@ from assets.ask import MAX_QUESTION_CHARS, AskError, ask
 from assets.ask.graph import recognize_entities
 from assets.ask.metrics import best_over_references, citation_precision, exact_match, recall_at_k, token_f1
 from resources.llm import free_port
-from resources.ontology import load_ontology
+from resources.ontology_loading import load_ontology
 
 REPO = Path(__file__).resolve().parent.parent
 KOREAN_DOCS = REPO / "bench" / "ask_data" / "ko_docs"

@@ -206,7 +206,7 @@ def test_large_table_chunks_keep_whole_rows_with_the_header(tmp_path):
 def test_table_reaches_the_graph_stage_as_a_table(tmp_path, name):
     from assets.chunking import ChunkingConfig, chunk_elements
     from assets.knowledge_graph.extract import extract_facts
-    from resources.ontology import load_ontology
+    from resources.ontology_loading import load_ontology
 
     rows = [HOSTS[0]] + [[f"bx-web-{i:02d}", f"quote-api-{i}", "Revenue Tools"] for i in range(30)]
     path = tmp_path / name

@@ -8,7 +8,7 @@ import pytest
 from assets.chunking import ChunkingConfig, chunk_elements
 from assets.parsing import partition_document
 from assets.knowledge_graph.extract import ExtractionConfig, extract_facts, silent_on_relations
-from resources.ontology import load_ontology
+from resources.ontology_loading import load_ontology
 
 AVIATION = Path(__file__).parent / "data" / "aviation_ontology"
 

@@ -14,7 +14,7 @@ from rdflib import Graph, Literal
 
 from assets.knowledge_graph.korean import RELATION_MIN_Z, korean_relations
 from assets.knowledge_graph.korean_mentions import is_korean, korean_header_class, korean_mentions
-from resources.ontology import load_ontology
+from resources.ontology_loading import load_ontology
 
 HANGUL = re.compile(r"[\uac00-\ud7a3]")
 INFRA_TYPES = {

@@ -14,7 +14,7 @@ from assets.knowledge_graph.llm_prompt import compact_json, extraction_messages,
 from assets.knowledge_graph.llm_schema import candidate_names, extraction_schema, schema_grammar
 from assets.knowledge_graph.llm_validation import validate_extraction
 from resources.llm import free_port
-from resources.ontology import load_ontology
+from resources.ontology_loading import load_ontology
 
 TRANSIT_TTL = """\
 @prefix owl:  <http://www.w3.org/2002/07/owl#> .

@@ -30,7 +30,7 @@ from assets.knowledge_graph.llm_prompt import (
 )
 from assets.knowledge_graph.llm_schema import candidate_names, extraction_schema
 from assets.knowledge_graph.llm_validation import validate_extraction
-from resources.ontology import load_ontology
+from resources.ontology_loading import load_ontology
 
 EXAMPLES_ONTOLOGY = Path(__file__).parent / "data" / "examples_ontology"
 NEW_TEXT = "Mira Solberg works for Pellucid Labs. She grew up in Castelmar."

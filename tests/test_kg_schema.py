@@ -4,7 +4,7 @@ from assets.knowledge_graph import korean_index
 from assets.knowledge_graph.mentions import lexicon_for
 from assets.knowledge_graph.schema import extraction_schema, split_local_name
 from assets.knowledge_graph.scoring import scorer_for
-from resources.ontology import load_ontology
+from resources.ontology_loading import load_ontology
 
 TTL = """@prefix : <http://example.org/lab#> .
 @prefix owl: <http://www.w3.org/2002/07/owl#> .

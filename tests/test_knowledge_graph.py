@@ -15,7 +15,8 @@ from resources.documents import SAMPLE_CORPUS, DocumentSource
 from resources.embedder import Embedder
 from resources.graph_store import GraphStore
 from resources.milvus import MilvusStore
-from resources.ontology import OntologyError, load_ontology, parse_ontology
+from resources.ontology import OntologyError
+from resources.ontology_loading import load_ontology, parse_ontology
 
 KG_ASSETS = [raw_documents, parsed_elements, document_chunks, graph_facts, knowledge_graph]
 

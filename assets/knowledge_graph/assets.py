@@ -28,7 +28,8 @@ from pipelines.partitions import documents_backfill_policy, documents_partitions
 from resources.graph_backend import remap_entities
 from resources.graph_neo4j import neo4j_transient_errors
 from resources.graph_store import GraphStore, GraphStoreUnavailable
-from resources.ontology import Ontology, load_ontology
+from resources.ontology import Ontology
+from resources.ontology_loading import load_ontology
 
 GROUP = "knowledge_graph"
 # knowledge_graph re-runs its step this often when the graph store is held by another process or unreachable,

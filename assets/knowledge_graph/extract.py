@@ -41,7 +41,8 @@ from assets.knowledge_graph.resolve import Resolver
 from assets.knowledge_graph.scoring import scorer_for
 from assets.knowledge_graph.sentences import sentence_attributes, sentence_relations, weak_typed
 from assets.knowledge_graph.structure import StructureExtractor, tables_and_blocks
-from resources.ontology import Ontology, OntologyError, load_ontology, normalize_name
+from resources.ontology import Ontology, OntologyError, normalize_name
+from resources.ontology_loading import load_ontology
 
 LAYERS = ("structure", "sentences", "korean", "examples", "llm")
 # Bump when extraction logic changes what facts a document yields: graph_facts' code_version.
