@@ -4,14 +4,14 @@ Every asset is partitioned by document (dynamic partitions keyed by the file's r
 on the run's context.partition_keys: a run covers one document or a batch of them (pipelines.partitions).
 In a batch, a bad document is skipped and reported by name (check, run tag, per-partition observation)
 while the others proceed; a one-document run fails with the same message. Nothing in Milvus is touched
-for a document that failed. Logic lives in plain functions; the assets are thin wrappers.
+for a document that failed. Logic lives in plain functions; the assets are thin wrappers: reading a document
+(document_reading), chunking (chunking), the stage fingerprint and the Milvus write (vector_index), a batched
+run's bookkeeping (batches) and parsing (parsing) are their own modules.
 """
 
-import hashlib
 import json
 import os
 import time
-from functools import lru_cache
 
 import numpy as np
 import pandas as pd
@@ -36,155 +36,29 @@ from dagster import (
 from pydantic import Field
 
 from assets import _offline  # noqa: F401
+from assets.batches import UNCHANGED_TAG, Progress, batch_of, emit, failed_in_run, report_failures, unchanged_in_run
+from assets.chunking import INGEST_CODE_VERSION, ChunkingConfig, chunk_elements, chunk_table_checks
+from assets.document_reading import read_document
 from assets.faults import fault_point
-from assets.parsing import (  # noqa: F401  (re-exported: tests and other stages import them from here)
-    TEXT_SUFFIXES,
-    DocumentError,
-    check_docx_archive,
-    decode_text,
-    parse_many,
-    partition_document,
-    pdf_page_count,
-    shutdown_pools,
-    suffix_of,
-    validate_content,
+from assets.parsing import DocumentError, parse_many, shutdown_pools, suffix_of
+from assets.vector_index import (
+    RetrievalGateConfig,
+    index_documents,
+    retrieval_gate,
+    run_stage_fingerprint,
+    stage_fingerprint,
+    unchanged_documents,
 )
 from pipelines.partitions import Batch, documents_backfill_policy, documents_partitions
 from resources.documents import DocumentSource
 from resources.embedder import Embedder
 from resources.milvus import MilvusStore, MilvusUnavailable
 
+
 GROUP = "ingestion"
-# Bump when ingestion code changes what is stored: part of every document's stage fingerprint.
-INGEST_CODE_VERSION = "3"  # 3: tables chunked by row groups, new formats, OCR; BM25 reads bm25_text (Korean morphemes)
-FAILED_TAG = "docplatform/failed_documents"
 # chunk_vectors re-runs its step this often when Milvus fails mid-run, waiting backoff * 2**n seconds between tries
 MILVUS_STEP_RETRIES = int(os.environ.get("DOCPLATFORM_MILVUS_STEP_RETRIES", "3"))
 MILVUS_STEP_BACKOFF_S = float(os.environ.get("DOCPLATFORM_MILVUS_STEP_BACKOFF_S", "5"))
-_CHUNKING_DEFAULTS = json.loads(os.environ.get("DOCPLATFORM_CHUNKING", "{}") or "{}")
-
-
-# ------------------------------------------------------------------------------------------ batches
-
-def batch_of(context, value) -> dict:
-    """{doc_id: value} for an input: a batched run passes a Batch, a one-document run the value itself."""
-    if isinstance(value, Batch):
-        # the IO manager loads every stored partition of the range: those of documents this run skipped as
-        # unchanged are earlier runs' values, not this run's work
-        skipped = unchanged_in_run(context)
-        return {k: v for k, v in value.items() if k not in skipped}
-    if value is None:
-        return {}
-    return {context.partition_keys[0]: value}
-
-
-def emit(context, results: dict, failures: dict[str, str]):
-    """The asset's value: the document's own value in a one-document run (raising its error), else a Batch."""
-    keys = list(context.partition_keys)
-    if len(keys) == 1:
-        if keys[0] in failures:
-            error = failures[keys[0]]
-            raise DocumentError(keys[0], error.split(": ", 1)[1] if error.startswith("document ") else error)
-        return results[keys[0]]
-    batch = Batch(results)
-    batch.kept = unchanged_in_run(context)  # their stored values stay: this run skipped them, they did not fail
-    return batch
-
-
-def report_failures(context, failures: dict[str, str]) -> None:
-    """Each failed document: an observation on its partition (UI status) and the run's failed-documents tag."""
-    if not failures or len(context.partition_keys) == 1:
-        return
-    for key, error in failures.items():
-        context.log.warning(error)
-        context.log_event(AssetObservation(asset_key=context.asset_key, partition=key,
-                                           metadata={"status": "failed", "error": error[:2000]}))
-    run = context.instance.get_run_by_id(context.run_id)
-    merged = json.loads((run.tags if run else {}).get(FAILED_TAG, "{}")) | {k: v[:300] for k, v in failures.items()}
-    context.instance.add_run_tags(context.run_id, {FAILED_TAG: json.dumps(merged)[:20000]})
-
-
-UNCHANGED_TAG = "docplatform/unchanged_documents"
-
-
-def unchanged_in_run(context) -> set[str]:
-    """The documents this run found already indexed with the same content and stage fingerprint (skipped)."""
-    run = context.instance.get_run_by_id(context.run_id)
-    return set(json.loads((run.tags if run else {}).get(UNCHANGED_TAG, "[]")))
-
-
-def failed_in_run(context) -> dict[str, str]:
-    run = context.instance.get_run_by_id(context.run_id)
-    return json.loads((run.tags if run else {}).get(FAILED_TAG, "{}"))
-
-
-class Progress:
-    """Documents done/total and rate, logged at most every few seconds and summarised as metadata."""
-
-    def __init__(self, context, stage: str, total: int, unit: str = "documents"):
-        self.context, self.stage, self.total, self.unit = context, stage, total, unit
-        self.start = self.last = time.perf_counter()
-
-    def __call__(self, done: int, total: int | None = None, chunks: int | None = None) -> None:
-        now = time.perf_counter()
-        if now - self.last < 5 and done < (total or self.total):
-            return
-        self.last = now
-        rate = f", {chunks / (now - self.start):.1f} chunks/s" if chunks else ""
-        self.context.log.info(f"{self.stage}: {done}/{total or self.total} {self.unit}{rate}")
-
-    def metadata(self, done: int, chunks: int | None = None) -> dict:
-        elapsed = max(time.perf_counter() - self.start, 1e-9)
-        out = {"documents_done": done, "documents_total": self.total, "seconds": round(elapsed, 3),
-               "documents_per_s": round(done / elapsed, 2)}
-        if chunks is not None:
-            out["chunks_per_s"] = round(chunks / elapsed, 2)
-        return out
-
-
-# ------------------------------------------------------------------------------------------ raw documents
-
-def read_document(documents: DocumentSource, doc_id: str) -> dict:
-    """The document's bytes and hash, validated (size limit, type, emptiness, zip/XML bombs)."""
-    try:
-        path = documents.path_for(doc_id)
-    except ValueError as exc:  # a symlink or key leading out of the folder (the scan skips these; an old partition may not)
-        raise DocumentError(doc_id, f"{exc}; skipped") from exc
-    attached_to = read_attachment(documents, doc_id) if not path.is_file() else None
-    if attached_to:
-        path, data = attached_to
-        stat = path.stat()
-    else:
-        if not path.is_file():
-            raise DocumentError(doc_id, f"file not found at {path} (deleted? the sensor purges deleted documents)")
-        stat = path.stat()
-    if stat.st_size > documents.max_bytes:
-        raise DocumentError(doc_id, f"too large: {stat.st_size:,} bytes (limit {documents.max_bytes:,}); skipped")
-    data = data if attached_to else path.read_bytes()
-    suffix = suffix_of(doc_id)
-    validate_content(doc_id, suffix, data)
-    if suffix == ".docx":
-        check_docx_archive(doc_id, data)
-    sha256 = hashlib.sha256(data).hexdigest()
-    record = {"doc_id": doc_id, "path": str(path), "suffix": suffix, "sha256": sha256, "size": len(data),
-              "mtime_ns": stat.st_mtime_ns, "content": data}
-    if attached_to:
-        record["attached_to"] = doc_id.rsplit("#", 1)[0]  # the mail this attachment came with
-    return record
-
-
-def read_attachment(documents: DocumentSource, doc_id: str) -> tuple | None:
-    """(mail path, attachment bytes) for an attachment document '<mail key>#<name>'; None for other keys."""
-    found = documents.mail_for(doc_id)
-    if not found:
-        return None
-    try:
-        data = documents.attachment_bytes(doc_id)
-    except Exception as exc:  # noqa: BLE001
-        raise DocumentError(doc_id, f"could not read the attachment from its mail: {type(exc).__name__}: {exc}") from exc
-    if data is None:
-        raise DocumentError(doc_id, f"the mail {found[0].name!r} no longer has this attachment")
-    return found[0], data
 
 
 class ReadConfig(Config):
@@ -193,26 +67,6 @@ class ReadConfig(Config):
                                    "with this run's stage fingerprint (e.g. after a knowledge-graph extractor change). "
                                    "Default: such documents are skipped, so a run queued behind an equal one (sensor, "
                                    "nightly, manual request for the same change) does no work.")
-
-
-def run_stage_fingerprint(context, embedder: Embedder) -> str | None:
-    """The stage fingerprint this run's chunk_vectors will record: its own chunking config (run config), embedder.
-    None for an invalid chunking config (document_chunks reports it)."""
-    from pydantic import ValidationError
-
-    ops = ((context.run.run_config if context.run else None) or {}).get("ops") or {}
-    try:
-        chunking = ChunkingConfig(**(((ops.get("document_chunks") or {}).get("config")) or {}))
-    except ValidationError:
-        return None
-    return stage_fingerprint(chunking_fingerprint(chunking), embedder)
-
-
-def unchanged_documents(records: dict[str, dict], states: dict[str, dict], fingerprint: str) -> list[str]:
-    """Documents whose final index state (vectors and graph written: no pending prefix) has this content hash and
-    this stage fingerprint: indexing them again would change nothing."""
-    return sorted(k for k, r in records.items()
-                  if (s := states.get(k)) and s["sha256"] == r["sha256"] and s["fingerprint"] == fingerprint)
 
 
 @asset(
@@ -322,147 +176,6 @@ def parse_strategy(elements: list[dict]) -> dict:
     return out
 
 
-# ------------------------------------------------------------------------------------------ chunking
-
-class ChunkingConfig(Config):
-    # Milvus stores chunk text in a VARCHAR of at most 65,535 bytes: 16,000 characters fit in any UTF-8.
-    max_characters: int = Field(default=_CHUNKING_DEFAULTS.get("max_characters", 1200), ge=50, le=16000)
-    new_after_n_chars: int = Field(default=_CHUNKING_DEFAULTS.get("new_after_n_chars", 900), ge=1, le=16000)
-    combine_text_under_n_chars: int = Field(default=_CHUNKING_DEFAULTS.get("combine_text_under_n_chars", 200), ge=0, le=16000)
-    overlap: int = Field(default=_CHUNKING_DEFAULTS.get("overlap", 0), ge=0, le=4000)
-    # token window; 0 = the embedder's own (MiniLM 256 word pieces incl. [CLS]/[SEP], multilingual-e5 512 incl.
-    # its "passage: " prefix); a positive value only lowers it. Longer chunks are split between tokens.
-    max_tokens: int = Field(default=_CHUNKING_DEFAULTS.get("max_tokens", 0), ge=0, le=8192)
-
-
-def chunk_id_for(doc_id: str, occurrence: int, text: str) -> str:
-    """Deterministic and position-free: (document, text, n-th occurrence of that text in the document).
-
-    An edit near the top of a document changes only the ids of the chunks whose text changed.
-    """
-    return hashlib.sha256(f"{doc_id}\x00{occurrence}\x00{text}".encode()).hexdigest()[:40]
-
-
-def text_sha(text: str) -> str:
-    """Key of the embedding cache: the same text anywhere has the same vector."""
-    return hashlib.sha256(text.encode()).hexdigest()[:32]
-
-
-@lru_cache(maxsize=4)
-def _tokenizer(model_path: str):
-    from tokenizers import Tokenizer
-
-    tokenizer = Tokenizer.from_file(os.path.join(model_path, "tokenizer.json"))
-    tokenizer.no_truncation()  # the packaged tokenizer.json truncates at 128: lengths would never exceed the window
-    return tokenizer
-
-
-def default_tokenizer():
-    from resources.embedder import packaged_minilm_path
-
-    return _tokenizer(packaged_minilm_path())
-
-
-def _segments(element_dicts: list[dict]) -> list[tuple[str, list[dict]]]:
-    """("text", runs of ordinary elements) and ("table", [one table element with its HTML]), in document order."""
-    out: list[tuple[str, list[dict]]] = []
-    for element in element_dicts:
-        if element.get("type") == "Table" and (element.get("metadata") or {}).get("text_as_html"):
-            out.append(("table", [element]))
-        elif out and out[-1][0] == "text":
-            out[-1][1].append(element)
-        else:
-            out.append(("text", [element]))
-    return out
-
-
-def _text_chunks(element_dicts: list[dict], config: ChunkingConfig) -> list[tuple[str, list[int], None]]:
-    from unstructured.chunking.title import chunk_by_title
-    from unstructured.staging.base import elements_from_dicts
-
-    chunks = chunk_by_title(
-        elements_from_dicts(element_dicts),
-        max_characters=config.max_characters,
-        # the soft limits can't exceed the hard one: lowering max_characters alone just works
-        new_after_n_chars=min(config.new_after_n_chars, config.max_characters),
-        combine_text_under_n_chars=min(config.combine_text_under_n_chars, config.max_characters),
-        overlap=min(config.overlap, config.max_characters // 2),
-    )
-    out = []
-    for chunk in chunks:
-        text = chunk.text.strip()
-        if text:
-            out.append((text, sorted({e.metadata.page_number for e in (chunk.metadata.orig_elements or [])
-                                      if e.metadata.page_number}), None))
-    return out
-
-
-def chunk_elements(doc_id: str, sha256: str, element_dicts: list[dict], config: ChunkingConfig,
-                   embedder: Embedder | None = None, junk: list | None = None) -> list[dict]:
-    """Chunk rows of one document; chunks without words (assets.junk) are left out, appended to junk as
-    (characters, reason) when a list is given."""
-    from assets.junk import junk_reason
-    from assets.tables import table_chunks
-
-    embedder = embedder or Embedder()
-    window = min(config.max_tokens, embedder.max_tokens) if config.max_tokens else embedder.max_tokens
-    pieces_in: list[tuple[str, list[int], str | None]] = []  # (text, page numbers, table HTML of a table chunk)
-    for kind, group in _segments(element_dicts):
-        if kind == "text":
-            pieces_in += _text_chunks(group, config)
-            continue
-        element = group[0]
-        page = (element.get("metadata") or {}).get("page_number")
-        tables = table_chunks(element["metadata"]["text_as_html"], config.max_characters, window, default_tokenizer())
-        if not tables:  # markup without rows: the element's text like any other
-            pieces_in += _text_chunks(group, config)
-        pieces_in += [(t["text"], [page] if page else [], t["table_html"]) for t in tables]
-    junk = [] if junk is None else junk
-    kept_in = []
-    for piece in pieces_in:  # whole junk pieces first: a megabyte blob is never tokenized
-        reason = junk_reason(piece[0])
-        if reason:
-            junk.append((len(piece[0]), reason))
-        else:
-            kept_in.append(piece)
-    rows, seen, chunker = [], {}, chunking_fingerprint(config)
-    windows = embedder.split_to_window([t for t, _, _ in kept_in], config.max_tokens)
-    for pieces, (_, page_numbers, markup) in zip(windows, kept_in):
-        for text in pieces:
-            reason = junk_reason(text)
-            if reason:
-                junk.append((len(text), reason))
-                continue
-            occurrence = seen[text] = seen.get(text, -1) + 1
-            row = {"chunk_id": chunk_id_for(doc_id, occurrence, text), "doc_id": doc_id, "doc_sha256": sha256,
-                   "seq": len(rows), "text": text, "page_numbers": page_numbers, "chunker": chunker}
-            if markup and len(pieces) == 1:
-                row["table_html"] = markup  # whole rows with the header: the graph stage reads it as a table
-            rows.append(row)
-    return rows
-
-
-def chunk_table_checks(rows: list[dict]) -> tuple[bool, dict]:
-    import great_expectations as gx
-
-    from assets.quality import validate_frame
-
-    frame = pd.DataFrame(rows, columns=["chunk_id", "doc_id", "seq", "text"])
-    frame["doc_seq"] = frame["doc_id"].astype(str) + "\x00" + frame["seq"].astype(str)  # seq is per document
-    return validate_frame(
-        "document_chunks",
-        frame,
-        [
-            gx.expectations.ExpectTableRowCountToBeBetween(min_value=1),
-            gx.expectations.ExpectColumnValuesToNotBeNull(column="chunk_id"),
-            gx.expectations.ExpectColumnValuesToBeUnique(column="chunk_id"),
-            gx.expectations.ExpectColumnValuesToNotBeNull(column="text"),
-            gx.expectations.ExpectColumnValueLengthsToBeBetween(column="text", min_value=1),
-            gx.expectations.ExpectColumnValuesToBeUnique(column="doc_seq"),
-        ],
-    )
-
-
 @asset(
     partitions_def=documents_partitions,
     backfill_policy=documents_backfill_policy,
@@ -519,108 +232,6 @@ def document_chunks(context: AssetExecutionContext, config: ChunkingConfig, pars
 
 
 # ------------------------------------------------------------------------------------------ vectors
-
-def chunking_fingerprint(chunking: ChunkingConfig) -> str:
-    payload = {"code": INGEST_CODE_VERSION, "chunking": chunking.model_dump()}
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
-
-
-def stage_fingerprint(chunker: str, embedder: Embedder) -> str:
-    """What, besides a document's bytes, decides its chunks and vectors: code version, chunking config
-    (chunker = chunking_fingerprint, carried on each chunk row), embedder model."""
-    return hashlib.sha256(f"{chunker}|{embedder.fingerprint()}".encode()).hexdigest()[:16]
-
-
-def expected_fingerprint(embedder: Embedder) -> str:
-    """The fingerprint a document gets from a run with the configured defaults (what sensor and nightly expect)."""
-    return stage_fingerprint(chunking_fingerprint(ChunkingConfig()), embedder)
-
-
-def index_documents(milvus: MilvusStore, embedder: Embedder, docs: dict[str, list[dict]], fingerprint: str,
-                    suffixes: dict[str, str] | None = None, progress=None) -> dict:
-    """Write a batch of documents' chunks to Milvus: only new chunk ids are written, vectors come from the
-    text-hash cache (any document's stored vector for the same text) or one batched encode across documents;
-    moved chunks keep their vectors, stale chunks of these documents are deleted, then each document's state
-    (sha256, stage fingerprint) is recorded. Returns counts and the stored rows of these documents."""
-    from resources.text_analysis import bm25_terms
-
-    suffixes = suffixes or {}
-    loading = time.perf_counter()
-    dim = embedder.dimension  # loads the model in a fresh process
-    model_load_s = time.perf_counter() - loading
-    with milvus.client() as client:
-        lookup_started = time.perf_counter()
-        milvus.ensure_collection(client, dim, embedder.identity)
-        existing = milvus.chunk_index(client, list(docs))  # {chunk_id: seq}
-        current = {r["chunk_id"]: r for rows in docs.values() for r in rows}
-        new = [r for cid, r in current.items() if cid not in existing]
-        moved = [r for cid, r in current.items() if cid in existing and existing[cid] != r["seq"]]
-        shas = {r["chunk_id"]: text_sha(r["text"]) for r in new}
-        cache = milvus.vectors_by_text_sha(client, set(shas.values()))
-        todo = {}
-        for r in new:
-            if shas[r["chunk_id"]] not in cache:
-                todo.setdefault(shas[r["chunk_id"]], r["text"])
-        texts, started = list(todo.values()), time.perf_counter()
-        timings = {"model_load_s": model_load_s, "lookup_s": started - lookup_started}
-        for start in range(0, len(texts), 1024):  # slices: progress for long runs
-            vectors = embedder.encode_passages(texts[start : start + 1024])
-            cache |= {sha: vec for sha, vec in zip(list(todo)[start : start + 1024], vectors)}
-            if progress:
-                done = min(start + 1024, len(texts))
-                progress(f"embedded {done}/{len(texts)} new chunk texts, "
-                         f"{done / max(time.perf_counter() - started, 1e-9):.1f} chunks/s")
-        timings["encode_s"] = time.perf_counter() - started
-        moved_vectors = milvus.vectors_by_id(client, [r["chunk_id"] for r in moved])
-        rows = []
-        for r in new + moved:
-            vector = cache[shas[r["chunk_id"]]] if r["chunk_id"] in shas else moved_vectors[r["chunk_id"]]
-            rows.append({"chunk_id": r["chunk_id"], "doc_id": r["doc_id"], "doc_sha256": r["doc_sha256"], "seq": r["seq"],
-                         "text": r["text"], "text_sha": text_sha(r["text"]), "doc_type": suffixes.get(r["doc_id"], "")[:16],
-                         "vector": np.asarray(vector, dtype=np.float32).tolist()})
-        started = time.perf_counter()
-        for row in rows:  # BM25 terms (kiwipiepy morphemes for Korean) here, so that their time is seen apart
-            row["bm25_text"] = bm25_terms(row["text"])
-        timings["bm25_analysis_s"] = time.perf_counter() - started
-        milvus.upsert(client, rows)
-        fault_point("after_milvus_upsert")
-        stale = [cid for cid in existing if cid not in current]
-        milvus.delete_ids(client, stale)
-        milvus.set_document_states(client, [{"doc_id": k, "sha256": rows_[0]["doc_sha256"], "fingerprint": fingerprint,
-                                             "chunks": len(rows_)} for k, rows_ in docs.items()])
-        stored = milvus.rows_for_documents(client, list(docs), ["chunk_id", "doc_id", "vector"])
-        timings["milvus_write_s"] = time.perf_counter() - started - timings["bm25_analysis_s"]
-    return {"written": len(rows), "embedded": len(todo), "cache_hits": len(new) - len([r for r in new if shas[r["chunk_id"]] in todo]),
-            "timings": {k: round(v, 3) for k, v in timings.items()}, "moved": len(moved), "removed": len(stale), "stored": stored, "dimension": dim}
-
-
-class RetrievalGateConfig(Config):
-    """The retrieval quality floor checked after each index change (labeled queries: assets/retrieval_queries.json)."""
-    min_recall_at_5: float = Field(default=0.8, ge=0.0, le=1.0)
-    min_mrr: float = Field(default=0.6, ge=0.0, le=1.0)
-    queries_path: str = Field(default="", description="JSON query set; empty = the bundled sample-corpus set.")
-
-
-def retrieval_gate(milvus: MilvusStore, embedder: Embedder, config: RetrievalGateConfig) -> dict:
-    """recall@5 and MRR of hybrid search over the labeled queries whose documents are indexed; passed vs the floor."""
-    from assets.retrieval_quality import DEFAULT_QUERIES, evaluate, load_queries
-
-    queries = load_queries(config.queries_path or DEFAULT_QUERIES)
-    indexed = set(milvus.document_states())
-    with milvus.client() as client:
-        milvus.check_embedder(client, embedder.identity)
-
-        def search(text, k):
-            return milvus.hybrid_search(client, text, embedder.encode_queries([text])[0].tolist(), limit=k)
-
-        def answerable(doc_id, phrase):
-            return milvus.contains_text(client, doc_id, phrase)
-
-        result = evaluate(queries, search, indexed, k=5, answerable=answerable)
-    result["passed"] = result["queries"] == 0 or (result["recall_at_k"] >= config.min_recall_at_5
-                                                  and result["mrr"] >= config.min_mrr)
-    return result
-
 
 @asset(
     partitions_def=documents_partitions,

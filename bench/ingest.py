@@ -225,7 +225,7 @@ def sensor_tick_costs(tmp: Path, n: int) -> None:
     and with one file edited; Dagster partitions and the per-document state hold all n documents."""
     from dagster import build_sensor_context, instance_for_test
 
-    from assets.ingestion import expected_fingerprint
+    from assets.vector_index import expected_fingerprint
     from pipelines.partitions import DOCUMENTS_PARTITIONS_NAME
     from pipelines.sensors import documents_folder_sensor
     from resources import DocumentSource, Embedder, MilvusStore

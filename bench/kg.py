@@ -216,7 +216,8 @@ def call_extractor(chunks: list[dict], ontology, element_dicts: list[dict]) -> d
 
 def extract_document(path: Path, ontology) -> dict:
     """One document through partition -> chunk -> extract; errors are reported, not raised."""
-    from assets.ingestion import ChunkingConfig, chunk_elements, partition_document
+    from assets.chunking import ChunkingConfig, chunk_elements
+    from assets.parsing import partition_document
 
     started = time.perf_counter()
     try:
@@ -273,7 +274,7 @@ def answer_multi_hop(eval_set: EvalSet, documents: list[dict], ontology, canon: 
 
 def evaluate_set(eval_set: EvalSet, layers: set[str] | None = None, documents: list[Path] | None = None) -> dict:
     """Every figure the benchmark prints for one set, as a JSON-ready dict."""
-    from resources.ontology import load_ontology
+    from resources.ontology_loading import load_ontology
 
     try:
         ontology = load_ontology(str(eval_set.ontology_dir))

@@ -49,7 +49,7 @@ def ontology_with_examples(source: Path, score) -> Path:
 def evaluate(source: Path, score) -> dict:
     from assets.knowledge_graph.examples import extract_with_examples, model_for
     from assets.knowledge_graph.mentions import parse_english
-    from resources.ontology import load_ontology
+    from resources.ontology_loading import load_ontology
 
     ontology = load_ontology(ontology_with_examples(source, score))
     started = time.perf_counter()

@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     from assets.finetune.train import train_lora
     from assets.knowledge_graph.llm import EXTRACTION_ADAPTER_NAME, LLMExtractor
     from resources.llm import running_vllm_server
-    from resources.ontology import load_ontology
+    from resources.ontology_loading import load_ontology
     from resources.ontology_examples import load_examples
 
     ontology = load_ontology()

@@ -41,7 +41,7 @@ def parse_corpus(folder: Path) -> dict[str, dict]:
 
 
 def chunk_corpus(parsed: dict[str, dict], embedder) -> dict[str, list[dict]]:
-    from assets.ingestion import ChunkingConfig, chunk_elements
+    from assets.chunking import ChunkingConfig, chunk_elements
 
     return {key: chunk_elements(key, doc["sha256"], doc["elements"], ChunkingConfig(), embedder)
             for key, doc in parsed.items()}
@@ -50,7 +50,8 @@ def chunk_corpus(parsed: dict[str, dict], embedder) -> dict[str, list[dict]]:
 def evaluate_embedder(model, parsed: dict[str, dict], langs: list[str], modes: list[str], workdir: Path,
                       name: str = "") -> dict:
     """model: a model name or a configured Embedder (bench/embedder.py compares e5 engines); name labels its files."""
-    from assets.ingestion import index_documents, stage_fingerprint, suffix_of
+    from assets.parsing import suffix_of
+    from assets.vector_index import index_documents, stage_fingerprint
     from assets.retrieval_quality import evaluate, load_queries
     from resources.embedder import Embedder
     from resources.milvus import MilvusStore

@@ -62,7 +62,7 @@ class PlatformCollector:
     def _failed_in_run(self, run_id: str) -> set[str]:
         import json
 
-        from assets.ingestion import FAILED_TAG, UNCHANGED_TAG
+        from assets.batches import FAILED_TAG, UNCHANGED_TAG
 
         if run_id not in self._run_failures:
             run = self.instance.get_run_by_id(run_id)
@@ -122,7 +122,7 @@ class PlatformCollector:
 
     def snapshot(self) -> dict:
         """Every value the exporter serves, as plain numbers (also what the test compares with the stores)."""
-        from assets.ingestion import expected_fingerprint
+        from assets.vector_index import expected_fingerprint
         from pipelines.sensors import stale_documents
 
         documents, milvus, embedder = (self.resources[k] for k in ("documents", "milvus", "embedder"))

@@ -104,7 +104,8 @@ def ingest_changed():
     """The change-only, batched ingestion (Dagster runs in this process); returns the resources and failures."""
     from dagster import DagsterInstance
 
-    from assets.ingestion import FAILED_TAG, expected_fingerprint
+    from assets.batches import FAILED_TAG
+    from assets.vector_index import expected_fingerprint
     from pipelines.definitions import defs
     from pipelines.partitions import DOCUMENTS_PARTITIONS_NAME, contiguous_batches, range_tags
     from pipelines.sensors import purge_run_config, stale_documents

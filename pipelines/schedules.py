@@ -4,7 +4,7 @@ import time
 
 from dagster import DefaultScheduleStatus, ScheduleDefinition, ScheduleEvaluationContext, SkipReason, schedule
 
-from assets.ingestion import expected_fingerprint
+from assets.vector_index import expected_fingerprint
 from pipelines.jobs import audit_job, ingest_job
 from pipelines.partitions import DOCUMENTS_PARTITIONS_NAME
 from pipelines.sensors import batched_run_requests, stale_documents

@@ -11,7 +11,7 @@ import time
 
 from dagster import DefaultSensorStatus, RunRequest, SensorEvaluationContext, SensorResult, SkipReason, sensor
 
-from assets.ingestion import expected_fingerprint
+from assets.vector_index import expected_fingerprint
 from pipelines.jobs import ingest_job, purge_documents_job
 from pipelines.partitions import DOCUMENTS_PARTITIONS_NAME, contiguous_batches, documents_partitions, range_tags
 from resources.documents import DocumentSource, ScanReport

@@ -33,7 +33,7 @@ DOC_TEXTS = {
 
 
 def chunk_rows(doc_id: str, texts: list[str]) -> list[dict]:
-    from assets.ingestion import chunk_id_for
+    from assets.chunking import chunk_id_for
 
     return [{"chunk_id": chunk_id_for(doc_id, seq, text), "doc_id": doc_id, "doc_sha256": "0" * 64, "seq": seq,
              "text": text, "page_numbers": []} for seq, text in enumerate(texts)]

@@ -14,7 +14,7 @@ from assets.ask import MAX_QUESTION_CHARS, AskError, ask
 from assets.ask.graph import recognize_entities
 from assets.ask.metrics import best_over_references, citation_precision, exact_match, recall_at_k, token_f1
 from resources.llm import free_port
-from resources.ontology import load_ontology
+from resources.ontology_loading import load_ontology
 
 REPO = Path(__file__).resolve().parent.parent
 KOREAN_DOCS = REPO / "bench" / "ask_data" / "ko_docs"
@@ -182,7 +182,7 @@ def test_entity_recognition_takes_longest_names_and_word_boundaries():
 def test_korean_chunks_are_cut_between_sentences_not_inside_one():
     """MiniLM reads Hangul as many word pieces, so even these short documents exceed its 256-piece window; a cut inside
     a sentence ("ledger-db는 | 데이터팀이 관리하므로") left neither chunk with the fact, for search or the graph."""
-    from assets.ingestion import default_tokenizer
+    from assets.chunking import default_tokenizer
     from resources.embedder import Embedder
 
     for name, fact in [("ko-settlement-runbook.md", "ledger-db는 데이터팀이 관리하므로 ledger-db 디스크 경고는"),

@@ -16,7 +16,7 @@ import pytest
 from bench.kg import (KG_DATA_DIR, EvalSet, NameCanonicalizer, available_sets, document_paths, evaluate_set,
                       expected_answers, gold_triples, main, markdown_report, normalize_value, prf, print_report,
                       score_triples)
-from resources.ontology import load_ontology
+from resources.ontology_loading import load_ontology
 
 INFRA_DIR = KG_DATA_DIR / "infra"
 AVIATION_DIR = KG_DATA_DIR / "aviation"

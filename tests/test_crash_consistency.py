@@ -10,7 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from assets.ingestion import GRAPH_PENDING, ChunkingConfig, chunk_elements, expected_fingerprint
+from assets.chunking import ChunkingConfig, chunk_elements
+from assets.ingestion import GRAPH_PENDING
+from assets.vector_index import expected_fingerprint
 from assets.parsing import parse_records
 from resources import Embedder, MilvusStore
 from resources.graph_store import GraphStore

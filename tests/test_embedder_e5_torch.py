@@ -101,7 +101,7 @@ def test_precision_and_engine_choices_are_checked():
 def test_auto_follows_the_collection(tmp_path, monkeypatch):
     """A new collection gets multilingual-e5 and records it; an index made before (MiniLM, nothing recorded) keeps
     MiniLM, and the warning says how to switch."""
-    from assets.ingestion import index_documents
+    from assets.vector_index import index_documents
 
     monkeypatch.delenv("DOCPLATFORM_EMBEDDER", raising=False)
     monkeypatch.setenv("DOCPLATFORM_MILVUS_URI", str(tmp_path / "milvus.db"))

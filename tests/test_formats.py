@@ -162,7 +162,7 @@ def test_outlook_msg_attachments_are_documents_of_their_own(tmp_path):
     '<mail>#<name>' that reads and parses on its own, and an attachment of a type not included is skipped by name."""
     import extract_msg
 
-    from assets.ingestion import read_document
+    from assets.document_reading import read_document
 
     docs = tmp_path / "docs"
     (docs / "inbox").mkdir(parents=True)
@@ -186,7 +186,7 @@ def test_outlook_msg_attachments_are_documents_of_their_own(tmp_path):
 
 
 def test_large_table_chunks_keep_whole_rows_with_the_header(tmp_path):
-    from assets.ingestion import ChunkingConfig, chunk_elements
+    from assets.chunking import ChunkingConfig, chunk_elements
 
     rows = [HOSTS[0]] + [[f"bx-web-{i:02d}", f"app-{i}, app-{i}b", "Revenue Tools"] for i in range(40)]
     path = ff.write_xlsx(tmp_path / "fleet.xlsx", rows)
@@ -204,9 +204,9 @@ def test_large_table_chunks_keep_whole_rows_with_the_header(tmp_path):
 
 @pytest.mark.parametrize("name", ["fleet.xlsx", "fleet.xls", "fleet.csv", "fleet.docx", "fleet.html"])
 def test_table_reaches_the_graph_stage_as_a_table(tmp_path, name):
-    from assets.ingestion import ChunkingConfig, chunk_elements
+    from assets.chunking import ChunkingConfig, chunk_elements
     from assets.knowledge_graph.extract import extract_facts
-    from resources.ontology import load_ontology
+    from resources.ontology_loading import load_ontology
 
     rows = [HOSTS[0]] + [[f"bx-web-{i:02d}", f"quote-api-{i}", "Revenue Tools"] for i in range(30)]
     path = tmp_path / name
@@ -300,7 +300,7 @@ def test_ocr_pixel_and_time_limits_name_the_document(tmp_path, monkeypatch):
 
 
 def test_an_escaping_symlink_registered_earlier_fails_by_name_not_the_batch(tmp_path):
-    from assets.ingestion import read_document
+    from assets.document_reading import read_document
 
     docs = tmp_path / "docs"
     docs.mkdir()

@@ -14,7 +14,8 @@ import pytest
 
 from assets.ask.graph import GraphContext, expand
 from resources.graph_store import GraphStore
-from resources.ontology import load_ontology, normalize_name
+from resources.ontology import normalize_name
+from resources.ontology_loading import load_ontology
 
 REPO = Path(__file__).resolve().parent.parent
 EXTRA_TTL = """

@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from assets.ingestion import UNCHANGED_TAG, chunk_id_for
+from assets.batches import UNCHANGED_TAG
+from assets.chunking import chunk_id_for
 from resources import Embedder
 from tests.docfactory import write_pdf
 from tests.platform_harness import QUIET, failure_message

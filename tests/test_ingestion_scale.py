@@ -10,7 +10,9 @@ import zipfile
 
 import pytest
 
-from assets.ingestion import FAILED_TAG, UNCHANGED_TAG, chunk_elements, ChunkingConfig, default_tokenizer, expected_fingerprint
+from assets.batches import FAILED_TAG, UNCHANGED_TAG
+from assets.chunking import ChunkingConfig, chunk_elements, default_tokenizer
+from assets.vector_index import expected_fingerprint
 from assets.parsing import parse_many
 from pipelines.partitions import contiguous_batches
 from resources import DocumentSource, Embedder
@@ -96,7 +98,7 @@ def test_sensor_and_nightly_request_only_changed_documents(platform, monkeypatch
     assert not nightly().run_requests
 
     # a new stage version (code, chunking config or embedder): everything again, in one batched run
-    monkeypatch.setattr("assets.ingestion.INGEST_CODE_VERSION", "bumped-for-test")
+    monkeypatch.setattr("assets.chunking.INGEST_CODE_VERSION", "bumped-for-test")
     requests = nightly().run_requests
     assert len(requests) == 1 and requests[0].tags["docplatform/documents"] == "8"
     _, runs = platform.tick()

@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from assets.knowledge_graph.examples import Span, literal_value, model_for, value_shape, _looks_literal
+from assets.knowledge_graph.examples import model_for
+from assets.knowledge_graph.examples_mentions import Span, _looks_literal, literal_value, value_shape
 from assets.knowledge_graph.extract import ExtractionConfig, extract_facts
-from resources.ontology import load_ontology
+from resources.ontology_loading import load_ontology
 
 FOLDER = Path(__file__).parent / "data" / "examples_ontology"
 

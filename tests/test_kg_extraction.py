@@ -5,9 +5,10 @@ from pathlib import Path
 
 import pytest
 
-from assets.ingestion import ChunkingConfig, chunk_elements, partition_document
+from assets.chunking import ChunkingConfig, chunk_elements
+from assets.parsing import partition_document
 from assets.knowledge_graph.extract import ExtractionConfig, extract_facts, silent_on_relations
-from resources.ontology import load_ontology
+from resources.ontology_loading import load_ontology
 
 AVIATION = Path(__file__).parent / "data" / "aviation_ontology"
 

@@ -12,14 +12,9 @@ import re
 import pytest
 from rdflib import Graph, Literal
 
-from assets.knowledge_graph.korean import (
-    RELATION_MIN_Z,
-    is_korean,
-    korean_header_class,
-    korean_mentions,
-    korean_relations,
-)
-from resources.ontology import load_ontology
+from assets.knowledge_graph.korean import RELATION_MIN_Z, korean_relations
+from assets.knowledge_graph.korean_mentions import is_korean, korean_header_class, korean_mentions
+from resources.ontology_loading import load_ontology
 
 HANGUL = re.compile(r"[\uac00-\ud7a3]")
 INFRA_TYPES = {

@@ -9,21 +9,12 @@ import time
 import jsonschema
 import pytest
 
-from assets.knowledge_graph.llm import (
-    ExtractionCache,
-    LLMExtractor,
-    LLMUnavailableError,
-    candidate_names,
-    compact_json,
-    extraction_messages,
-    extraction_prompt,
-    extraction_schema,
-    schema_grammar,
-    validate_extraction,
-    worked_example,
-)
+from assets.knowledge_graph.llm import ExtractionCache, LLMExtractor, LLMUnavailableError
+from assets.knowledge_graph.llm_prompt import compact_json, extraction_messages, extraction_prompt, worked_example
+from assets.knowledge_graph.llm_schema import candidate_names, extraction_schema, schema_grammar
+from assets.knowledge_graph.llm_validation import validate_extraction
 from resources.llm import free_port
-from resources.ontology import load_ontology
+from resources.ontology_loading import load_ontology
 
 TRANSIT_TTL = """\
 @prefix owl:  <http://www.w3.org/2002/07/owl#> .

@@ -20,20 +20,17 @@ from assets.finetune.extraction import (
     split_leakage,
     split_rows,
 )
-from assets.knowledge_graph.llm import (
-    EXTRACTION_ADAPTER_NAME,
-    LLMExtractor,
+from assets.knowledge_graph.llm import EXTRACTION_ADAPTER_NAME, LLMExtractor, deployed_extraction_model
+from assets.knowledge_graph.llm_prompt import (
     answered_examples,
-    candidate_names,
     compact_json,
-    deployed_extraction_model,
     extraction_messages,
-    extraction_schema,
     few_shot_examples,
-    validate_extraction,
     worked_example,
 )
-from resources.ontology import load_ontology
+from assets.knowledge_graph.llm_schema import candidate_names, extraction_schema
+from assets.knowledge_graph.llm_validation import validate_extraction
+from resources.ontology_loading import load_ontology
 
 EXAMPLES_ONTOLOGY = Path(__file__).parent / "data" / "examples_ontology"
 NEW_TEXT = "Mira Solberg works for Pellucid Labs. She grew up in Castelmar."

@@ -1,10 +1,10 @@
 """One extraction view of the ontology (assets/knowledge_graph/schema.py), read by every layer."""
 
-from assets.knowledge_graph import korean
+from assets.knowledge_graph import korean_index
 from assets.knowledge_graph.mentions import lexicon_for
 from assets.knowledge_graph.schema import extraction_schema, split_local_name
 from assets.knowledge_graph.scoring import scorer_for
-from resources.ontology import load_ontology
+from resources.ontology_loading import load_ontology
 
 TTL = """@prefix : <http://example.org/lab#> .
 @prefix owl: <http://www.w3.org/2002/07/owl#> .
@@ -42,7 +42,7 @@ def test_the_view_is_built_once_and_every_layer_reads_it(tmp_path):
     assert scorer.descriptions["INSTALLED_IN"].forward == list(installed.forward)
     assert "calibrates" in scorer.descriptions["CALIBRATED_BY"].inverse  # the active form of a passive label
     assert scorer.attribute_texts["serial_number"] == list(schema.attributes["serial_number"].texts)
-    index = korean._OntologyIndex(ontology)
+    index = korean_index._OntologyIndex(ontology)
     assert index.class_of_word("장비", cross_lingual=False) == "Instrument"
     assert [t for r, t in index.relation_texts if r == "INSTALLED_IN"] == list(installed.texts)
 

@@ -6,14 +6,17 @@ from pathlib import Path
 import pytest
 from dagster import DagsterInstance, Definitions, materialize
 
-from assets.ingestion import ChunkingConfig, chunk_elements, document_chunks, parsed_elements, partition_document, raw_documents
+from assets.chunking import ChunkingConfig, chunk_elements
+from assets.ingestion import document_chunks, parsed_elements, raw_documents
+from assets.parsing import partition_document
 from assets.knowledge_graph import domain_range_violations, extract_facts, graph_facts, knowledge_graph
 from pipelines.partitions import DOCUMENTS_PARTITIONS_NAME
 from resources.documents import SAMPLE_CORPUS, DocumentSource
 from resources.embedder import Embedder
 from resources.graph_store import GraphStore
 from resources.milvus import MilvusStore
-from resources.ontology import OntologyError, load_ontology, parse_ontology
+from resources.ontology import OntologyError
+from resources.ontology_loading import load_ontology, parse_ontology
 
 KG_ASSETS = [raw_documents, parsed_elements, document_chunks, graph_facts, knowledge_graph]
 

@@ -7,7 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from assets.ingestion import ChunkingConfig, chunk_elements, expected_fingerprint, index_documents, stage_fingerprint
+from assets.chunking import ChunkingConfig, chunk_elements
+from assets.vector_index import expected_fingerprint, index_documents, stage_fingerprint
 from assets.parsing import DocumentError, decode_text, parse_records
 from resources.embedder import Embedder, split_by_count
 from resources.milvus import MilvusStore
@@ -204,7 +205,7 @@ def test_korean_query_set_labels_exist_in_the_korean_samples():
 @pytest.mark.slow
 def test_korean_sample_documents_give_graph_facts_with_hangul_names_resolved():
     from assets.knowledge_graph.extract import extract_facts
-    from resources.ontology import load_ontology
+    from resources.ontology_loading import load_ontology
 
     ontology = load_ontology()
     facts = {}
@@ -235,7 +236,7 @@ def test_korean_sample_documents_give_graph_facts_with_hangul_names_resolved():
 
 def test_korean_copula_types_its_subject():
     from assets.knowledge_graph.extract import extract_facts
-    from resources.ontology import load_ontology
+    from resources.ontology_loading import load_ontology
 
     chunks = rows_for("c.md", "payments-gw는 카드 결제를 승인하는 서비스입니다. payments-gw는 srv-app-05에서 실행됩니다. "
                               "ledger-db는 회계 데이터베이스이다. ledger-db는 데이터팀이 관리한다.")

@@ -5,14 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from resources.ontology import (
-    OntologyError,
-    attribute_identifier,
-    class_identifier,
-    load_ontology,
-    parse_ontology,
-    relation_identifier,
-)
+from resources.ontology import OntologyError, attribute_identifier, class_identifier, relation_identifier
+from resources.ontology_loading import load_ontology, parse_ontology
 
 AVIATION = Path(__file__).parent / "data" / "aviation_ontology"
 PREFIXES = """@prefix owl: <http://www.w3.org/2002/07/owl#> .

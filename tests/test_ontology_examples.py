@@ -2,7 +2,7 @@
 
 import json
 
-from resources.ontology import load_ontology
+from resources.ontology_loading import load_ontology
 from resources.ontology_examples import contains_name, load_examples
 
 ONTOLOGY = """@prefix owl: <http://www.w3.org/2002/07/owl#> .

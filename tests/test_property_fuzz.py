@@ -9,7 +9,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from assets.ingestion import ChunkingConfig, chunk_elements, read_document
+from assets.chunking import ChunkingConfig, chunk_elements
+from assets.document_reading import read_document
 from assets.parsing import DocumentError, parse_records, suffix_of, validate_content
 from pipelines.search import filter_expression
 from resources.documents import SUPPORTED_SUFFIXES, DocumentSource

@@ -18,7 +18,8 @@ from dagster import AssetKey, DagsterEventType, DagsterInstance, DagsterRunStatu
 from dagster._core.run_coordinator import SubmitRunContext
 from dagster._core.storage.tags import RUN_KEY_TAG, SCHEDULE_NAME_TAG
 
-from assets.ingestion import GRAPH_PENDING, UNCHANGED_TAG
+from assets.batches import UNCHANGED_TAG
+from assets.ingestion import GRAPH_PENDING
 from pipelines.definitions import defs
 from pipelines.schedules import nightly_reindex_schedule
 from resources import DocumentSource, Embedder, MilvusStore

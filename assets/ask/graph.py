@@ -171,7 +171,7 @@ def mentioned_relations(question: str, ontology: Ontology) -> set[str]:
 
 
 class GraphContext:
-    """Entity look-up and edge expansion over an open graph backend (resources.graph_store.GraphBackend)."""
+    """Entity look-up and edge expansion over an open graph backend (resources.graph_backend.GraphBackend)."""
 
     def __init__(self, backend):
         self.backend = backend

@@ -1,5 +1,5 @@
 """The extraction adapter's dataset: a user's labeled examples plus the graph's own trusted facts, as the exact
-prompt -> JSON answer pairs the LLM extraction layer sends and reads (assets/knowledge_graph/llm.py).
+prompt -> JSON answer pairs the LLM extraction layer sends and reads (assets/knowledge_graph/llm_prompt.py).
 
 Why: a small served model (SmolLM2-135M) copies the answer format from a few worked examples but rarely the
 judgement; a LoRA adapter trained on the user's ontology learns both. The rows are the layer's own chat messages
@@ -7,7 +7,7 @@ judgement; a LoRA adapter trained on the user's ontology learns both. The rows a
 the layer's compact JSON, so that what the adapter learns is what the layer asks at serving time.
 
 Sources, each row saying which:
-- examples.jsonl beside the ontology (resources/ontology_examples.py), answered as llm.example_answer does;
+- examples.jsonl beside the ontology (resources/ontology_examples.py), answered as llm_prompt.example_answer does;
 - graph_facts of every document whose facts conform to the ontology's SHACL shapes, keeping per chunk only
   relations at or above min_score from layers other than the LLM itself (no training on its own guesses).
 
@@ -24,15 +24,14 @@ from dagster import Config
 from pydantic import Field
 
 from assets.finetune.train import LoraTrainingConfig
-from assets.knowledge_graph.llm import (
+from assets.knowledge_graph.llm_prompt import (
     FEW_SHOT,
-    _folded,
     answer_from_facts,
     answered_examples,
     compact_json,
     extraction_messages,
-    validate_extraction,
 )
+from assets.knowledge_graph.llm_validation import _folded, validate_extraction
 from resources.ontology import Ontology
 
 COLUMNS = ["id", "source", "text", "messages", "output"]

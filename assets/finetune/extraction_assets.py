@@ -20,7 +20,7 @@ from assets.finetune.extraction import (
 from assets.finetune.train import LOSS_PLOT
 from resources.llm import AdapterRegistry, BaseModelFolder, VLLMServer
 from resources.milvus import default_data_dir
-from resources.ontology import load_ontology
+from resources.ontology_loading import load_ontology
 
 EXTRACTION_GROUP = "extraction_finetune"
 

@@ -19,13 +19,17 @@ from dagster import (
 )
 
 from assets import _offline  # noqa: F401
-from assets.ingestion import PurgeConfig, batch_of, emit
+from assets.batches import batch_of, emit
+from assets.ingestion import PurgeConfig
 from assets.faults import fault_point
 from assets.knowledge_graph.extract import (EXTRACTOR_VERSION, ExtractionConfig, extract_facts, ms_per_chunk_by_layer,
                                            silent_on_relations)
 from pipelines.partitions import documents_backfill_policy, documents_partitions
-from resources.graph_store import GraphStore, GraphStoreUnavailable, neo4j_transient_errors, remap_entities
-from resources.ontology import Ontology, load_ontology
+from resources.graph_backend import remap_entities
+from resources.graph_neo4j import neo4j_transient_errors
+from resources.graph_store import GraphStore, GraphStoreUnavailable
+from resources.ontology import Ontology
+from resources.ontology_loading import load_ontology
 
 GROUP = "knowledge_graph"
 # knowledge_graph re-runs its step this often when the graph store is held by another process or unreachable,

@@ -6,9 +6,9 @@
 Layers (each switchable in ExtractionConfig, each fact says which layer found it):
     structure   tables and key-value blocks (structure.py)
     sentences   English sentences: dependency paths scored zero-shot against the ontology (sentences.py)
-    korean      Korean sentences: kiwipiepy morphology, particles and predicates (korean.py)
+    korean      Korean sentences: kiwipiepy morphology, particles and predicates (korean.py, korean_*.py)
     examples    relations and literals learned from the user's examples.jsonl, nearest-neighbour scored (examples.py)
-    llm         a served model through the vLLM endpoint, JSON-schema constrained, cached per chunk (llm.py)
+    llm         a served model through the vLLM endpoint, JSON-schema constrained, cached per chunk (llm*.py)
 
 Names are typed from evidence gathered over the whole document (mentions.py), resolved to canonical entities
 (resolve.py), and every relation is checked against domain/range before it is kept; rejected facts are listed
@@ -43,7 +43,8 @@ from assets.knowledge_graph.scoring import scorer_for
 from assets.knowledge_graph.sentences import (attribute_texts, predicate_phrases, sentence_attributes, sentence_relations,
                                               weak_typed)
 from assets.knowledge_graph.structure import StructureExtractor, tables_and_blocks
-from resources.ontology import Ontology, OntologyError, load_ontology, normalize_name
+from resources.ontology import Ontology, OntologyError, normalize_name
+from resources.ontology_loading import load_ontology
 
 LAYERS = ("structure", "sentences", "korean", "examples", "llm")
 # Bump when extraction logic changes what facts a document yields: graph_facts' code_version.
@@ -300,29 +301,29 @@ def _z_to_unit(z: float) -> float:
 def _korean_typing(chunks, ontology, votes) -> None:
     """Names a Korean copula sentence types ("payments-gw는 … 서비스입니다"): a class-word vote, as for "the X service"."""
     try:
-        from assets.knowledge_graph import korean
+        from assets.knowledge_graph import korean_mentions
     except ImportError:
         return
     for chunk in chunks:
-        if korean.is_korean(chunk["text"]):
-            for surface, cls in korean.korean_copula_types(chunk["text"], ontology):
+        if korean_mentions.is_korean(chunk["text"]):
+            for surface, cls in korean_mentions.korean_copula_types(chunk["text"], ontology):
                 votes.add(normalize_name(surface), cls, "keyword")
 
 
 def _korean_layer(chunks, ontology, type_of, rejected, resolver=None) -> list[_RawRelation]:
     try:
-        from assets.knowledge_graph import korean
+        from assets.knowledge_graph import korean, korean_mentions
         korean.korean_relations  # noqa: B018
     except (ImportError, AttributeError) as exc:  # kiwipiepy missing: say so, extract the rest
         rejected.append(f"korean layer unavailable: {exc}")
         return []
     out = []
     for chunk in chunks:
-        if resolver is not None and korean.is_korean(chunk["text"]):
-            for alias, name, _ in korean.korean_appositions(chunk["text"], ontology):
+        if resolver is not None and korean_mentions.is_korean(chunk["text"]):
+            for alias, name, _ in korean_mentions.korean_appositions(chunk["text"], ontology):
                 resolver.add_apposition(alias, name)  # "주문 서비스(order-api)": one entity, both names
     for chunk in chunks:
-        if not korean.is_korean(chunk["text"]):
+        if not korean_mentions.is_korean(chunk["text"]):
             continue
         for rel in korean.korean_relations(chunk["text"], chunk["chunk_id"], ontology, type_of):
             out.append(_RawRelation(rel["source"], rel.get("source_label"), rel["type"], rel["target"],

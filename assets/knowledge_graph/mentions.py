@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 
 from assets.knowledge_graph.schema import extraction_schema
-from resources.ontology import Ontology, load_ontology, normalize_name
+from resources.ontology import Ontology, normalize_name
+from resources.ontology_loading import load_ontology
 
 # Hyphen/underscore/dot-joined identifiers (srv-db-01, billing-db, app_node_3) that spaCy's tokenizer splits apart.
 IDENT = re.compile(r"(?<![A-Za-z0-9_.-])[A-Za-z0-9]+(?:[-_][A-Za-z0-9]+)+(?![A-Za-z0-9_-])")  # ASCII bounds:

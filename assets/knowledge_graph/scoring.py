@@ -16,7 +16,8 @@ import numpy as np
 from assets.knowledge_graph.embedding import embed
 from assets.knowledge_graph.mentions import english_pipeline
 from assets.knowledge_graph.schema import extraction_schema
-from resources.ontology import Ontology, RelationInfo, humanize, load_ontology
+from resources.ontology import Ontology, RelationInfo, humanize
+from resources.ontology_loading import load_ontology
 
 
 def _active_form(label: str) -> str | None:
