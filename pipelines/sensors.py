@@ -7,6 +7,7 @@ runs over adjacent document partitions (pipelines.partitions.contiguous_batches)
 
 import hashlib
 import json
+import os
 import time
 
 from dagster import DefaultSensorStatus, RunRequest, SensorEvaluationContext, SensorResult, SkipReason, sensor
@@ -17,6 +18,9 @@ from pipelines.partitions import DOCUMENTS_PARTITIONS_NAME, contiguous_batches, 
 from resources.documents import DocumentSource, ScanReport
 from resources.embedder import Embedder
 from resources.milvus import MilvusStore
+
+# how often the daemon evaluates the folder sensor; read when the code location loads (tests shorten it)
+SENSOR_INTERVAL_S = int(os.environ.get("DOCPLATFORM_SENSOR_INTERVAL_S", "30"))
 
 
 def plan_changes(previous: dict[str, str], current: dict[str, str], partitions: set[str]):
@@ -50,7 +54,7 @@ def batched_run_requests(order: list[str], keys: list[str], tokens: dict[str, st
 
 @sensor(
     jobs=[ingest_job, purge_documents_job],
-    minimum_interval_seconds=30,
+    minimum_interval_seconds=SENSOR_INTERVAL_S,
     default_status=DefaultSensorStatus.RUNNING,
     description="Adds/removes document partitions; requests batched runs only for documents whose content or "
                 "stage fingerprint changed, and a purge run for deleted ones.",

@@ -51,7 +51,7 @@ def wait_for(url: str, predicate, timeout: float, log: Path):
         if predicate(current):
             return current
         assert not any(status == "FAILURE" for _, status, _ in current), (current, log.read_text()[-3000:])
-        time.sleep(3)
+        time.sleep(1)
     raise AssertionError(f"timed out; runs: {runs(url)}\n{log.read_text()[-3000:]}")
 
 
@@ -62,8 +62,9 @@ def test_sensor_and_daemon_ingest_and_purge(tmp_path, docs_dir):
     data = tmp_path / "data"
     port = free_port()
     url = f"http://127.0.0.1:{port}"
+    # the sensor every 5 s rather than 30: the folder change below is seen within seconds, not half a minute
     env = os.environ | {"DAGSTER_HOME": str(home), "DOCPLATFORM_DATA_DIR": str(data),
-                        "DOCPLATFORM_DOCUMENTS_DIR": str(docs_dir)}
+                        "DOCPLATFORM_DOCUMENTS_DIR": str(docs_dir), "DOCPLATFORM_SENSOR_INTERVAL_S": "5"}
     log = tmp_path / "dagster-dev.log"
     proc = subprocess.Popen(["dagster", "dev", "-w", str(REPO / "workspace.yaml"), "-h", "127.0.0.1", "-p", str(port)],
                             cwd=REPO, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)

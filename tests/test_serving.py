@@ -76,11 +76,19 @@ def ingest(root: str) -> None:
 
 
 def ingested_corpus(tmp_path_factory, name: str) -> Path:
-    """A fresh folder with the corpus ingested (by a child process, see ingest)."""
+    """A fresh folder with the corpus ingested: a copy of one folder per session that the real job ingested (by a
+    child process, see ingest). The copy is the servers' own: each opens its milvus-lite file alone. The stores hold
+    no absolute paths (documents are keyed by their path under docs/), so a copy serves as the original does."""
+    template = tmp_path_factory.getbasetemp() / "ingested-corpus-template"
+    if not (template / "INGESTED").exists():
+        shutil.rmtree(template, ignore_errors=True)  # a half-built one, left by a failed ingest
+        template.mkdir()
+        done = subprocess.run([sys.executable, "-c", f"from tests.test_serving import ingest; ingest({str(template)!r})"],
+                              cwd=REPO, env=cli_env(template), capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        (template / "INGESTED").touch()
     root = tmp_path_factory.mktemp(name)
-    done = subprocess.run([sys.executable, "-c", f"from tests.test_serving import ingest; ingest({str(root)!r})"],
-                          cwd=REPO, env=cli_env(root), capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    shutil.copytree(template, root, dirs_exist_ok=True, ignore=shutil.ignore_patterns("INGESTED"))
     return root
 
 
