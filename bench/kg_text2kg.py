@@ -50,7 +50,7 @@ def ontology_folder(onto: Path, scorer, examples: bool, into: Path) -> Path:
 def extracted_in_process(onto: Path, rows: list[dict], scorer, examples: bool) -> tuple[set, int]:
     """(normalised triples, chunk count) of the test sentences through the pipeline's extraction path."""
     from bench.kg import extract_document
-    from resources.ontology import load_ontology
+    from resources.ontology_loading import load_ontology
 
     tmp = Path(tempfile.mkdtemp(prefix=f"t2k-{onto.name}-"))
     try:
