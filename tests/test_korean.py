@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from assets.chunking import ChunkingConfig, chunk_elements
+from assets.chunking import ChunkingConfig, chunk_elements, default_tokenizer
 from assets.vector_index import expected_fingerprint, index_documents, stage_fingerprint
 from assets.parsing import DocumentError, decode_text, parse_records
 from resources.embedder import Embedder, split_by_count
@@ -78,7 +78,7 @@ def test_chunks_follow_the_chosen_embedders_token_window(e5, minilm):
     counts = [e5.model_object().token_count(t, False) for t in by_model["multilingual-e5"]]
     assert max(counts) <= 512 and len(counts) >= 2
     assert max(counts) > 256  # the e5 window, not MiniLM's
-    tokenizer = __import__("assets.ingestion", fromlist=["default_tokenizer"]).default_tokenizer()
+    tokenizer = default_tokenizer()
     assert max(len(tokenizer.encode(t).ids) for t in by_model["minilm"]) <= 256
     assert len(by_model["minilm"]) > len(by_model["multilingual-e5"])
     # the splitter itself: a word longer than the window is cut by characters
