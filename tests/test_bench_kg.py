@@ -222,3 +222,15 @@ def test_text2kg_bench_scores_a_published_ontology_with_the_sets_own_scorer(tmp_
     assert result["vicuna13b_f1"] > 0  # the paper's answers, scored the same way
     report = markdown_report(results, examples=False, main_job=False)
     assert "8_celestialbody" in report and "target 0.25" in report
+
+
+def test_heldout_block_sets_development_beside_test_with_the_gap():
+    from bench.kg import heldout_report
+
+    def result(name, f1, hops):
+        return {"set": name, "documents": 3, "gold_relations": 10, "overall": {"precision": f1, "recall": f1, "f1": f1},
+                "multi_hop": [{"correct": c} for c in hops]}
+
+    text = heldout_report([result("infra_dev2", 0.8, [True]), result("infra_heldout", 0.5, [True, False])])
+    assert "infra_dev2 (3 documents, 10 relations)" in text and "| 1/2 |" in text
+    assert "Gap development (infra_dev2) - test: 0.300 F1" in text and "not reached" in text
