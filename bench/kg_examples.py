@@ -12,38 +12,17 @@ cross-validation chose.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
-import shutil
 import sys
 import tempfile
 import time
 import warnings
 from pathlib import Path
 
+from bench.kg_text2kg import load_scorer, write_ontology_folder
+
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_DATA = REPO.parent / "shared" / "text2kg_dev"
-
-
-def load_scorer(data: Path):
-    """The set's own score.py (its normalizer and P/R/F1), imported from the data folder."""
-    spec = importlib.util.spec_from_file_location("text2kg_score", data / "score.py")
-    if spec is None or not (data / "score.py").is_file():
-        raise SystemExit(f"no Text2KGBench set at {data} (score.py missing): pass --data")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def ontology_with_examples(source: Path, score) -> Path:
-    """A folder holding the benchmark's ontology untouched and its train split as examples.jsonl."""
-    folder = Path(tempfile.mkdtemp(prefix=f"kg-examples-{source.name}-"))
-    shutil.copy(source / "ontology.ttl", folder / "ontology.ttl")
-    with open(folder / "examples.jsonl", "w", encoding="utf-8") as out:
-        for row in score.jsonl(source / "train.jsonl"):
-            triples = [[t["sub"].replace("_", " "), t["rel"], t["obj"].replace("_", " ")] for t in row["triples"]]
-            out.write(json.dumps({"text": row["sent"], "triples": triples}, ensure_ascii=False) + "\n")
-    return folder
 
 
 def evaluate(source: Path, score) -> dict:
@@ -51,7 +30,8 @@ def evaluate(source: Path, score) -> dict:
     from assets.knowledge_graph.mentions import parse_english
     from resources.ontology_loading import load_ontology
 
-    ontology = load_ontology(ontology_with_examples(source, score))
+    ontology = load_ontology(write_ontology_folder(
+        source, Path(tempfile.mkdtemp(prefix=f"kg-examples-{source.name}-")), score))
     started = time.perf_counter()
     model = model_for(ontology)
     trained = time.perf_counter() - started

@@ -18,7 +18,6 @@ without it the adapter learns from the train split only.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import shutil
@@ -27,6 +26,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench.kg_text2kg import load_scorer, write_ontology_folder
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TEXT2KG_CANDIDATES = [REPO_ROOT.parent / "shared" / "text2kg_dev", REPO_ROOT.parents[1] / "shared" / "text2kg_dev"]
 BLOCK = "kg-extraction-lora"
@@ -34,27 +35,6 @@ BLOCK = "kg-extraction-lora"
 
 def text2kg_dir() -> Path:
     return next((p for p in TEXT2KG_CANDIDATES if (p / "score.py").is_file()), TEXT2KG_CANDIDATES[0])
-
-
-def load_scorer(data: Path):
-    """The set's own score.py (normalizer, micro P/R/F1): imported from its file, not rewritten here."""
-    spec = importlib.util.spec_from_file_location("text2kg_score", data / "score.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def ontology_folder(source: Path, target: Path) -> Path:
-    """The benchmark's ontology.ttl untouched and its train split as examples.jsonl (score.py's conversion)."""
-    target.mkdir(parents=True, exist_ok=True)
-    (target / "ontology.ttl").write_text((source / "ontology.ttl").read_text())
-    with open(target / "examples.jsonl", "w") as out:
-        for line in (source / "train.jsonl").read_text().splitlines():
-            if line.strip():
-                row = json.loads(line)
-                triples = [[t["sub"].replace("_", " "), t["rel"], t["obj"].replace("_", " ")] for t in row["triples"]]
-                out.write(json.dumps({"text": row["sent"], "triples": triples}, ensure_ascii=False) + "\n")
-    return target
 
 
 def answer_triples(answer: dict, scorer) -> set:
@@ -116,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     tmp = Path(args.work_dir) if args.work_dir else Path(tempfile.mkdtemp(prefix="kg-lora-"))
     tmp.mkdir(parents=True, exist_ok=True)
     os.environ["DOCPLATFORM_DATA_DIR"] = str(tmp / "data")
-    os.environ["DOCPLATFORM_ONTOLOGY_DIR"] = str(ontology_folder(source, tmp / "ontology"))
+    os.environ["DOCPLATFORM_ONTOLOGY_DIR"] = str(write_ontology_folder(source, tmp / "ontology", scorer))
 
     from assets.finetune.dataset import save_splits
     from assets.finetune.extraction import (

@@ -27,24 +27,26 @@ DEFAULT_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "text2
 
 
 def load_scorer(data: Path):
-    """The set's score.py as a module: its norm/rel_norm/prf/gold/baseline/project functions."""
+    """The set's own score.py (its normalizer and P/R/F1), imported from the data folder, not rewritten here."""
     spec = importlib.util.spec_from_file_location("text2kg_score", data / "score.py")
+    if spec is None or not (data / "score.py").is_file():
+        raise SystemExit(f"no Text2KGBench set at {data} (score.py missing): pass --data")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
-def ontology_folder(onto: Path, scorer, examples: bool, into: Path) -> Path:
-    """The folder a user would hand over: the published ontology.ttl untouched, the train split as examples."""
-    folder = into / "ontology"
-    folder.mkdir()
-    shutil.copy(onto / "ontology.ttl", folder / "ontology.ttl")
-    if examples and (onto / "train.jsonl").exists():
-        with open(folder / "examples.jsonl", "w", encoding="utf-8") as out:
-            for row in scorer.jsonl(onto / "train.jsonl"):
+def write_ontology_folder(source: Path, target: Path, scorer, examples: bool = True) -> Path:
+    """The folder a user would hand over, as score.py builds it: the published ontology.ttl untouched and, with
+    examples, the train split as examples.jsonl (names with spaces, the property's local name)."""
+    target.mkdir(parents=True, exist_ok=True)
+    shutil.copy(source / "ontology.ttl", target / "ontology.ttl")
+    if examples and (source / "train.jsonl").exists():
+        with open(target / "examples.jsonl", "w", encoding="utf-8") as out:
+            for row in scorer.jsonl(source / "train.jsonl"):
                 triples = [[t["sub"].replace("_", " "), t["rel"], t["obj"].replace("_", " ")] for t in row["triples"]]
                 out.write(json.dumps({"text": row["sent"], "triples": triples}, ensure_ascii=False) + "\n")
-    return folder
+    return target
 
 
 def extracted_in_process(onto: Path, rows: list[dict], scorer, examples: bool) -> tuple[set, int]:
@@ -54,7 +56,7 @@ def extracted_in_process(onto: Path, rows: list[dict], scorer, examples: bool) -
 
     tmp = Path(tempfile.mkdtemp(prefix=f"t2k-{onto.name}-"))
     try:
-        ontology = load_ontology(str(ontology_folder(onto, scorer, examples, tmp)))
+        ontology = load_ontology(str(write_ontology_folder(onto, tmp / "ontology", scorer, examples)))
         document = tmp / "sentences.txt"
         document.write_text("\n\n".join(r["sent"] for r in rows) + "\n", encoding="utf-8")
         result = extract_document(document, ontology)
