@@ -156,6 +156,17 @@ class AttributeInfo:
     def numeric(self) -> bool:
         return self.datatype in _NUMERIC_TYPES or self.literal_kind in ("number", "year")
 
+    @property
+    def value_kind(self) -> str:
+        """'date', 'year', 'number' or 'text': what the values look like, from the xsd type or, where the file
+        names none, from the range class's name."""
+        kind = (self.literal_kind or self.datatype).lower()
+        if kind in ("date", "datetime"):
+            return "date"
+        if kind in ("year", "gyear"):
+            return "year"
+        return "number" if self.numeric else "text"
+
 
 @dataclass(frozen=True)
 class KnownEntity:

@@ -400,18 +400,17 @@ def sentence_relations(doc, mentions: list[Mention], ontology: Ontology, scorer:
 _VALUE = re.compile(r"^(?:v?\d+(?:[.,]\d+)*[a-z]*|\d{4})$", re.IGNORECASE)
 
 
-def normalize_value(text: str, numeric: bool, kind: str = "") -> str | None:
-    """'3,200 m' -> '3200' for numeric properties, the number as written otherwise ('2.0' stays '2.0'); a date
-    property's full date in ISO form ('31 December 2006' -> '2006-12-31'); other values trimmed. None when the
-    value cannot be what the property holds."""
+def normalize_value(text: str, kind: str) -> str | None:
+    """A value as its property's kind (AttributeInfo.value_kind) holds it: a number without separators or unit
+    ('3,200 m' -> '3200', '2.0' stays '2.0'), a year, a full date in ISO form ('31 December 2006' ->
+    '2006-12-31'), other text trimmed. None when the value cannot be what the property holds."""
     text = text.strip().strip(".,;")
-    kind = kind.lower()
-    if kind in ("date", "datetime"):
+    if kind == "date":
         return iso_date(text) or (text if re.search(r"\b\d{4}\b", text) else None)
-    if kind in ("year", "gyear"):
+    if kind == "year":
         match = re.search(r"\b(1\d{3}|2\d{3})\b", text)
         return match.group(1) if match else None
-    if not numeric:
+    if kind != "number":
         return text or None
     match = re.search(r"-?\d[\d,]*(?:\.\d+)?", text)
     return match.group(0).replace(",", "") if match else None
@@ -505,12 +504,12 @@ def sentence_attributes(doc, mentions: list[Mention], ontology: Ontology, scorer
             attr, score = scorer.best_attribute(words, nearest.label, threshold=0.5)
         else:
             attr, score = scorer.best_attribute(words, None, threshold=UNTYPED_ATTRIBUTE_THRESHOLD)
-            if attr is not None and not _shape_proves_kind(ontology.attributes[attr]):
-                attr = None
+            if attr is not None and ontology.attributes[attr].value_kind == "text":
+                attr = None  # numbers, years and dates show by their shape that they are its values; text does not
         if attr is None or (code and ontology.attributes[attr].numeric):
             continue
         info = ontology.attributes[attr]
-        value = normalize_value(doc[start:end].text, info.numeric, info.literal_kind or info.datatype)
+        value = normalize_value(doc[start:end].text, info.value_kind)
         if value:
             out.append((nearest, attr, value, original_text(doc, sent.start, sent.end).strip(),
                         nearest.label or info.domain))
@@ -523,8 +522,3 @@ def _untyped_holder(mention: Mention) -> bool:
     surface = mention.surface
     return bool(re.search(r"[A-Z]", surface)) and not iso_date(surface) and not re.fullmatch(r"[\d.,\s-]+", surface)
 
-
-def _shape_proves_kind(attribute) -> bool:
-    """Numbers, years and dates show by their shape that they are values of the property; free text does not."""
-    return attribute.numeric or (attribute.literal_kind or attribute.datatype).lower() in ("date", "datetime", "year",
-                                                                                          "gyear")

@@ -459,8 +459,7 @@ class StructureExtractor:
             if attribute:
                 for row_index, row in enumerate(rows):
                     subjects = [v for v, _ in cells[0][row_index] if _cell_name(v)]
-                    info = self.ontology.attributes[attribute]
-                    value = normalize_value(row[j], info.numeric, info.literal_kind or info.datatype)
+                    value = normalize_value(row[j], self.ontology.attributes[attribute].value_kind)
                     for subject in subjects:
                         if value:
                             out.attributes.append({"entity": subject, "entity_label": key_class, "property": attribute,
