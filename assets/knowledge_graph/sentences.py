@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 
 from assets.knowledge_graph.mentions import Mention, lexicon_for, original_text
 from assets.knowledge_graph.scoring import RelationScorer, is_passive_label
@@ -419,8 +420,10 @@ def normalize_value(text: str, kind: str) -> str | None:
 _MONTH = re.compile(r"jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec", re.IGNORECASE)
 
 
+@lru_cache(maxsize=4096)
 def iso_date(text: str) -> str | None:
-    """A full date (day, month and year) in any common English writing, as YYYY-MM-DD; None when not one."""
+    """A full date (day, month and year) in any common English writing, as YYYY-MM-DD; None when not one.
+    Memoised: the same value is read when spans are found, when words are batched and when it is stored."""
     from dateutil import parser as date_parser
 
     cleaned = re.sub(r"(\d)(st|nd|rd|th)\b", r"\1", text.replace("the ", ""))
