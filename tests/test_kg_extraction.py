@@ -196,3 +196,14 @@ def test_values_name_their_holder_when_nothing_else_types_it(tmp_path):
     assert entities == {"(4471) 2031 Kestrel": "Vessel"}
     assert {(a["property"], a["value"]) for a in facts["attributes"]} == {
         ("displacement", "1200.0"), ("launch_date", "1998-03-03")}
+
+
+def test_a_date_written_out_is_not_read_as_a_number(tmp_path):
+    """A number property next to a date written out ('displacement ... 12 June 2004') takes nothing from it:
+    the date is one value, and its day is not a displacement."""
+    (tmp_path / "ontology.ttl").write_text(_SHIP_ONTOLOGY)
+    ships = load_ontology(tmp_path)
+    facts = text_facts("(4471) 2031 Kestrel has a displacement of 1200.0 tonnes. (4471) 2031 Kestrel had its "
+                       "displacement measured on 12 June 2004.", ships)
+    displacements = {a["value"] for a in facts["attributes"] if a["property"] == "displacement"}
+    assert displacements == {"1200.0"}

@@ -512,6 +512,8 @@ def sentence_attributes(doc, mentions: list[Mention], ontology: Ontology, scorer
         if attr is None or (code and ontology.attributes[attr].numeric):
             continue
         info = ontology.attributes[attr]
+        if info.value_kind == "number" and iso_date(doc[start:end].text):
+            continue  # a date written out is one value, and not a number: its day ('31 December 2006') is not one
         value = normalize_value(doc[start:end].text, info.value_kind)
         if value:
             out.append((nearest, attr, value, original_text(doc, sent.start, sent.end).strip(),
