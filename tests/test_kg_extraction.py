@@ -207,3 +207,17 @@ def test_a_date_written_out_is_not_read_as_a_number(tmp_path):
                        "displacement measured on 12 June 2004.", ships)
     displacements = {a["value"] for a in facts["attributes"] if a["property"] == "displacement"}
     assert displacements == {"1200.0"}
+
+
+def test_titles_keep_their_small_words(tmp_path):
+    """'of' joins two capitalised names into one title, a capitalised function word after it belongs to the
+    title, and a person's name is never joined to what follows 'of'."""
+    from assets.knowledge_graph.mentions import find_mentions, lexicon_for, parse_english
+
+    (tmp_path / "ontology.ttl").write_text(_SHIP_ONTOLOGY)
+    lexicon = lexicon_for(load_ontology(tmp_path))
+    doc = parse_english(["Star of No Return left the port. It was bought by the Bank of Westmarch from "
+                         "Maria Olsen of Harwick."])[0]
+    surfaces = [m.surface for m in find_mentions(doc, "c", lexicon)]
+    assert "Star of No Return" in surfaces and "Bank of Westmarch" in surfaces
+    assert "Maria Olsen" in surfaces and not any("Olsen of" in s for s in surfaces)

@@ -360,7 +360,40 @@ def _name_spans(doc):
             start = token.i
     if start is not None:
         spans.append((start, len(doc)))
-    return [(_designation_start(doc, start, end), end) for start, end in spans]
+    return _title_spans(doc, [(_designation_start(doc, start, end), end) for start, end in spans])
+
+
+def _capitalised_word(token) -> bool:
+    return token.is_alpha and token.text[:1].isupper() and token_text(token) == token.text
+
+
+def _title_spans(doc, spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Titles keep their small words: a capitalised function word after 'of' belongs to the name after it
+    ('Year of No Light'), and 'of' between two capitalised names joins them into one
+    ('Bank of America', 'University of Oslo') unless either is a person's name."""
+    widened = []
+    for start, end in spans:
+        if start > 1 and doc[start - 1].is_stop and _capitalised_word(doc[start - 1]) and \
+                doc[start - 2].text == "of" and doc[start - 1].lower_ not in ("the", "a", "an") and \
+                not IDENT.fullmatch(token_text(doc[start])):
+            start -= 1
+        widened.append((start, end))
+    merged: list[tuple[int, int]] = []
+    for start, end in widened:
+        if merged:
+            last_start, last_end = merged[-1]
+            if last_end + 1 == start and doc[last_end].text == "of" and _capitalised_word(doc[last_end - 1]) \
+                    and _capitalised_word(doc[start]) and "PERSON" not in (doc[last_end - 1].ent_type_,
+                                                                             doc[start].ent_type_):
+                merged[-1] = (last_start, end)
+                continue
+        before = start - 2
+        if before >= 0 and doc[start - 1].text == "of" and doc[before].i == doc[before].sent.start and \
+                _capitalised_word(doc[before]) and not doc[before].is_stop and _capitalised_word(doc[start]) and \
+                doc[before].pos_ in ("PROPN", "NOUN"):
+            start = before  # 'Year of No Light produced ...': the title's first word opens the sentence
+        merged.append((start, end))
+    return merged
 
 
 def _designation_start(doc, start: int, end: int) -> int:
