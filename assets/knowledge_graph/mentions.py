@@ -369,29 +369,23 @@ def _capitalised_word(token) -> bool:
 
 def _title_spans(doc, spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
     """Titles keep their small words: a capitalised function word after 'of' belongs to the name after it
-    ('Year of No Light'), and 'of' between two capitalised names joins them into one
-    ('Bank of America', 'University of Oslo') unless either is a person's name."""
-    widened = []
+    ('Year of No Light'), and 'of' between two capitalised words joins them into one name ('Bank of America',
+    'University of Oslo'; the first may open the sentence) unless either is a person's name."""
+    merged: list[tuple[int, int]] = []
     for start, end in spans:
         if start > 1 and doc[start - 1].is_stop and _capitalised_word(doc[start - 1]) and \
                 doc[start - 2].text == "of" and doc[start - 1].lower_ not in ("the", "a", "an") and \
                 not IDENT.fullmatch(token_text(doc[start])):
             start -= 1
-        widened.append((start, end))
-    merged: list[tuple[int, int]] = []
-    for start, end in widened:
-        if merged:
-            last_start, last_end = merged[-1]
-            if last_end + 1 == start and doc[last_end].text == "of" and _capitalised_word(doc[last_end - 1]) \
-                    and _capitalised_word(doc[start]) and "PERSON" not in (doc[last_end - 1].ent_type_,
-                                                                             doc[start].ent_type_):
-                merged[-1] = (last_start, end)
+        left = start - 2  # the word before 'of'
+        if left >= 0 and doc[start - 1].text == "of" and _capitalised_word(doc[left]) and \
+                _capitalised_word(doc[start]) and "PERSON" not in (doc[left].ent_type_, doc[start].ent_type_):
+            if merged and merged[-1][1] == left + 1:
+                merged[-1] = (merged[-1][0], end)
                 continue
-        before = start - 2
-        if before >= 0 and doc[start - 1].text == "of" and doc[before].i == doc[before].sent.start and \
-                _capitalised_word(doc[before]) and not doc[before].is_stop and _capitalised_word(doc[start]) and \
-                doc[before].pos_ in ("PROPN", "NOUN"):
-            start = before  # 'Year of No Light produced ...': the title's first word opens the sentence
+            if left == doc[left].sent.start and not doc[left].is_stop and doc[left].pos_ in ("PROPN", "NOUN") \
+                    and not (merged and merged[-1][1] > left):
+                start = left  # 'Year of No Light produced ...': the title's first word opens the sentence
         merged.append((start, end))
     return merged
 

@@ -404,7 +404,7 @@ _VALUE = re.compile(r"^(?:v?\d+(?:[.,]\d+)*[a-z]*|\d{4})$", re.IGNORECASE)
 def normalize_value(text: str, kind: str) -> str | None:
     """A value as its property's kind (AttributeInfo.value_kind) holds it: a number without separators or unit
     ('3,200 m' -> '3200', '2.0' stays '2.0'), a year, a full date in ISO form ('31 December 2006' ->
-    '2006-12-31'), other text trimmed. None when the value cannot be what the property holds."""
+    '2006-12-31'), other text trimmed. None when the value cannot be what the property holds (a date for a number)."""
     text = text.strip().strip(".,;")
     if kind == "date":
         return iso_date(text) or (text if re.search(r"\b\d{4}\b", text) else None)
@@ -413,6 +413,8 @@ def normalize_value(text: str, kind: str) -> str | None:
         return match.group(1) if match else None
     if kind != "number":
         return text or None
+    if iso_date(text):
+        return None  # a date written out is one value, not a number: its day ('31 December 2006') is not one
     match = re.search(r"-?\d[\d,]*(?:\.\d+)?", text)
     return match.group(0).replace(",", "") if match else None
 
@@ -512,8 +514,6 @@ def sentence_attributes(doc, mentions: list[Mention], ontology: Ontology, scorer
         if attr is None or (code and ontology.attributes[attr].numeric):
             continue
         info = ontology.attributes[attr]
-        if info.value_kind == "number" and iso_date(doc[start:end].text):
-            continue  # a date written out is one value, and not a number: its day ('31 December 2006') is not one
         value = normalize_value(doc[start:end].text, info.value_kind)
         if value:
             out.append((nearest, attr, value, original_text(doc, sent.start, sent.end).strip(),
