@@ -221,3 +221,30 @@ def test_titles_keep_their_small_words(tmp_path):
     surfaces = [m.surface for m in find_mentions(doc, "c", lexicon)]
     assert "Star of No Return" in surfaces and "Bank of Westmarch" in surfaces
     assert "Maria Olsen" in surfaces and not any("Olsen of" in s for s in surfaces)
+
+
+_FLEET_ONTOLOGY = """@prefix owl: <http://www.w3.org/2002/07/owl#> .
+@prefix rdfs: <http://www.w3.org/2000/01/rdf-schema#> .
+@prefix r: <https://example.org/fleet/relations#> .
+@prefix c: <https://example.org/fleet/concepts#> .
+r:builtBy a owl:ObjectProperty ; rdfs:label "built by" ; rdfs:domain c:Vessel ; rdfs:range c:Shipyard .
+r:shipyard a owl:ObjectProperty ; rdfs:label "shipyard" ; rdfs:domain c:Vessel ; rdfs:range c:Shipyard .
+r:mooredAt a owl:ObjectProperty ; rdfs:label "moored at" ; rdfs:domain c:Vessel ; rdfs:range c:Harbour .
+r:harbour a owl:ObjectProperty ; rdfs:label "harbour" ; rdfs:domain c:Vessel ; rdfs:range c:Harbour .
+r:homeHarbour a owl:ObjectProperty ; rdfs:label "home harbour" ; rdfs:domain c:Vessel ; rdfs:range c:Harbour .
+"""
+
+
+def test_a_relation_named_after_its_range_class_is_stated_with_its_sibling(tmp_path):
+    """'shipyard' (Vessel -> Shipyard) means 'the vessel's shipyard': the clause that states 'built by' between a
+    vessel and a name typed Shipyard by its own words states it too; a name typed only by that clause gets the
+    relation the clause names. 'home harbour' is not named after Harbour, so 'harbour' is the one it names."""
+    from assets.knowledge_graph.schema import class_named_relations
+
+    (tmp_path / "ontology.ttl").write_text(_FLEET_ONTOLOGY)
+    fleet = load_ontology(tmp_path)
+    assert class_named_relations(fleet) == {("Vessel", "Shipyard"): "SHIPYARD", ("Vessel", "Harbour"): "HARBOUR"}
+    typed = text_facts("The vessel Kestrel was built by the Halvard shipyard.", fleet)
+    assert named_triples(typed, "sentence") == {("BUILT_BY", "kestrel", "halvard"), ("SHIPYARD", "kestrel", "halvard")}
+    guessed = text_facts("The vessel Kestrel was built by Halvard Works.", fleet)
+    assert named_triples(guessed, "sentence") == {("BUILT_BY", "kestrel", "halvard works")}

@@ -48,7 +48,8 @@ from resources.ontology_loading import load_ontology
 
 LAYERS = ("structure", "sentences", "korean", "examples", "llm")
 # Bump when extraction logic changes what facts a document yields: graph_facts' code_version.
-EXTRACTOR_VERSION = "5"  # 5: values type their holder, dates read as one value (a number property takes none)
+EXTRACTOR_VERSION = "6"  # 6: a relation named after its range class is stated with its sibling; 5: values type
+# their holder, dates read as one value (a number property takes none)
 # an examples-layer reading this clear types its ends by the property, over the document's NER votes
 EXAMPLES_OVERRIDE = 0.4
 STRONG_EVIDENCE = {"known", "pattern", "keyword", "table", "header", "inner"}

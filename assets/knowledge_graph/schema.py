@@ -72,6 +72,8 @@ class ExtractionSchema:
     relations: dict[str, RelationView]
     attributes: dict[str, AttributeView]
     known: tuple[KnownView, ...]
+    # (source class, target class) -> the one relation named after the target's class that fits both ('country')
+    class_named: dict[tuple[str, str], str]
 
     @property
     def examples(self) -> ExampleSet:
@@ -116,7 +118,28 @@ def build_schema(ontology: Ontology) -> ExtractionSchema:
                                                           *(p.lower() for p in a.phrases)})))
                   for name, a in ontology.attributes.items()}
     known = tuple(KnownView(k.label, k.name, (k.name, *k.aliases)) for k in ontology.known_entities)
-    return ExtractionSchema(ontology, classes, relations, attributes, known)
+    return ExtractionSchema(ontology, classes, relations, attributes, known, class_named_relations(ontology))
+
+
+def class_named_relations(ontology: Ontology) -> dict[tuple[str, str], str]:
+    """(source class, target class) -> the one relation named after the target's class (or a class above it) whose
+    domain and range take them: 'country' (City -> Country), 'club' (Athlete -> Club). Such a relation means 'the
+    source's <class>', so a clause that links the two states it whatever its verb."""
+    squash = lambda text: re.sub(r"[^0-9a-z]", "", (text or "").lower())  # noqa: E731
+    named: dict[str, list[str]] = {}
+    for rel_id, info in ontology.relations.items():
+        for class_id in ontology.classes:
+            if squash(class_id) and squash(class_id) in (squash(info.label), squash(info.local_name or rel_id)):
+                named.setdefault(class_id, []).append(rel_id)
+    index = {}
+    for target in ontology.classes:
+        candidates = [rel_id for class_id, rel_ids in named.items() if ontology.is_a(target, class_id)
+                      for rel_id in rel_ids]
+        for source in ontology.classes if candidates else ():
+            fitting = [rel_id for rel_id in candidates if ontology.domain_range_ok(rel_id, source, target)]
+            if len(fitting) == 1:
+                index[(source, target)] = fitting[0]
+    return index
 
 
 _SCHEMAS: dict[tuple[str, str], ExtractionSchema] = {}
@@ -136,4 +159,4 @@ def extraction_schema(ontology: Ontology) -> ExtractionSchema:
 
 
 __all__ = ["AttributeView", "ClassView", "ExtractionSchema", "KnownView", "RelationView", "build_schema",
-           "describe_relation", "extraction_schema", "split_local_name"]
+           "class_named_relations", "describe_relation", "extraction_schema", "split_local_name"]

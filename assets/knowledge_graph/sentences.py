@@ -15,6 +15,7 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 
+from assets.knowledge_graph.schema import extraction_schema
 from assets.knowledge_graph.mentions import Mention, lexicon_for, original_text
 from assets.knowledge_graph.scoring import RelationScorer, is_passive_label
 from resources.ontology import Ontology
@@ -326,22 +327,43 @@ def _antecedents(doc, sent, mentions: list[Mention], ontology: Ontology | None =
 
 
 def _classify_pair(doc, scorer, ontology, first, second, a, b, owner):
-    """(relation, source, target, score, phrase) for one pair of mentions (a, b stand for first, second), or None."""
+    """[(relation, source, target, score, phrase)] for one pair of mentions (a, b stand for first, second): the
+    relation the predicate names and the relation named after one end's class, where the ontology has one."""
     result = predicate_of(doc, first, second, owner)
     if result is None:
-        return None
+        return []
     phrase, path = result
     if _role(doc, second) == "subject" and _role(doc, first) != "subject":
         a, b = b, a  # read 'SUBJECT predicate OBJECT' whatever the word order
     negated, hypothetical, passive = _clause_flags(path)
     if negated or hypothetical or _past(path) or _from_of_change(path):
-        return None
+        return []
     chosen = classify(scorer, ontology, phrase, passive, a.label, b.label, weak_typed(a), weak_typed(b))
-    if chosen is None:
+    found = []
+    if chosen is not None:
+        rel, first_is_source, score = chosen
+        source, target = (a, b) if first_is_source else (b, a)
+        found.append((rel, source, target, score, phrase))
+        # a relation named after the target's class, between the same two classes, is stated by the same clause
+        named = class_named_relation(ontology, source.label, target.label)
+        if named and named != rel and _typed_by_itself(target):
+            found.append((named, source, target, score, phrase))
+    return found
+
+
+def _typed_by_itself(mention: Mention) -> bool:
+    """Whether the mention's class comes from the name or its words, not only from a relation it was read in."""
+    return any(label == mention.label and kind != "relation" for label, kind in mention.evidence)
+
+
+def class_named_relation(ontology: Ontology, source_label: str | None, target_label: str | None) -> str | None:
+    """The one relation named after the target's class whose domain takes the source ('country': City -> Country):
+    such a relation means 'the source's <class>', so any clause that links the two states it, whatever its verb
+    ('is in the United States', 'played for Hamburger SV' when the club is typed). RDFS has no such rule; ontologies
+    derived from infobox keys (DBpedia and its kind) name many properties so."""
+    if not source_label or not target_label:
         return None
-    rel, first_is_source, score = chosen
-    source, target = (a, b) if first_is_source else (b, a)
-    return rel, source, target, score, phrase
+    return extraction_schema(ontology).class_named.get((source_label, target_label))
 
 
 def _candidate_pairs(doc, mentions: list[Mention], ontology: Ontology):
@@ -387,11 +409,10 @@ def sentence_relations(doc, mentions: list[Mention], ontology: Ontology, scorer:
             for b in options_b:
                 if a.key == b.key:
                     continue
-                chosen = _classify_pair(doc, scorer, ontology, first, second, a, b, owner)
-                if chosen is not None and (best is None or chosen[3] > best[3]):
-                    best = chosen
-        if best is not None:
-            rel, source, target, score, phrase = best
+                readings = _classify_pair(doc, scorer, ontology, first, second, a, b, owner)
+                if readings and (best is None or readings[0][3] > best[0][3]):
+                    best = readings
+        for rel, source, target, score, phrase in best or ():
             found.append(SentenceRelation(source, target, rel, score, text, phrase))
     return found
 
