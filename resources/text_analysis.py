@@ -24,7 +24,9 @@ _LOCK = threading.Lock()
 
 
 @lru_cache(maxsize=1)
-def _kiwi():
+def kiwi():
+    """The process's one kiwipiepy analyser (about 400 MB once it has read a sentence), shared by the BM25 terms
+    here and the Korean graph layer (assets.knowledge_graph.korean_models)."""
     from kiwipiepy import Kiwi
 
     return Kiwi()
@@ -36,7 +38,7 @@ def bm25_terms(text: str) -> str:
     if not text or not _HANGUL.search(text):
         return text
     with _LOCK:  # one Kiwi instance; tokenize is not documented as thread-safe
-        tokens = _kiwi().tokenize(text)
+        tokens = kiwi().tokenize(text)
     out: list[str] = []
     previous_end, previous_latin = -1, False
     for token in tokens:

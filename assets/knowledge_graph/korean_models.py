@@ -5,19 +5,18 @@ Both are loaded once per process and shared: the e5 engine behind one lock, its 
 from __future__ import annotations
 
 import threading
-from functools import lru_cache
 
 import numpy as np
 
 
 # ------------------------------------------------------------------------------------------------ models
 
-@lru_cache(maxsize=1)
 def kiwi():
-    """The kiwipiepy analyser; its model comes from the kiwipiepy-model package, nothing is downloaded."""
-    from kiwipiepy import Kiwi
+    """The kiwipiepy analyser; its model comes from the kiwipiepy-model package, nothing is downloaded. The same
+    instance as the BM25 terms' (resources.text_analysis): a second Kiwi() cost another ~400 MB per process."""
+    from resources.text_analysis import kiwi as shared
 
-    return Kiwi()
+    return shared()
 
 
 def _load_e5():
