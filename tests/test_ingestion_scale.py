@@ -4,8 +4,10 @@ token-bounded chunks, parser isolation, hybrid search."""
 import datetime
 import io
 import json
+import os
 import subprocess
 import sys
+import time
 import zipfile
 
 import pytest
@@ -149,6 +151,29 @@ def test_parser_pool_skips_hanging_and_crashing_documents_by_name():
     assert set(parsed) == {"a.md", "b.txt"}, errors
     assert "took longer than 20 s" in errors["hang.md"] and "'hang.md'" in errors["hang.md"]
     assert "crashed" in errors["crash.md"] and "'crash.md'" in errors["crash.md"]
+
+
+def test_stopping_the_parser_pool_stops_its_fork_server_and_a_later_parse_starts_afresh():
+    """The fork server holds the parsers' imports (~380 MB): it must not sit idle through embedding and graph
+    extraction once parsing is over."""
+    from multiprocessing import forkserver
+
+    from assets.parsing import IN_PROCESS_MAX_DOCS, shutdown_pools
+
+    docs = [(f"d{i}.txt", ".txt", f"text number {i}".encode()) for i in range(IN_PROCESS_MAX_DOCS + 2)]
+    parsed, errors = parse_many(docs, workers=2)
+    assert len(parsed) == len(docs) and not errors
+    server_pid = forkserver._forkserver._forkserver_pid
+    assert server_pid is not None and os.path.exists(f"/proc/{server_pid}")
+    shutdown_pools()
+    assert forkserver._forkserver._forkserver_pid is None
+    deadline = time.monotonic() + 10
+    while os.path.exists(f"/proc/{server_pid}") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not os.path.exists(f"/proc/{server_pid}")
+    again, errors = parse_many(docs, workers=2)  # a later run's pool starts a fresh fork server
+    assert set(again) == set(parsed) and not errors
+    shutdown_pools()
 
 
 def _bomb_docx(path, entity: bool):
