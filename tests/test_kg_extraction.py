@@ -248,3 +248,14 @@ def test_a_relation_named_after_its_range_class_is_stated_with_its_sibling(tmp_p
     assert named_triples(typed, "sentence") == {("BUILT_BY", "kestrel", "halvard"), ("SHIPYARD", "kestrel", "halvard")}
     guessed = text_facts("The vessel Kestrel was built by Halvard Works.", fleet)
     assert named_triples(guessed, "sentence") == {("BUILT_BY", "kestrel", "halvard works")}
+
+
+def test_a_class_word_types_the_name_it_calls(tmp_path):
+    """'a vessel called Kestrel', 'a shipyard known as Halvard Works': the class word names what follows."""
+    from assets.knowledge_graph.mentions import find_mentions, lexicon_for, parse_english
+
+    (tmp_path / "ontology.ttl").write_text(_FLEET_ONTOLOGY)
+    lexicon = lexicon_for(load_ontology(tmp_path))
+    doc = parse_english(["The owners bought a vessel called Kestrel from a shipyard known as Halvard Works."])[0]
+    evidence = {m.surface: {cls for cls, _ in m.evidence} for m in find_mentions(doc, "c", lexicon)}
+    assert "Vessel" in evidence["Kestrel"] and "Shipyard" in evidence["Halvard Works"], evidence

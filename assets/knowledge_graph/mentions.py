@@ -45,6 +45,7 @@ NER_DESCRIPTIONS = {
     "EVENT": "event: a named event",
     "LAW": "law or regulation",
 }
+_NAMING_WORDS = {"called", "named", "titled", "entitled", "dubbed", "known"}
 _VALUE_ENTS = {"DATE", "TIME", "MONEY", "PERCENT", "CARDINAL", "ORDINAL", "QUANTITY"}
 _NOT_NAMES = {"i", "we", "you", "he", "she", "it", "they", "this", "that", "there", "here", "step", "note", "todo",
               "status", "context", "decision", "consequences", "yes", "no", "ok", "thanks", "thx", "hi", "hello"}
@@ -429,6 +430,12 @@ def _context_classes(doc, start: int, end: int, lexicon: ClassLexicon) -> tuple[
         if classes:
             found |= classes
             owned.add(end)
+    # a class word that names what follows: "an album called Nord", "a service named ledger", "a band known as X"
+    naming = start - 2 if start >= 2 and doc[start - 1].lower_ == "as" and doc[start - 2].lower_ == "known" \
+        else start - 1
+    if naming >= 1 and doc[naming].lower_ in _NAMING_WORDS and doc[naming - 1].pos_ in ("NOUN", "PROPN") \
+            and naming - 1 >= doc[start].sent.start:
+        found |= _word_classes(lexicon, doc[naming - 1])
     if end < len(doc) and doc[end].text == "(":
         close = next((t.i for t in doc[end:min(len(doc), end + 12)] if t.text == ")"), None)
         if close is not None:
