@@ -440,7 +440,7 @@ def stage_table(main: dict) -> tuple[list[tuple[str, float]], int]:
         add("chunking (document_chunks)", step(run, "document_chunks") - chunk_checks)
         add("kiwi analysis (BM25 terms)", stage_s.get("bm25_analysis_s", 0.0))
         add("embedder model load", stage_s.get("model_load_s", 0.0))
-        add("encode (MiniLM)", stage_s.get("encode_s", 0.0))
+        add("encode (embedder)", stage_s.get("encode_s", 0.0))
         add("BM25/Milvus writes and reads", stage_s.get("lookup_s", 0.0) + stage_s.get("milvus_write_s", 0.0))
         add("chunk_vectors: rest (norm/count checks)", vectors - sum(stage_s.values()) - gate)
         add("graph extraction + SHACL (graph_facts)", step(run, "graph_facts"))

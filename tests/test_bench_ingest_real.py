@@ -83,7 +83,7 @@ def test_stage_table_adds_up_and_the_multiprocess_option_indexes_the_same(tmp_pa
     rows, chunks = stage_table(first)
     stages = dict(rows)
     assert chunks > 0
-    for stage in ("parsing: parser pool (parsed_elements)", "encode (MiniLM)", "kiwi analysis (BM25 terms)",
+    for stage in ("parsing: parser pool (parsed_elements)", "encode (embedder)", "kiwi analysis (BM25 terms)",
                   "graph extraction + SHACL (graph_facts)", "process start, imports, Definitions, folder scan"):
         assert stages[stage] > 0, (stage, rows)
     assert abs(sum(stages.values()) - first["wall_s"]) < 0.05 * first["wall_s"], rows
