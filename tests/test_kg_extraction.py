@@ -173,15 +173,21 @@ def test_a_state_that_ended_is_not_a_current_fact():
     assert ("RUNS_ON", "quota-svc", "bk-12") in found and ("RUNS_ON", "quota-svc", "bk-11") not in found
 
 
-_SHIP_ONTOLOGY = """@prefix owl: <http://www.w3.org/2002/07/owl#> .
+def _published_style(name: str, properties: str) -> str:
+    """A Text2KGBench-style ontology: object properties only, classes and datatypes known by their use."""
+    return f"""@prefix owl: <http://www.w3.org/2002/07/owl#> .
 @prefix rdfs: <http://www.w3.org/2000/01/rdf-schema#> .
-@prefix r: <https://example.org/ships/relations#> .
-@prefix c: <https://example.org/ships/concepts#> .
+@prefix r: <https://example.org/{name}/relations#> .
+@prefix c: <https://example.org/{name}/concepts#> .
+{properties}"""
+
+
+_SHIP_ONTOLOGY = _published_style("ships", """\
 r:displacement a owl:ObjectProperty ; rdfs:label "displacement" ; rdfs:domain c:Vessel ; rdfs:range c:number .
 r:launchDate a owl:ObjectProperty ; rdfs:label "launchDate" ; rdfs:domain c:Vessel ; rdfs:range c:Date .
 r:homePort a owl:ObjectProperty ; rdfs:label "homePort" ; rdfs:domain c:Vessel ; rdfs:range c:Port .
 r:callSign a owl:ObjectProperty ; rdfs:label "callSign" ; rdfs:domain c:Vessel ; rdfs:range c:string .
-"""
+""")
 
 
 def test_values_name_their_holder_when_nothing_else_types_it(tmp_path):
@@ -223,16 +229,13 @@ def test_titles_keep_their_small_words(tmp_path):
     assert "Maria Olsen" in surfaces and not any("Olsen of" in s for s in surfaces)
 
 
-_FLEET_ONTOLOGY = """@prefix owl: <http://www.w3.org/2002/07/owl#> .
-@prefix rdfs: <http://www.w3.org/2000/01/rdf-schema#> .
-@prefix r: <https://example.org/fleet/relations#> .
-@prefix c: <https://example.org/fleet/concepts#> .
+_FLEET_ONTOLOGY = _published_style("fleet", """\
 r:builtBy a owl:ObjectProperty ; rdfs:label "built by" ; rdfs:domain c:Vessel ; rdfs:range c:Shipyard .
 r:shipyard a owl:ObjectProperty ; rdfs:label "shipyard" ; rdfs:domain c:Vessel ; rdfs:range c:Shipyard .
 r:mooredAt a owl:ObjectProperty ; rdfs:label "moored at" ; rdfs:domain c:Vessel ; rdfs:range c:Harbour .
 r:harbour a owl:ObjectProperty ; rdfs:label "harbour" ; rdfs:domain c:Vessel ; rdfs:range c:Harbour .
 r:homeHarbour a owl:ObjectProperty ; rdfs:label "home harbour" ; rdfs:domain c:Vessel ; rdfs:range c:Harbour .
-"""
+""")
 
 
 def test_a_relation_named_after_its_range_class_is_stated_with_its_sibling(tmp_path):
