@@ -118,6 +118,16 @@ def test_bm25_terms_are_korean_morphemes_and_leave_english_alone():
     assert bm25_terms(english) == english
 
 
+def test_kiwi_runs_without_the_multi_word_dictionary_and_bm25_terms_stay_the_same():
+    """The multi-word dictionary (Wikidata names as one token) costs 180 MB per process; a name it would join is two
+    nouns without it, and the BM25 terms, split at spaces either way, do not change."""
+    from resources.text_analysis import kiwi
+
+    tokens = [(t.form, t.tag) for t in kiwi().tokenize("마이크로소프트 애저를 사용한다")]
+    assert tokens[:2] == [("마이크로소프트", "NNP"), ("애저", "NNP")], tokens
+    assert bm25_terms("마이크로소프트 애저를 사용한다") == "마이크로소프트 애저 사용"
+
+
 def test_korean_full_text_matches_word_stems_in_milvus_lite(tmp_path, minilm):
     milvus = MilvusStore(uri=str(tmp_path / "m.db"))
     docs = {"ko.md": rows_for("ko.md", "결제 서버에서 장애가 발생하면 플랫폼팀이 응답합니다.",
