@@ -262,3 +262,17 @@ def test_a_class_word_types_the_name_it_calls(tmp_path):
     doc = parse_english(["The owners bought a vessel called Kestrel from a shipyard known as Halvard Works."])[0]
     evidence = {m.surface: {cls for cls, _ in m.evidence} for m in find_mentions(doc, "c", lexicon)}
     assert "Vessel" in evidence["Kestrel"] and "Shipyard" in evidence["Halvard Works"], evidence
+
+
+def test_a_numbered_short_form_types_its_full_name_and_merges_into_it(tmp_path):
+    """'the K-7' is built by a shipyard, so it is a Vessel; 'the Marwick K-7' of the list above is the same vessel,
+    untyped until then: one entity under the full name, the fact on it."""
+    (tmp_path / "ontology.ttl").write_text(_FLEET_ONTOLOGY)
+    fleet = load_ontology(tmp_path)
+    facts = text_facts("Marwick builds two coastal freighters:\n\n- The Marwick K-7, a freighter for short routes.\n"
+                       "- The Marwick K-9, with twice the hold.\n\nBoth the K-7 and the K-9 are built by the Halvard "
+                       "shipyard.", fleet)
+    entities = {e["name"]: e for e in facts["entities"] if e["label"] == "Vessel"}
+    assert set(entities) == {"Marwick K-7", "Marwick K-9"}, entities
+    assert entities["Marwick K-7"]["merges"] == {"K-7": "short form"}
+    assert ("BUILT_BY", "marwick k-7", "halvard") in named_triples(facts)

@@ -48,8 +48,8 @@ from resources.ontology_loading import load_ontology
 
 LAYERS = ("structure", "sentences", "korean", "examples", "llm")
 # Bump when extraction logic changes what facts a document yields: graph_facts' code_version.
-EXTRACTOR_VERSION = "6"  # 6: a relation named after its range class is stated with its sibling; 5: values type
-# their holder, dates read as one value (a number property takes none)
+EXTRACTOR_VERSION = "7"  # 7: a numbered short form types its full name; 6: a relation named after its range class is
+# stated with its sibling; 5: values type their holder, dates read as one value (a number property takes none)
 # an examples-layer reading this clear types its ends by the property, over the document's NER votes
 EXAMPLES_OVERRIDE = 0.4
 STRONG_EVIDENCE = {"known", "pattern", "keyword", "table", "header", "inner"}
@@ -87,6 +87,7 @@ class _Document:
     texts: list[str]  # chunk texts as the English pipeline reads them (tables taken out)
     docs: list = field(default_factory=list)
     mentions: list[list[Mention]] = field(default_factory=list)
+    full_names: set[str] = field(default_factory=set)  # keys typed by their numbered short form ('Havell H-220')
 
 
 def hangul_share(text: str) -> float:
@@ -118,6 +119,24 @@ def _without(text: str, consumed: list[str]) -> str:
         if len(piece) > 5 and piece in text:
             text = text.replace(piece, "\n")
     return text
+
+
+def type_full_names_by_short_forms(mentions_by_chunk: list[list[Mention]], votes: TypeVotes) -> set[str]:
+    """'The Havell H-220, a narrow-body twinjet' says nothing of its class, 'the H-220 is manufactured by …' does: a
+    numbered name said alone gives its class to the one untyped full name of the document that ends with it, so the
+    resolver can merge the short form into it. Returns the keys of the full names so typed."""
+    keys = {m.key for mentions in mentions_by_chunk for m in mentions}
+    untyped = [k for k in keys if votes.label(k) is None]
+    typed = set()
+    for short in keys:
+        label = votes.label(short)
+        if label is None or not re.search(r"\d", short):
+            continue
+        longer = [k for k in untyped if k.endswith("-" + short)]
+        if len(longer) == 1:
+            votes.add(longer[0], label, "relation")
+            typed.add(longer[0])
+    return typed
 
 
 def extract_facts(chunks: list[dict], ontology: Ontology | None = None, elements: list[dict] | None = None,
@@ -211,6 +230,7 @@ def extract_facts(chunks: list[dict], ontology: Ontology | None = None, elements
                    for p in predicate_phrases(doc, english, ontology)])  # one batch for the document
             for final in (False, True):
                 if final:
+                    document.full_names = type_full_names_by_short_forms(document.mentions, votes)
                     for mentions in document.mentions:
                         for m in mentions:
                             m.label = votes.label(m.key)
@@ -439,7 +459,7 @@ def _assemble(doc_id, ontology, resolver, votes, document, raw, raw_attributes, 
     # strongly typed mentions are entities even without a relation (a server list, a team page)
     for mentions in document.mentions:
         for m in mentions:
-            if m.label and (any(k in STRONG_EVIDENCE for _, k in m.evidence) or
+            if m.label and (any(k in STRONG_EVIDENCE for _, k in m.evidence) or m.key in document.full_names or
                             votes.votes[m.key][m.label] >= EVIDENCE_WEIGHT["inner"]):
                 kept_named.append((m.label, m.surface, m.chunk_id))
     for hint, surface, chunk_id, evidence in named:
