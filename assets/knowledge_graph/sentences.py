@@ -15,8 +15,8 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 
-from assets.knowledge_graph.schema import extraction_schema
 from assets.knowledge_graph.mentions import Mention, lexicon_for, original_text
+from assets.knowledge_graph.schema import extraction_schema
 from assets.knowledge_graph.scoring import RelationScorer, is_passive_label
 from resources.ontology import Ontology
 
@@ -358,9 +358,8 @@ def _typed_by_itself(mention: Mention) -> bool:
 
 def class_named_relation(ontology: Ontology, source_label: str | None, target_label: str | None) -> str | None:
     """The one relation named after the target's class whose domain takes the source ('country': City -> Country):
-    such a relation means 'the source's <class>', so any clause that links the two states it, whatever its verb
-    ('is in the United States', 'played for Hamburger SV' when the club is typed). RDFS has no such rule; ontologies
-    derived from infobox keys (DBpedia and its kind) name many properties so."""
+    it means 'the source's <class>', so the clause that states a sibling between the two ('is in the United States'
+    for isPartOf) states it too. Ontologies derived from infobox keys (DBpedia and its kind) name many so."""
     if not source_label or not target_label:
         return None
     return extraction_schema(ontology).class_named.get((source_label, target_label))
