@@ -251,15 +251,14 @@ def test_cache_is_safe_for_concurrent_processes(tmp_path):
 
 @pytest.mark.slow
 def test_converted_smollm2_generates_sensible_english(smollm2_model):
-    smollm2 = smollm2_model
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    config = json.loads((smollm2 / "config.json").read_text())
+    config = json.loads((smollm2_model / "config.json").read_text())
     assert config["num_attention_heads"] == 9 and config["num_key_value_heads"] == 3 and config["tie_word_embeddings"]
-    tokenizer = AutoTokenizer.from_pretrained(smollm2)
+    tokenizer = AutoTokenizer.from_pretrained(smollm2_model)
     assert tokenizer.decode(tokenizer("srv-app-01 runs 2024 jobs")["input_ids"]) == "srv-app-01 runs 2024 jobs"
-    model = AutoModelForCausalLM.from_pretrained(smollm2, dtype=torch.float32).eval()
+    model = AutoModelForCausalLM.from_pretrained(smollm2_model, dtype=torch.float32).eval()
     prompt = tokenizer.apply_chat_template([{"role": "user", "content": "What is the capital of France?"}],
                                            tokenize=False, add_generation_prompt=True)
     assert prompt.startswith("<|im_start|>system\n") and prompt.endswith("<|im_start|>assistant\n")

@@ -38,7 +38,7 @@ from assets.knowledge_graph.mentions import (
     repeated_terms,
 )
 from assets.knowledge_graph.embedding import embed
-from assets.knowledge_graph.resolve import Resolver
+from assets.knowledge_graph.resolve import Resolver, is_numbered_short_form
 from assets.knowledge_graph.scoring import scorer_for
 from assets.knowledge_graph.sentences import (attribute_texts, predicate_phrases, sentence_attributes, sentence_relations,
                                               weak_typed)
@@ -130,9 +130,9 @@ def type_full_names_by_short_forms(mentions_by_chunk: list[list[Mention]], votes
     typed = set()
     for short in keys:
         label = votes.label(short)
-        if label is None or not re.search(r"\d", short):
+        if label is None:
             continue
-        longer = [k for k in untyped if k.endswith("-" + short)]
+        longer = [k for k in untyped if is_numbered_short_form(short, k)]
         if len(longer) == 1:
             votes.add(longer[0], label, "relation")
             typed.add(longer[0])

@@ -8,15 +8,10 @@ import threading
 
 import numpy as np
 
+# the process's one kiwipiepy analyser, the same instance as the BM25 terms' (a second Kiwi() costs ~300 MB more)
+from resources.text_analysis import kiwi  # noqa: F401  (re-exported for the Korean layer's modules)
 
 # ------------------------------------------------------------------------------------------------ models
-
-def kiwi():
-    """The kiwipiepy analyser; its model comes from the kiwipiepy-model package, nothing is downloaded. The same
-    instance as the BM25 terms' (resources.text_analysis): a second Kiwi() cost another ~400 MB per process."""
-    from resources.text_analysis import kiwi as shared
-
-    return shared()
 
 
 def _load_e5():

@@ -26,6 +26,11 @@ SIMILARITY = 0.92
 _IDENTIFIER = re.compile(r"[\w.]*\d[\w.-]*|[\w.]+(?:[-_][\w.]+)+")
 
 
+def is_numbered_short_form(short_key: str, full_key: str) -> bool:
+    """Whether a normalised name is the numbered end of a longer one: 'h-340' of 'havell-h-340'."""
+    return bool(re.search(r"\d", short_key)) and full_key.endswith("-" + short_key)
+
+
 class Resolver:
     def __init__(self, ontology: Ontology, lexicon: ClassLexicon):
         self.ontology = ontology
@@ -95,7 +100,7 @@ class Resolver:
             for i, small in enumerate(anchors):
                 # a model number said alone ('the H-340') is the full name said before ('Havell H-340') when only
                 # one full name of the class ends with it
-                longer = [a for a in anchors if a != small and a[1].endswith("-" + small[1]) and re.search(r"\d", small[1])]
+                longer = [a for a in anchors if a != small and is_numbered_short_form(small[1], a[1])]
                 if len(longer) == 1 and longer[0] not in merged_into:
                     merged_into[small] = longer[0]
                     for surface in groups[small]:

@@ -124,7 +124,7 @@ def build_schema(ontology: Ontology) -> ExtractionSchema:
 def class_named_relations(ontology: Ontology) -> dict[tuple[str, str], str]:
     """(source class, target class) -> the one relation named after the target's class (or a class above it) whose
     domain and range take them: 'country' (City -> Country), 'club' (Athlete -> Club). Such a relation means 'the
-    source's <class>', so a clause that links the two states it whatever its verb."""
+    source's <class>', so the clause that states a sibling relation between the two states it too."""
     squash = lambda text: re.sub(r"[^0-9a-z]", "", (text or "").lower())  # noqa: E731
     named: dict[str, list[str]] = {}
     for rel_id, info in ontology.relations.items():
