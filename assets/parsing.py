@@ -9,6 +9,7 @@ import io
 import logging
 import multiprocessing
 import os
+import re
 import signal
 import threading
 import time
@@ -48,6 +49,25 @@ def validate_content(doc_id: str, suffix: str, data: bytes) -> None:
         decode_text(doc_id, data)
 
 
+# a line of a record in plain text: 'owner: Emergency Logistics Squad', 'hosts:', '  - dsp-host-1', '# comment'
+_RECORD_LINE = re.compile(r"^\s*(?:[-*•]\s+\S|#|[^\W\d][\w .\-/&()]{0,39}:(?:\s|$))")
+
+
+def keep_record_lines(text: str) -> str:
+    """unstructured's paragraph grouper, except for paragraphs that are records: lines of 'key: value', bare keys
+    and '- item's keep their line breaks, so the knowledge graph's structure layer reads them as a record (joined,
+    'service: dispatch API owner: ...' is neither a record nor a sentence). Prose wrapped over lines is joined."""
+    from unstructured.cleaners.core import auto_paragraph_grouper
+
+    paragraphs = []
+    for paragraph in re.split(r"\n[ \t]*\n", text):
+        lines = [line for line in paragraph.splitlines() if line.strip()]
+        keys = sum(1 for line in lines if re.match(r"^\s*[^\W\d][\w .\-/&()]{0,39}:(?:\s|$)", line))
+        record = len(lines) >= 2 and keys >= 2 and sum(1 for line in lines if _RECORD_LINE.match(line)) >= 0.8 * len(lines)
+        paragraphs.append(paragraph if record else auto_paragraph_grouper(paragraph))
+    return "\n\n".join(paragraphs)
+
+
 def partition_document(doc_id: str, suffix: str, data: bytes) -> list:
     """unstructured elements for one document, strategy fast, no network."""
     filename = PurePosixPath(doc_id).name
@@ -62,7 +82,7 @@ def partition_document(doc_id: str, suffix: str, data: bytes) -> list:
         if suffix in (".txt", ".text"):
             from unstructured.partition.text import partition_text
 
-            return partition_text(text=decode_text(doc_id, data), **kwargs)
+            return partition_text(text=decode_text(doc_id, data), paragraph_grouper=keep_record_lines, **kwargs)
         if suffix in (".html", ".htm"):
             from unstructured.partition.html import partition_html
 

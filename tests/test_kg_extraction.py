@@ -276,3 +276,32 @@ def test_a_numbered_short_form_types_its_full_name_and_merges_into_it(tmp_path):
     assert set(entities) == {"Marwick K-7", "Marwick K-9"}, entities
     assert entities["Marwick K-7"]["merges"] == {"K-7": "short form"}
     assert ("BUILT_BY", "marwick k-7", "halvard") in named_triples(facts)
+
+
+def test_plain_text_records_with_list_values_comments_and_a_headed_title(tmp_path):
+    """A deploy note in YAML-like plain text: the lines stay lines, a bare key takes the '- item's below it, a '#'
+    comment is a note, 'none yet' names nothing, a bare key over keys heads the next record."""
+    note = ("service: parcel sorter\nlanguage: Rust\nowner: Depot Tooling Crew\nnodes:\n  - sx-node-4\n  - sx-node-5\n"
+            "store: sorter-db        # mariadb 11\ncalls:\n  - label printer        # zebra queue\n  - route cache\n"
+            "events_to: none yet     # planned\n\nsorter-db:\n  host: sx-node-9\n  owner: Depot Tooling Crew\n")
+    elements = [e.to_dict() for e in partition_document("deploy.txt", ".txt", note.encode())]
+    assert "service: parcel sorter" in [e["text"] for e in elements]  # not joined into one line with the others
+    triples = named_triples(facts_of(tmp_path, "deploy.txt", note))
+    assert {("MANAGED_BY", "parcel sorter", "depot tooling crew"), ("RUNS_ON", "parcel sorter", "sx-node-4"),
+            ("RUNS_ON", "parcel sorter", "sx-node-5"), ("DEPENDS_ON", "parcel sorter", "sorter-db"),
+            ("DEPENDS_ON", "parcel sorter", "label printer"), ("DEPENDS_ON", "parcel sorter", "route cache"),
+            ("RUNS_ON", "sorter-db", "sx-node-9")} <= triples
+    assert not {t for t in triples if "none" in t[2] or "zebra" in t[2] or "mariadb" in t[2]}
+    # a wrapped prose paragraph is still joined into one sentence
+    prose = [e.to_dict()["text"] for e in partition_document(
+        "p.txt", ".txt", b"The parcel sorter reads its routes from\nthe route cache every minute.\n")]
+    assert prose == ["The parcel sorter reads its routes from the route cache every minute."]
+
+
+def test_a_record_under_a_title_with_a_descriptive_tail_is_about_the_name(tmp_path):
+    facts = facts_of(tmp_path, "profile.txt", "Nordvik Air - company profile\n\nFounded: 1961\nHeadquarters: Tromsholm\n"
+                     "Hub: Tromsholm Lauvik Airport\n", ontology=load_ontology(AVIATION))
+    assert {("BASED_IN", "nordvik air", "tromsholm"),
+            ("HUB_AIRPORT", "nordvik air", "tromsholm lauvik airport")} <= named_triples(facts)
+    assert ("founded_year", "1961") in {(a["property"], a["value"]) for a in facts["attributes"]}
+    assert not {t for t in named_triples(facts) if t[2] == "1961"}  # a year is no place

@@ -7,7 +7,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from dagster import asset, materialize
+from dagster import DagsterInstance, asset, materialize
 
 from assets import finetune
 from resources.llm import AdapterRegistry, BaseModelFolder, VLLMServer, running_vllm_server
@@ -78,8 +78,12 @@ def deploy_record(env, adapter: dict):
         return adapter
 
     resources = {"vllm": env["server"], "adapter_registry": env["registry"]}
-    return materialize([given_adapter, finetune.adapter_deployment], resources=resources, run_config=QUIET,
-                       raise_on_error=False)
+    # an instance entered here is the 'current' one while Definitions resolve: a finished earlier run's instance,
+    # collected on another thread, may otherwise still be current ("undefined DagsterInstance weakref", seen once
+    # under pytest-xdist)
+    with DagsterInstance.ephemeral() as instance:
+        return materialize([given_adapter, finetune.adapter_deployment], resources=resources, run_config=QUIET,
+                           raise_on_error=False, instance=instance)
 
 
 def copy_as_new_version(env, adapter: dict) -> dict:

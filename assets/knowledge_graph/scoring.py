@@ -76,14 +76,18 @@ class RelationScorer:
             return {w for t in texts for w in t.split() if len(w) > 2 and w not in _STOP}
         return bool(predicate_lemmas & _stems(words(desc.forward))), bool(predicate_lemmas & _stems(words(desc.inverse)))
 
-    def best_attribute(self, text: str, label: str | None, threshold: float = 0.6) -> tuple[str | None, float]:
-        """The datatype property a header/key names ('Runway length (m)' -> runway_length), domain-checked."""
+    def best_attribute(self, text: str, label: str | None, threshold: float = 0.6,
+                       or_subclass: bool = False) -> tuple[str | None, float]:
+        """The datatype property a header/key names ('Runway length (m)' -> runway_length), domain-checked;
+        or_subclass: a property of a subclass of label fits too (a record of an Organization may be an Airline's)."""
         if not self._attr_vectors:
             return None, 0.0
         vector = embed([text.lower()])[0]
         best, best_score = None, 0.0
         for name, vectors in self._attr_vectors.items():
-            if label is not None and not self.ontology.attribute_ok(name, label):
+            domain = self.ontology.attributes[name].domain
+            if label is not None and not self.ontology.attribute_ok(name, label) and not (
+                    or_subclass and domain and self.ontology.is_a(domain, label)):
                 continue
             score = float((vectors @ vector).max())
             if score > best_score:

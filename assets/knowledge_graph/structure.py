@@ -131,6 +131,23 @@ def tables_and_blocks(elements: list[dict] | None, chunks: list[dict]) -> list[T
     heading: list[str | None] = [None]  # the latest heading: the subject of the block right after it
     block: list[tuple[str, str]] = []
     block_text: list[str] = []
+    # a bare key inside a record ('hosts:'): its value is the list items that follow; with none, it heads the
+    # next record ('dispatch-db:' over 'host: dsp-host-1')
+    list_key: list = [None, [], []]  # key, items, element texts
+
+    def close_list_key() -> bool:
+        """Ends a bare key; True when it held items (it was a list value of the open record)."""
+        key, values, texts = list_key
+        list_key[:] = [None, [], []]
+        if key is None:
+            return False
+        if values:
+            block.append((key, ", ".join(values)))
+            block_text.extend(texts)
+            return True
+        close_block()
+        heading[0] = key
+        return False
 
     def close_block():
         if block:
@@ -151,7 +168,19 @@ def tables_and_blocks(elements: list[dict] | None, chunks: list[dict]) -> list[T
                 tables.append(Table(header, rows, text, parts=[text]))
             continue
         lines = [line for line in text.splitlines() if line.strip()]
-        pairs = [m.groups() for m in (_KV.match(line) for line in lines) if m and _is_kv(*m.groups())]
+        bare = _BARE_KEY.match(text) if len(lines) == 1 else None
+        if list_key[0] is not None:
+            items = [_ITEM.sub("", line).strip() for line in lines]
+            if kind == "ListItem" or all(_ITEM.match(line) for line in lines):
+                list_key[1].extend(_with_comment_as_note(item) for item in items if item)
+                list_key[2].append(text)
+                continue
+            close_list_key()
+        if bare and block and _is_kv(bare.group(1), ""):
+            list_key[0] = bare.group(1).strip()
+            continue
+        pairs = [(key, _with_comment_as_note(value)) for key, value in
+                 (m.groups() for m in (_KV.match(line) for line in lines) if m and _is_kv(*m.groups()))]
         if pairs and len(pairs) == len(lines):
             # every line is 'key: value' (parsers call some of them titles); a repeated key starts a new record
             for key, value in pairs:
@@ -163,8 +192,30 @@ def tables_and_blocks(elements: list[dict] | None, chunks: list[dict]) -> list[T
         close_block()
         if kind == "Title":
             heading[0] = text.strip().strip("#").strip()
+    close_list_key()
     close_block()
     return tables
+
+
+_BARE_KEY = re.compile(r"^\s*(?:\*\*)?([^:：|#]{1,40}?)(?:\*\*)?\s*[:：]\s*$")
+_ITEM = re.compile(r"^\s*[-*•]\s+")
+
+
+def heading_name(heading: str) -> str:
+    """The name a heading is about: 'Estmark Airways - company profile' -> 'Estmark Airways', 'payments-api |
+    overview' -> 'payments-api'; a heading without such a tail is kept whole ('ADR 017: Move the ledger' names no
+    record subject, and stays no name)."""
+    parts = re.split(r"\s+[-–—|]\s+", heading.strip(), maxsplit=1)
+    if len(parts) == 2 and _looks_like_name(parts[0].strip()) and not _looks_like_name(parts[1].strip()):
+        return parts[0].strip()
+    return heading
+
+
+def _with_comment_as_note(value: str) -> str:
+    """'dispatch-db   # postgres 16' -> 'dispatch-db (postgres 16)': a trailing comment of a record line is a note
+    about the value, read as a parenthesis is; 'C#' and '#42' are not comments."""
+    match = re.match(r"^(.*?\S)\s+#\s+(.+)$", value)
+    return f"{match.group(1)} ({match.group(2).replace('(', '').replace(')', '')})" if match else value
 
 
 _EMPTY_CELL = {"-", "—", "n/a", "none"}
@@ -248,7 +299,8 @@ def split_values(cell: str) -> list[str]:
     cell = re.sub(r"~~.+?~~(\s*[(（][^)）]*[)）])?", "", cell)
     protected = re.sub(r"\(([^)]*)\)", lambda m: "(" + m.group(1).replace(",", "\0") + ")", cell)
     parts = [p.replace("\0", ",") for p in _SPLIT.split(protected)]
-    return [p for p in (x.strip() for x in parts) if p and p.lower() not in _EMPTY_CELL]
+    return [p for p in (x.strip() for x in parts) if p and p.lower() not in _EMPTY_CELL
+            and not re.match(r"(none|not yet|n/a)\b", p.lower())]
 
 
 def header_definitions(headers: set[str], prose: str) -> dict[str, str]:
@@ -274,6 +326,8 @@ _NOT_A_NAME = _EMPTY_CELL | {"na", "tbd", "unknown", "yes", "no", "?", "todo", "
 def _cell_name(text: str) -> bool:
     """A table cell in a column that relates rows names a thing by the place it holds, capitalized or not
     ('bed board', 'order router'): a few words, no sentence punctuation."""
+    if re.fullmatch(r"\d{1,4}(?:[.,]\d+)?", text):
+        return False  # '1961', '8443', '2.5': a value, not a name
     if _looks_like_name(text):
         return True
     return (0 < len(text) <= 40 and len(text.split()) <= 4 and text.lower() not in _NOT_A_NAME
@@ -429,7 +483,7 @@ class StructureExtractor:
             """(attribute, None) or (None, (relation, key_is_source, score)) or (None, None) for column j."""
             column_class, evidence = classes[j]
             if subject_class is not None and column_class is None:
-                attribute, _ = self.scorer.best_attribute(table.header[j], subject_class)
+                attribute, _ = self.scorer.best_attribute(table.header[j], subject_class, or_subclass=True)
                 if attribute:
                     return attribute, None
             if prose_column(j):
@@ -451,18 +505,21 @@ class StructureExtractor:
             if specific and all(self.ontology.is_a(specific, c) for c in implied):
                 key_class = specific
                 readings.update({j: column_reading(j, key_class) for j, (a, c) in readings.items()
-                                 if a is None and c is None})
+                                 if a is None and (c is None or c[2] < HEADER_RELATION_THRESHOLD)})
         for j in range(1, width):
             header = table.header[j]
             column_class, evidence = classes[j]
             attribute, choice = readings[j]
             if attribute:
+                domain = self.ontology.attributes[attribute].domain
+                # a property of a subclass says which one the row is ('Founded' of an Organization: an Airline)
+                holder = domain if domain and key_class and self.ontology.is_a(domain, key_class) else key_class
                 for row_index, row in enumerate(rows):
                     subjects = [v for v, _ in cells[0][row_index] if _cell_name(v)]
                     value = normalize_value(row[j], self.ontology.attributes[attribute].value_kind)
                     for subject in subjects:
                         if value:
-                            out.attributes.append({"entity": subject, "entity_label": key_class, "property": attribute,
+                            out.attributes.append({"entity": subject, "entity_label": holder, "property": attribute,
                                                    "value": value, "chunk_id": chunk_id,
                                                    "sentence": " | ".join(row), "layer": "structure"})
                 continue
@@ -523,7 +580,8 @@ class StructureExtractor:
         """A key-value record: its subject is the value of a first 'name'/class key ('service: Route Planner',
         'Host: bx-01'), else the heading right above it; 'Kind: application' types the subject."""
         pairs = list(zip(table.header, table.rows[0]))
-        subject, subject_class = clean_cell_value(table.subject or "")[0], None
+        subject, subject_class = clean_cell_value(heading_name(table.subject or ""))[0], None
+        keyed = False  # the subject is the value of a name or class key: a name by its place ('service: dispatch API')
         first_key, first_value = pairs[0]
         named = self.header_relation(first_key, None, None)
         # 'Host: bx-01' under the heading 'payments-api' relates the heading to a host; 'service: Route Planner'
@@ -533,13 +591,14 @@ class StructureExtractor:
                 self.header_class(first_key) and not relational and len(split_values(first_value)) == 1):
             subject, subject_class = clean_cell_value(first_value)[0], self.header_class(first_key)
             pairs = pairs[1:]
+            keyed = True
         remaining = []
         for key, value in pairs:
             if key.strip().lower() in KIND_KEYS:
                 subject_class = self.header_class(value) or subject_class
             else:
                 remaining.append((key, value))
-        if not _looks_like_name(subject):
+        if not (_looks_like_name(subject) or keyed and _cell_name(subject)):
             return
         subject_class = subject_class or self.type_of(subject)
         if subject_class:
