@@ -115,11 +115,13 @@ def _chunk_locator(chunks: list[dict]):
 
 
 def _without(text: str, consumed: list[str]) -> str:
-    """Chunk text less the tables/key-value blocks the structure layer read (their flattened cells are no prose)."""
+    """Chunk text less the tables/key-value blocks the structure layer read (their flattened cells are no prose).
+    A piece goes only where it fills whole lines: a list item 'dsp-host-1' stays inside the sentence that names it."""
     for piece in consumed:
-        piece = piece.strip()
-        if len(piece) > 5 and piece in text:
-            text = text.replace(piece, "\n")
+        words = piece.split()
+        if len(piece.strip()) > 5:
+            pattern = r"(?m)^[ \t]*" + r"\s+".join(map(re.escape, words)) + r"[ \t]*$"
+            text = re.sub(pattern, "\n", text)
     return text
 
 

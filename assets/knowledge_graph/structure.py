@@ -131,6 +131,9 @@ def tables_and_blocks(elements: list[dict] | None, chunks: list[dict]) -> list[T
     heading: list[str | None] = [None]  # the latest heading: the subject of the block right after it
     block: list[tuple[str, str]] = []
     block_text: list[str] = []
+    # record lines whose value is a statement ('hardware: dsp-host-1 and dsp-host-2 are managed by Ops'): the
+    # sentence layer reads them too
+    stated: set[str] = set()
     # a bare key inside a record ('hosts:'): its value is the list items that follow; with none, it heads the
     # next record ('dispatch-db:' over 'host: dsp-host-1')
     list_key: list = [None, [], []]  # key, items, element texts
@@ -152,7 +155,8 @@ def tables_and_blocks(elements: list[dict] | None, chunks: list[dict]) -> list[T
     def close_block():
         if block:
             tables.append(Table(header=[k for k, _ in block], rows=[[v for _, v in block]],
-                                text="\n".join(block_text), subject=heading[0] or "", parts=list(block_text)))
+                                text="\n".join(block_text), subject=heading[0] or "",
+                                parts=[t for t in block_text if t not in stated]))
             heading[0] = None
         block.clear()
         block_text.clear()
@@ -177,7 +181,7 @@ def tables_and_blocks(elements: list[dict] | None, chunks: list[dict]) -> list[T
                 continue
             close_list_key()
         if bare and block and _is_kv(bare.group(1), ""):
-            list_key[0] = bare.group(1).strip()
+            list_key[:] = [bare.group(1).strip(), [], [text]]
             continue
         pairs = [(key, _with_comment_as_note(value)) for key, value in
                  (m.groups() for m in (_KV.match(line) for line in lines) if m and _is_kv(*m.groups()))]
@@ -187,6 +191,8 @@ def tables_and_blocks(elements: list[dict] | None, chunks: list[dict]) -> list[T
                 if any(k.lower() == key.strip().lower() for k, _ in block):
                     close_block()
                 block.append((key.strip(), value.strip()))
+                if len(value.split()) >= 6:
+                    stated.add(text)
             block_text.append(text)
             continue
         close_block()
