@@ -203,28 +203,52 @@ def expected_answers(item: dict, gold: dict, ontology, canon: NameCanonicalizer,
 
 
 # ---------------------------------------------------------------------------------------------- running
-def call_extractor(chunks: list[dict], ontology, element_dicts: list[dict]) -> dict:
-    """extract_facts with the document's elements when the extractor accepts them (it uses table structure)."""
-    import inspect
-
+def call_extractor(chunks: list[dict], ontology, element_dicts: list[dict], corpus_names=None) -> dict:
+    """extract_facts with the document's elements (table structure) and the set's corpus names."""
     from assets.knowledge_graph.extract import extract_facts
 
-    if "elements" in inspect.signature(extract_facts).parameters:
-        return extract_facts(chunks, ontology, elements=element_dicts)
-    return extract_facts(chunks, ontology)
+    return extract_facts(chunks, ontology, elements=element_dicts, corpus_names=corpus_names)
 
 
-def extract_document(path: Path, ontology) -> dict:
-    """One document through partition -> chunk -> extract; errors are reported, not raised."""
+def read_document(path: Path) -> tuple[list[dict], list[dict], float]:
+    """(element dicts, chunks, seconds) of one document: partition -> chunk, as the pipeline does."""
     from assets.chunking import ChunkingConfig, chunk_elements
     from assets.parsing import partition_document
 
     started = time.perf_counter()
+    data = path.read_bytes()
+    element_dicts = [element.to_dict() for element in partition_document(path.name, path.suffix.lower(), data)]
+    chunks = chunk_elements(path.name, hashlib.sha256(data).hexdigest(), element_dicts, ChunkingConfig())
+    return element_dicts, chunks, time.perf_counter() - started
+
+
+def read_set(paths: list[Path], ontology):
+    """Every document read once, and the names their tables type (the run's corpus names, as graph_facts builds
+    them): ({path: (elements, chunks, seconds) or the exception}, CorpusNames)."""
+    from assets.knowledge_graph.corpus import CorpusNames
+    from assets.knowledge_graph.extract import structure_names
+
+    read = {}
+    for path in paths:
+        try:
+            read[path] = read_document(path)
+        except Exception as exc:  # reported by extract_document
+            read[path] = exc
+    names = CorpusNames.merged([structure_names(r[1], ontology, elements=r[0]) for r in read.values()
+                                if not isinstance(r, Exception)])
+    return read, names
+
+
+def extract_document(path: Path, ontology, read=None, corpus_names=None) -> dict:
+    """One document through partition -> chunk -> extract (read: read_document's result, or the exception it
+    raised); errors are reported, not raised."""
+    started = time.perf_counter()
     try:
-        data = path.read_bytes()
-        element_dicts = [element.to_dict() for element in partition_document(path.name, path.suffix.lower(), data)]
-        chunks = chunk_elements(path.name, hashlib.sha256(data).hexdigest(), element_dicts, ChunkingConfig())
-        facts = call_extractor(chunks, ontology, element_dicts)
+        if isinstance(read, Exception):
+            raise read
+        element_dicts, chunks, seconds = read or read_document(path)
+        started -= seconds
+        facts = call_extractor(chunks, ontology, element_dicts, corpus_names)
         error = None
     except Exception as exc:  # a benchmark reports a broken document and goes on with the others
         chunks, facts, error = [], {"doc_id": path.name, "entities": [], "relations": []}, f"{type(exc).__name__}: {exc}"
@@ -283,7 +307,8 @@ def evaluate_set(eval_set: EvalSet, layers: set[str] | None = None, documents: l
     canon = NameCanonicalizer(ontology)
     gold_relations, gold_attributes, must_not = gold_triples(eval_set.gold, ontology, canon)
     paths = documents if documents is not None else document_paths(eval_set.docs_dir)
-    extracted = [extract_document(path, ontology) for path in paths]
+    read, corpus_names = read_set(paths, ontology)
+    extracted = [extract_document(path, ontology, read[path], corpus_names) for path in paths]
     if layers is not None:
         for document in extracted:
             facts = document["facts"]

@@ -305,3 +305,46 @@ def test_a_record_under_a_title_with_a_descriptive_tail_is_about_the_name(tmp_pa
             ("HUB_AIRPORT", "nordvik air", "tromsholm lauvik airport")} <= named_triples(facts)
     assert ("founded_year", "1961") in {(a["property"], a["value"]) for a in facts["attributes"]}
     assert not {t for t in named_triples(facts) if t[2] == "1961"}  # a year is no place
+
+
+def _read(tmp_path, name: str, text: str) -> tuple[list[dict], list[dict]]:
+    path = tmp_path / name
+    path.write_text(text)
+    elements = [e.to_dict() for e in partition_document(name, path.suffix, path.read_bytes())]
+    return elements, chunk_elements(name, "sha", elements, ChunkingConfig())
+
+
+def test_names_another_documents_table_types_are_known_in_a_chat_log(tmp_path):
+    """An inventory table types 'ticket sorter' (its Kind column) and 'sorter-store'; a chat line that names both in
+    lower case relates them only when the run's corpus names are given."""
+    from assets.knowledge_graph.corpus import CorpusNames
+    from assets.knowledge_graph.extract import structure_names
+
+    ontology = load_ontology()
+    inventory = _read(tmp_path, "inventory.md", "| Name | Kind | Runs on | Team |\n|---|---|---|---|\n"
+                      "| ticket sorter | application | sx-node-4 | Depot Crew |\n"
+                      "| sorter-store | database | sx-node-9 | Depot Crew |\n")
+    chat = _read(tmp_path, "chat.txt", "[09:12] ana: heads up, ticket sorter writes to sorter-store, so a slow "
+                 "sorter-store stalls the queue\n")
+    corpus = CorpusNames.merged([structure_names(chunks, ontology, elements=elements)
+                                 for elements, chunks in (inventory, chat)])
+    assert corpus.names["ticket-sorter"] == ("Application", "ticket sorter")
+    assert corpus.names["sorter-store"] == ("Database", "sorter-store")  # the Kind column, not the name's suffix
+    inventory_facts = extract_facts(inventory[1], ontology, elements=inventory[0])
+    assert {(r["type"], r["target"]) for r in inventory_facts["relations"]} >= {("RUNS_ON", "Server:sx-node-4")}
+    assert not any("application" in r["target"].lower() for r in inventory_facts["relations"])  # Kind relates nothing
+    alone = extract_facts(chat[1], ontology, elements=chat[0])
+    assert named_triples(alone) == set()
+    known = extract_facts(chat[1], ontology, elements=chat[0], corpus_names=corpus)
+    assert named_triples(known) == {("DEPENDS_ON", "ticket sorter", "sorter-store")}
+    assert {(e["name"], e["label"]) for e in known["entities"]} == {("ticket sorter", "Application"),
+                                                                   ("sorter-store", "Database")}
+
+
+def test_corpus_names_split_evenly_between_classes_are_left_out():
+    from assets.knowledge_graph.corpus import CorpusNames
+
+    corpus = CorpusNames.merged([{"atlas": ("Application", "atlas"), "gw-1": ("Server", "gw-1")},
+                                 {"atlas": ("Team", "Atlas")}, {"gw-1": ("Server", "GW-1")}])
+    assert corpus.names == {"gw-1": ("Server", "gw-1")}
+    assert corpus.found_in("traffic reaches GW-1 first, then gw-10") == {"gw-1": ("Server", "gw-1")}

@@ -618,3 +618,27 @@ def test_one_entity_across_documents_that_saw_different_classes(store, ontology)
         graph.replace_document("hosts.md", table)
         assert graph.entity("Software:geo-api")["label"] == "Application"
         assert graph.orphan_nodes() == [] and graph.untraceable_edges() == []
+
+
+@pytest.mark.slow  # a Dagster ingest run of two documents
+def test_a_run_knows_the_names_its_tables_type_in_every_document(tmp_path):
+    """graph_facts reads the batch's tables first: the chat log's lower-case names get the inventory's classes."""
+    from tests.platform_harness import Platform
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "inventory.md").write_text("# Depot inventory\n\n| Name | Kind | Runs on | Team |\n|---|---|---|---|\n"
+                                       "| ticket sorter | application | sx-node-4 | Depot Crew |\n"
+                                       "| sorter-store | database | sx-node-9 | Depot Crew |\n")
+    (docs / "chat.txt").write_text("[09:12] ana: heads up, ticket sorter writes to sorter-store, so a slow "
+                                   "sorter-store stalls the queue\n")
+    with Platform.create(tmp_path, docs) as platform:
+        keys = ["chat.txt", "inventory.md"]
+        platform.add(*keys)
+        result = platform.ingest_batch(keys)
+        assert result.success
+        metadata = result.asset_materializations_for_node("graph_facts")[0].metadata
+        assert metadata["corpus_names"].value == 5  # two applications/databases, two servers, one team
+        with platform.defs.resources["graph_store"].session() as graph:
+            chat = triples(graph.document_facts("chat.txt"))
+    assert ("Application:ticket-sorter", "DEPENDS_ON", "Database:sorter-store") in chat

@@ -22,8 +22,9 @@ from assets import _offline  # noqa: F401
 from assets.batches import batch_of, emit
 from assets.ingestion import PurgeConfig
 from assets.faults import fault_point
+from assets.knowledge_graph.corpus import CorpusNames
 from assets.knowledge_graph.extract import (EXTRACTOR_VERSION, ExtractionConfig, extract_facts, ms_per_chunk_by_layer,
-                                           silent_on_relations)
+                                           silent_on_relations, structure_names)
 from pipelines.partitions import documents_backfill_policy, documents_partitions
 from resources.graph_backend import remap_entities
 from resources.graph_neo4j import neo4j_transient_errors
@@ -131,10 +132,15 @@ def graph_facts(context: AssetExecutionContext, config: ExtractionSettings, docu
     ontology = load_ontology(strict=config.strict_ontology or None)
     settings = config.extraction_config()
     elements_by_doc = batch_of(context, parsed_elements)
+    chunks_by_doc = batch_of(context, document_chunks)
+    # the names the run's tables and records type are known to each of its documents (corpus.py)
+    corpus = CorpusNames.merged([
+        structure_names(chunks, ontology, elements=(elements_by_doc.get(key) or {}).get("elements"))
+        for key, chunks in chunks_by_doc.items()] if settings.structure else [])
     results, conforms, reports, violations, problems, silent = {}, True, [], 0, [], []
-    for key, chunks in batch_of(context, document_chunks).items():
+    for key, chunks in chunks_by_doc.items():
         elements = (elements_by_doc.get(key) or {}).get("elements")
-        facts = extract_facts(chunks, ontology, elements=elements, config=settings)
+        facts = extract_facts(chunks, ontology, elements=elements, config=settings, corpus_names=corpus)
         facts["doc_id"] = facts["doc_id"] or key
         ok, report, count = ontology.validate_shacl(facts)
         conforms, violations = conforms and ok, violations + count
@@ -163,6 +169,7 @@ def graph_facts(context: AssetExecutionContext, config: ExtractionSettings, docu
             "relations_by_layer": MetadataValue.json(dict(layers)),
             "ms_per_chunk_by_layer": MetadataValue.json(ms_per_chunk_by_layer(
                 results.values(), sum(len(c) for c in batch_of(context, document_chunks).values()))),
+            "corpus_names": len(corpus),
             "rejected": len(rejected),
             "rejected_sample": MetadataValue.json(rejected[:30]),
             **ontology_metadata(ontology),

@@ -37,6 +37,7 @@ from assets.knowledge_graph.mentions import (
     prose,
     repeated_terms,
 )
+from assets.knowledge_graph.corpus import CORPUS_EVIDENCE, CorpusNames
 from assets.knowledge_graph.embedding import embed
 from assets.knowledge_graph.resolve import Resolver, is_numbered_short_form
 from assets.knowledge_graph.scoring import scorer_for
@@ -54,7 +55,7 @@ EXTRACTOR_VERSION = "8"  # 7: a numbered short form types its full name; 6: a re
 # stated with its sibling; 5: values type their holder, dates read as one value (a number property takes none)
 # an examples-layer reading this clear types its ends by the property, over the document's NER votes
 EXAMPLES_OVERRIDE = 0.4
-STRONG_EVIDENCE = {"known", "pattern", "keyword", "table", "header", "inner"}
+STRONG_EVIDENCE = {"known", "pattern", "keyword", "table", "header", "inner", "corpus"}
 
 
 @dataclass
@@ -143,9 +144,61 @@ def type_full_names_by_short_forms(mentions_by_chunk: list[list[Mention]], votes
     return typed
 
 
+def _intrinsic_evidence(votes: TypeVotes, lexicon, surface: str) -> None:
+    """Evidence a name carries by itself: known individual, name pattern, class word inside it."""
+    key = normalize_name(surface)
+    name, inner = lexicon.strip_class_words(surface)
+    known = lexicon.known.get(key) or lexicon.known.get(normalize_name(name))
+    if known:
+        votes.add(key, known[0], "known")
+    if lexicon.pattern_class(surface):
+        votes.add(key, lexicon.pattern_class(surface), "pattern")
+    for cls in inner:
+        votes.add(key, cls, "keyword")
+    for cls in lexicon.classes_in_identifier(surface):
+        votes.add(key, cls, "inner")
+
+
+def _read_structure(ontology, lexicon, scorer, votes: TypeVotes, tables, chunk_for, texts: list[str]):
+    """The structure layer's output, its names' types voted into votes."""
+    def type_of(surface: str) -> str | None:
+        _intrinsic_evidence(votes, lexicon, surface)
+        return votes.label(normalize_name(surface))
+
+    structure = StructureExtractor(ontology, lexicon, scorer, type_of).extract(tables, chunk_for,
+                                                                               prose="\n".join(texts))
+    for surface, _ in structure.names:
+        _intrinsic_evidence(votes, lexicon, surface)  # a cell's own evidence ('customs-db') outweighs its header
+    for surface, cls, evidence, _ in structure.typed_names:
+        votes.add(normalize_name(surface), cls, evidence)
+    return structure
+
+
+def structure_names(chunks: list[dict], ontology: Ontology | None = None,
+                    elements: list[dict] | None = None) -> dict[str, tuple[str, str]]:
+    """key -> (class, surface) of the names one document's tables and records type by their words: what the
+    document gives to CorpusNames. No sentence parsing."""
+    ontology = ontology or load_ontology()
+    tables = tables_and_blocks(elements, chunks)
+    if not tables:
+        return {}
+    lexicon = lexicon_for(ontology)
+    votes = TypeVotes(ontology, lexicon)
+    structure = _read_structure(ontology, lexicon, scorer_for(ontology), votes, tables, _chunk_locator(chunks),
+                                [c["text"] for c in chunks])
+    names = {}
+    for surface, _, evidence, _ in structure.typed_names:
+        key = normalize_name(surface)
+        if evidence in CORPUS_EVIDENCE and votes.label(key) and key not in names:
+            names[key] = (votes.label(key), surface)
+    return names
+
+
 def extract_facts(chunks: list[dict], ontology: Ontology | None = None, elements: list[dict] | None = None,
-                  config: ExtractionConfig | None = None, llm_extractor=None) -> dict:
-    """Entities, relations and attributes of one document's chunks, each fact with its chunk and layer."""
+                  config: ExtractionConfig | None = None, llm_extractor=None,
+                  corpus_names: CorpusNames | None = None) -> dict:
+    """Entities, relations and attributes of one document's chunks, each fact with its chunk and layer;
+    corpus_names: the names the run's documents' tables typed (corpus.py), known to this document too."""
     ontology = ontology or load_ontology()
     config = config or ExtractionConfig()
     lexicon, scorer = lexicon_for(ontology), scorer_for(ontology)
@@ -175,18 +228,7 @@ def extract_facts(chunks: list[dict], ontology: Ontology | None = None, elements
             _korean_typing(chunks, ontology, votes)
 
     def intrinsic(surface: str) -> None:
-        """Evidence a name carries by itself: known individual, name pattern, class word inside it."""
-        key = normalize_name(surface)
-        name, inner = lexicon.strip_class_words(surface)
-        known = lexicon.known.get(key) or lexicon.known.get(normalize_name(name))
-        if known:
-            votes.add(key, known[0], "known")
-        if lexicon.pattern_class(surface):
-            votes.add(key, lexicon.pattern_class(surface), "pattern")
-        for cls in inner:
-            votes.add(key, cls, "keyword")
-        for cls in lexicon.classes_in_identifier(surface):
-            votes.add(key, cls, "inner")
+        _intrinsic_evidence(votes, lexicon, surface)
 
     def type_of(surface: str) -> str | None:
         intrinsic(surface)
@@ -194,12 +236,8 @@ def extract_facts(chunks: list[dict], ontology: Ontology | None = None, elements
 
     if tables:
         with timer("structure"):
-            structure = StructureExtractor(ontology, lexicon, scorer, type_of).extract(
-                tables, chunk_for, prose="\n".join(document.texts))
-            for surface, _ in structure.names:
-                intrinsic(surface)  # a cell's own evidence ('customs-db') outweighs its column's header ('service')
+            structure = _read_structure(ontology, lexicon, scorer, votes, tables, chunk_for, document.texts)
             for surface, cls, evidence, chunk_id in structure.typed_names:
-                votes.add(normalize_name(surface), cls, evidence)
                 named.append((cls, surface, chunk_id, evidence))
             for rel in structure.relations:
                 raw.append(_RawRelation(rel["source"], rel["source_label"], rel["type"], rel["target"],
@@ -207,8 +245,12 @@ def extract_facts(chunks: list[dict], ontology: Ontology | None = None, elements
                                         rel["score"]))
             raw_attributes.extend(structure.attributes)
 
-    # names typed anywhere in the document are found bare in every chunk
+    # names typed anywhere in the document are found bare in every chunk, and so are those the run's other
+    # documents' tables typed (corpus.py)
     gazetteer = {}
+    for key, (label, surface) in (corpus_names.found_in("\n".join(document.texts)) if corpus_names else {}).items():
+        votes.add(key, label, "corpus")
+        gazetteer[key] = surface
     for mentions in document.mentions:
         for m in mentions:
             if votes.label(m.key) and any(kind in STRONG_EVIDENCE for _, kind in m.evidence):

@@ -8,6 +8,7 @@ the whole document before any relation is classified:
     keyword     a class word next to the name ("the server X", "X database", "Platform Team", "X (a database)",
                 "X is a database"), or inside an identifier ("pg-node-1": node, "vault-db": db)
     table       the name sits in a table column or key-value field whose header names a class
+    corpus      another document of the run typed the name in its tables or records (corpus.py)
     ner         spaCy's NER label, mapped to the classes whose labels/comments describe it (zero-shot)
     relation    the name was the argument of a confidently classified relation (domain/range say the class)
 """
@@ -29,8 +30,8 @@ IDENT = re.compile(r"(?<![A-Za-z0-9_.-])[A-Za-z0-9]+(?:[-_][A-Za-z0-9]+)+(?![A-Z
 HANGUL = re.compile(r"[\uac00-\ud7a3]")
 _FILLER = {"the", "a", "an", "its", "their", "our", "this", "that", "these", "those", "both", "each", "every", "all",
            "new", "old", "main", "primary", "internal", "external", "existing", "shared", "same", "other"}
-EVIDENCE_WEIGHT = {"known": 10.0, "pattern": 6.0, "keyword": 4.0, "table": 4.0, "header": 3.0, "inner": 2.0,
-                   "ner": 1.0, "relation": 1.5}
+EVIDENCE_WEIGHT = {"known": 10.0, "pattern": 6.0, "keyword": 4.0, "table": 4.0, "header": 3.0, "corpus": 3.0,
+                   "inner": 2.0, "ner": 1.0, "relation": 1.5}
 INTRINSIC_EVIDENCE = {"known", "pattern", "inner"}
 # spaCy NER labels described in words, to map them onto any ontology's classes by similarity.
 NER_DESCRIPTIONS = {

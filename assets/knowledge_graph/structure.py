@@ -468,6 +468,15 @@ class StructureExtractor:
 
         rows, cells = cells_of(table.rows)
         class_cells = cells_of(class_rows)[1] if class_rows else cells
+        # a 'Kind'/'Type' column says each row's class in a class word ('application', 'database'): it types the
+        # row's subject and relates nothing
+        kind_columns = {j for j, h in enumerate(table.header) if j and h.strip().lower() in KIND_KEYS}
+        for j in kind_columns:
+            for row_index, row in enumerate(rows):
+                cls = self.header_class(row[j]) if row[j].strip() else None
+                for subject, _ in cells[0][row_index] if cls else ():
+                    if _cell_name(subject):
+                        self._typed(out, subject, cls, "table", "", chunk_id)
         classes = []
         for j, header in enumerate(table.header):
             if j == 0 and key_class is not None:
@@ -500,7 +509,7 @@ class StructureExtractor:
                                                 if _looks_like_name(v)) if l)
             return None, self._column_relation(table.header[j], subject_class, column_class, cell_labels)
 
-        readings = {j: column_reading(j, key_class) for j in range(1, width)}
+        readings = {j: (None, None) if j in kind_columns else column_reading(j, key_class) for j in range(1, width)}
         if key_class is None:
             # rows of unknown class: the columns read with confidence say what they are ('Needs at runtime' and
             # 'Who to call' relate software), and the other columns are read again with that class
