@@ -348,3 +348,39 @@ def test_corpus_names_split_evenly_between_classes_are_left_out():
                                  {"atlas": ("Team", "Atlas")}, {"gw-1": ("Server", "GW-1")}])
     assert corpus.names == {"gw-1": ("Server", "gw-1")}
     assert corpus.found_in("traffic reaches GW-1 first, then gw-10") == {"gw-1": ("Server", "gw-1")}
+
+
+@pytest.mark.parametrize("surface, why", [
+    ("06-09-2006", "a value (a number or date)"), ("35.1", "a value (a number or date)"),
+    ("is preceded by the album", "a predicate phrase"), ("on", "function words"), ("the database", "a class word"),
+    ("servers", "a class word"), ("10.0.0.12", None), ("ledger-db", None), ("Platform Team", None),
+    ("order router", None)])
+def test_relation_ends_that_are_no_names(surface, why):
+    from assets.knowledge_graph.extract import not_a_name
+    from assets.knowledge_graph.mentions import lexicon_for
+
+    assert not_a_name(surface, lexicon_for(load_ontology())) == why
+
+
+_ENSEMBLE_ONTOLOGY = _published_style("ensembles", """\
+r:conductor a owl:ObjectProperty ; rdfs:label "conductor" ; rdfs:domain c:Ensemble ; rdfs:range c:Person .
+r:homeVenue a owl:ObjectProperty ; rdfs:label "homeVenue" ; rdfs:domain c:Ensemble ; rdfs:range c:Venue .
+r:performedAt a owl:ObjectProperty ; rdfs:label "performedAt" ; rdfs:domain c:Ensemble ; rdfs:range c:Venue .
+""")
+
+
+def test_a_relation_named_by_a_noun_is_stated_by_its_owner(tmp_path):
+    """"A's home venue is B", "the conductor of A is B": the possessor is the source, whatever NER guessed for the
+    two names; a relation named by a verb phrase is not a noun; a state said in the past is no current fact."""
+    from assets.knowledge_graph.sentences import relation_nouns
+
+    (tmp_path / "ontology.ttl").write_text(_ENSEMBLE_ONTOLOGY)
+    ensembles = load_ontology(tmp_path)
+    assert relation_nouns(ensembles) == {"conductor": "CONDUCTOR", "homevenue": "HOME_VENUE"}
+    venue = text_facts("The Lindqvist Consort's home venue is Marrow Hall.", ensembles)
+    assert named_triples(venue, "sentence") == {("HOME_VENUE", "lindqvist consort", "marrow hall")}
+    conductor = text_facts("The conductor of the Lindqvist Consort is Ilse Varga.", ensembles)
+    assert named_triples(conductor, "sentence") == {("CONDUCTOR", "lindqvist consort", "ilse varga")}
+    inverted = text_facts("Ilse Varga is the conductor of the Lindqvist Consort.", ensembles)
+    assert named_triples(inverted, "sentence") == {("CONDUCTOR", "lindqvist consort", "ilse varga")}
+    assert named_triples(text_facts("The conductor of the Lindqvist Consort was Ilse Varga.", ensembles)) == set()

@@ -456,6 +456,30 @@ def _llm_layer(chunks, ontology, config, extractor, votes, rejected):
     return relations, attributes
 
 
+_PREDICATE_START = {"is", "are", "was", "were", "be", "been", "being", "has", "have", "had", "does", "did", "will",
+                    "would", "can", "could", "should", "may", "might", "must"}
+_FUNCTION_WORDS = {"on", "in", "at", "of", "for", "to", "by", "with", "from", "and", "or", "the", "a", "an", "it",
+                   "its", "this", "that", "these", "those", "they", "them", "he", "she", "his", "her", "their"}
+
+
+def not_a_name(surface: str, lexicon) -> str | None:
+    """Why a relation's end is no entity name, or None: a value ('06-09-2006', '35.1'), a predicate phrase a layer
+    took for a name ('is preceded by the album'), function words ('on'), or a bare class word ('the record label',
+    'year'): whatever layer proposed it."""
+    text = re.sub(r"^(the|a|an)\s+", "", surface.strip().lower())
+    words = text.split()
+    if not words or all(w in _FUNCTION_WORDS for w in words):
+        return "function words"
+    if re.fullmatch(r"[\d\s.,:/+\-]+", text) and not re.fullmatch(r"\d{1,3}(\.\d{1,3}){3}", text):
+        return "a value (a number or date)"
+    if words[0] in _PREDICATE_START:
+        return "a predicate phrase"
+    keywords = lexicon.keyword_classes
+    if text in keywords or (text.endswith("s") and text[:-1] in keywords):
+        return "a class word"
+    return None
+
+
 def _assemble(doc_id, ontology, resolver, votes, document, raw, raw_attributes, named, rejected) -> dict:
     """Final labels, resolution, domain/range, dedup: the facts as graph_facts stores them."""
     def final_label(surface: str, hint: str | None) -> str | None:
@@ -487,6 +511,10 @@ def _assemble(doc_id, ontology, resolver, votes, document, raw, raw_attributes, 
                             f"({target_label}) ({rel.layer}): breaks domain/range")
             continue
         if normalize_name(rel.source) == normalize_name(rel.target):
+            continue
+        why = not_a_name(rel.source, resolver.lexicon) or not_a_name(rel.target, resolver.lexicon)
+        if why:
+            rejected.append(f"{rel.chunk_id}: {rel.source} -{rel.type}-> {rel.target} ({rel.layer}): an end is {why}")
             continue
         kept_named += [(source_label, rel.source, rel.chunk_id), (target_label, rel.target, rel.chunk_id)]
         relations.append((rel, source_label, target_label))

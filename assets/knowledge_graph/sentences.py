@@ -15,8 +15,8 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 
-from assets.knowledge_graph.mentions import Mention, lexicon_for, original_text
-from assets.knowledge_graph.schema import extraction_schema
+from assets.knowledge_graph.mentions import Mention, english_pipeline, lexicon_for, original_text
+from assets.knowledge_graph.schema import extraction_schema, split_local_name
 from assets.knowledge_graph.scoring import RelationScorer, is_passive_label
 from resources.ontology import Ontology
 
@@ -25,6 +25,7 @@ THRESHOLD_SINGLE = 0.34  # only one relation fits the two classes: is there a re
 THRESHOLD_MULTI = 0.42  # several fit: the best must be clear
 UNTYPED_THRESHOLD = 0.55  # one end untyped: its class comes from the relation, so be sure
 BOTH_UNTYPED_THRESHOLD = 0.75
+RELATION_NOUN_SCORE = 0.9  # "A's club is B": the relation named by its own noun (relation_noun)
 GUESS_OVERRIDE = 0.9  # a reading this clear overrides a class that was only guessed (NER)
 UNTYPED_ATTRIBUTE_THRESHOLD = 0.6  # an untyped holder takes the property's domain: the words must name it clearly
 MARGIN = 0.04
@@ -165,7 +166,8 @@ def predicate_of(doc, a: Mention, b: Mention, owner: dict[int, Mention]):
         if token.pos_ in ("VERB", "AUX"):
             foreign = [c for c in token.children if c.dep_ in ("nsubj", "nsubjpass") and owner.get(c.i) not in (a, b)
                        and c.lower_ not in ("who", "which", "that")
-                       and not any(g.dep_ in ("appos", "conj") and owner.get(g.i) in (a, b) for g in c.subtree)]
+                       and not any(g.dep_ in ("appos", "conj") and owner.get(g.i) in (a, b) for g in c.subtree)
+                       and not _owned_by(c, (a, b), owner)]
             if foreign:
                 return None  # a clause with a subject of its own: 'T1 owns X, T2 runs the host' joins nothing
         words.append(token)
@@ -338,6 +340,11 @@ def _classify_pair(doc, scorer, ontology, first, second, a, b, owner):
     negated, hypothetical, passive = _clause_flags(path)
     if negated or hypothetical or _past(path) or _from_of_change(path):
         return []
+    named_noun = relation_noun(doc, path, ontology, first, second, owner)
+    if named_noun == "past":
+        return []  # "the conductor of A was B": who held it before, not who holds it
+    if named_noun is not None:
+        return [(named_noun[0], named_noun[1], named_noun[2], RELATION_NOUN_SCORE, phrase)]
     chosen = classify(scorer, ontology, phrase, passive, a.label, b.label, weak_typed(a), weak_typed(b))
     found = []
     if chosen is not None:
@@ -349,6 +356,100 @@ def _classify_pair(doc, scorer, ontology, first, second, a, b, owner):
         if named and named != rel and _typed_by_itself(target):
             found.append((named, source, target, score, phrase))
     return found
+
+
+def _owned_by(noun, mentions, owner) -> bool:
+    """Whether one of the mentions owns the noun: "A's club", "the manager of A" (the subject of "A's club is B" is
+    A's)."""
+    for child in noun.children:
+        if child.dep_ == "poss" and owner.get(child.i) in mentions:
+            return True
+        if child.dep_ == "prep" and child.lower_ == "of" and any(
+                g.dep_ == "pobj" and owner.get(g.i) in mentions for g in child.children):
+            return True
+    return False
+
+
+def _without_relation_nouns(doc, mentions: list[Mention], ontology: Ontology) -> list[Mention]:
+    """The mentions less those that are a relation's noun owned by another mention ('youth club' in "A's youth
+    club is B"): a class word there says which relation, it names nothing."""
+    names = relation_nouns(ontology)
+    if not names:
+        return mentions
+    owner = _token_span_map(mentions, doc)
+    kept = []
+    for m in mentions:
+        words = doc[m.start:m.end] if m.start >= 0 else []
+        if (len(words) and _squash(m.surface) in names and all(t.pos_ == "NOUN" for t in words)
+                and _owned_by(_root(doc, m), [o for o in mentions if o is not m], owner)):
+            continue
+        kept.append(m)
+    return kept
+
+
+def _squash(text: str) -> str:
+    return re.sub(r"[^0-9a-z]", "", (text or "").lower())
+
+
+_RELATION_NOUNS: dict[tuple[str, str], dict[str, str]] = {}
+
+
+def relation_nouns(ontology: Ontology) -> dict[str, str]:
+    """A relation's name squashed to letters and digits ('youthclub', 'birthplace') -> the relation, for names that
+    are nouns ('club', 'manager', 'birth place'; not 'runs on', 'managed by', 'operates aircraft'); a name two
+    relations share is left out. Built once per ontology."""
+    key = (str(ontology.directory), ontology.fingerprint)
+    if key not in _RELATION_NOUNS:
+        nlp = english_pipeline()
+        found: dict[str, set[str]] = {}
+        for rel_id, info in ontology.relations.items():
+            for name in {info.label, split_local_name(info.local_name or rel_id)}:
+                words = split_local_name(name).split()
+                if not words or len(words) > 3 or not all(w.isascii() and w.isalpha() for w in words):
+                    continue
+                tagged = nlp(f"the {' '.join(words)} of it")
+                if all(t.pos_ in ("NOUN", "PROPN", "ADJ") for t in tagged[1:len(words)]) and \
+                        tagged[len(words)].pos_ == "NOUN":
+                    found.setdefault(_squash(name), set()).add(rel_id)
+        _RELATION_NOUNS[key] = {name: next(iter(ids)) for name, ids in found.items() if len(ids) == 1}
+    return _RELATION_NOUNS[key]
+
+
+def relation_noun(doc, path, ontology: Ontology, first: Mention, second: Mention, owner):
+    """(relation, source, target) when the path goes through a noun that is a relation's own name and one end
+    owns it: "A's club is B", "B is A's youth club", "the manager of A is B" state club(A, B), youthclub(A, B),
+    manager(A, B), as ontologies that name relations by nouns (DBpedia's) mean them. The possessor is the source.
+    A noun this exact overrides classes that were only guessed (NER); a class from the name's own words must fit.
+    'past' when a past copula states it ("the conductor of A was B")."""
+    names = relation_nouns(ontology)
+    if not names:
+        return None
+    for token in path[1:-1]:
+        if token.pos_ not in ("NOUN", "PROPN") or token.i in owner:
+            continue
+        compounds = [c for c in token.children if c.dep_ == "compound" and c.i < token.i and c.i not in owner]
+        candidates = [" ".join([*(c.lower_ for c in compounds), token.lower_]), token.lower_, token.lemma_.lower()]
+        rel = next((names[_squash(c)] for c in candidates if _squash(c) in names), None)
+        if rel is None:
+            continue
+        possessor = None
+        for mention in (first, second):
+            root = _root(doc, mention)
+            if (root.dep_ == "poss" and root.head.i == token.i) or (
+                    root.dep_ == "pobj" and root.head.lower_ == "of" and root.head.head.i == token.i):
+                possessor = mention
+        if possessor is None:
+            return None
+        other = second if possessor is first else first
+        copula = token.head if token.dep_ in ("nsubj", "attr") else None
+        if copula is not None and copula.lemma_ == "be" and copula.tag_ == "VBD":
+            return "past"
+        info = ontology.relations[rel]
+        for mention, allowed in ((possessor, info.domains), (other, info.ranges)):
+            if mention.label and not weak_typed(mention) and not ontology.fits(mention.label, allowed):
+                return None
+        return rel, possessor, other
+    return None
 
 
 def _typed_by_itself(mention: Mention) -> bool:
@@ -402,6 +503,7 @@ def sentence_relations(doc, mentions: list[Mention], ontology: Ontology, scorer:
     """Relations between the (typed or untyped) mentions of one chunk's Doc, sentence by sentence. A pronoun
     ('It runs on srv-02') stands for whichever candidate antecedent reads best with the rest of the sentence."""
     found: list[SentenceRelation] = []
+    mentions = _without_relation_nouns(doc, mentions, ontology)
     for text, first, second, options_a, options_b, owner in _candidate_pairs(doc, mentions, ontology):
         best = None
         for a in options_a:
