@@ -384,3 +384,20 @@ def test_a_relation_named_by_a_noun_is_stated_by_its_owner(tmp_path):
     inverted = text_facts("Ilse Varga is the conductor of the Lindqvist Consort.", ensembles)
     assert named_triples(inverted, "sentence") == {("CONDUCTOR", "lindqvist consort", "ilse varga")}
     assert named_triples(text_facts("The conductor of the Lindqvist Consort was Ilse Varga.", ensembles)) == set()
+
+
+def test_an_acronym_merges_into_the_one_name_it_abbreviates():
+    from assets.knowledge_graph.mentions import lexicon_for
+    from assets.knowledge_graph.resolve import Resolver, acronym_letters, initials
+
+    assert (acronym_letters("the U.S."), acronym_letters("NHS"), acronym_letters("Nhs")) == ("us", "nhs", None)
+    assert (initials("National Health Service"), initials("Bank of Lindor"), initials("payments api")) == \
+        ("nhs", "bl", None)
+    ontology = load_ontology()
+    ids, entities = Resolver(ontology, lexicon_for(ontology)).resolve(
+        [("Team", "Site Reliability Engineering", "c1"), ("Team", "SRE", "c2"), ("Team", "Data Team", "c2"),
+         ("Team", "Sales Enablement", "c3"), ("Team", "SE", "c3"), ("Team", "Security Engineering", "c3")])
+    assert ids[("Team", "SRE")] == ids[("Team", "Site Reliability Engineering")]
+    assert entities[ids[("Team", "SRE")]]["name"] == "Site Reliability Engineering"
+    assert entities[ids[("Team", "SRE")]]["merges"] == {"SRE": "acronym"}
+    assert ids[("Team", "SE")] not in (ids[("Team", "Sales Enablement")], ids[("Team", "Security Engineering")])

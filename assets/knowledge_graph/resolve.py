@@ -5,6 +5,7 @@
     normalisation       case, punctuation, articles: 'order api' = 'Order API' = 'order-api'
     similarity          within one class, near-identical names (ratio >= SIMILARITY) of one document merge
     short forms         'the H-340' after 'Havell H-340' (a numbered name said without its maker)
+    acronyms            'the U.S.' after 'the United States' (the initials of one longer name of the class)
 
 Ids are '<Class>:<key>' where the key is the normalised name without class words, so the same thing named
 differently in two documents gets one id. Aliases keep where each came from (reason), and since the graph stores
@@ -29,6 +30,27 @@ _IDENTIFIER = re.compile(r"[\w.]*\d[\w.-]*|[\w.]+(?:[-_][\w.]+)+")
 def is_numbered_short_form(short_key: str, full_key: str) -> bool:
     """Whether a normalised name is the numbered end of a longer one: 'h-340' of 'havell-h-340'."""
     return bool(re.search(r"\d", short_key)) and full_key.endswith("-" + short_key)
+
+
+_INITIALS_SKIP = {"of", "the", "and", "for", "de", "la", "&"}
+
+
+def acronym_letters(surface: str) -> str | None:
+    """'U.S.' / 'US' / 'the NHS' -> 'us' / 'us' / 'nhs'; None for a name that is no acronym (2-6 capitals)."""
+    text = re.sub(r"^(the|a|an)\s+", "", surface.strip(), flags=re.IGNORECASE)
+    if re.fullmatch(r"(?:[A-Z]\.){2,6}|[A-Z]{2,6}", text):
+        return text.replace(".", "").lower()
+    return None
+
+
+def initials(surface: str) -> str | None:
+    """'United States' -> 'us', 'National Health Service' -> 'nhs': the first letters of a capitalised multi-word
+    name's words (small words skipped); None for one word."""
+    words = [w for w in re.split(r"[\s\-]+", re.sub(r"^(the|a|an)\s+", "", surface.strip(), flags=re.IGNORECASE))
+             if w and w.lower() not in _INITIALS_SKIP]
+    if len(words) < 2 or not all(w[0].isupper() for w in words):
+        return None
+    return "".join(w[0] for w in words).lower()
 
 
 class Resolver:
@@ -106,6 +128,14 @@ class Resolver:
                     for surface in groups[small]:
                         reasons[(label, surface)] = "short form"
                     continue
+                # 'the U.S.' after 'the United States': the initials of one longer name of the class
+                letters = {acronym_letters(surface) for surface in groups[small]} - {None}
+                spelled = [a for a in anchors if a != small and any(initials(s) in letters for s in groups[a])]
+                if len(letters) == 1 and len(spelled) == 1 and spelled[0] not in merged_into:
+                    merged_into[small] = spelled[0]
+                    for surface in groups[small]:
+                        reasons[(label, surface)] = "acronym"
+                    continue
                 for big in anchors[:i]:
                     if big in merged_into or len(small[1]) < 6 or re.findall(r"\d+", small[1]) != re.findall(r"\d+", big[1]):
                         continue  # 'service10' is not a typo of 'service1', nor 'app-node-3' of 'app-node-4'
@@ -123,7 +153,7 @@ class Resolver:
             known = next((self.canonical_known(label, s) for s in surfaces if self.canonical_known(label, s)), None)
             # the full proper name ('Norvik International Airport', 'Platform Team') over a shortened one, then the
             # most frequent, capitalised, shortest form
-            full = [s for s in surfaces if reasons.get((label, s)) != "short form"] or list(surfaces)
+            full = [s for s in surfaces if reasons.get((label, s)) not in ("short form", "acronym")] or list(surfaces)
             name = known or max(full, key=lambda s: (self._names_with_class_word(s), surfaces[s],
                                                      s != s.lower(), -len(s), s))
             entity_id = f"{label}:{key}"
