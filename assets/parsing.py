@@ -57,14 +57,17 @@ def keep_record_lines(text: str) -> str:
     """unstructured's paragraph grouper, except for paragraphs that are records: lines of 'key: value', bare keys
     and '- item's keep their line breaks, so the knowledge graph's structure layer reads them as a record (joined,
     'service: dispatch API owner: ...' is neither a record nor a sentence). Prose wrapped over lines is joined."""
-    from unstructured.cleaners.core import auto_paragraph_grouper
+    from unstructured.cleaners.core import auto_paragraph_grouper, blank_line_grouper
 
+    grouped = auto_paragraph_grouper(text)
+    if grouped == text or blank_line_grouper(text) != grouped:
+        return grouped  # a text of one line per paragraph: unstructured keeps every line already
     paragraphs = []
     for paragraph in re.split(r"\n[ \t]*\n", text):
         lines = [line for line in paragraph.splitlines() if line.strip()]
         keys = sum(1 for line in lines if re.match(r"^\s*[^\W\d][\w .\-/&()]{0,39}:(?:\s|$)", line))
         record = len(lines) >= 2 and keys >= 2 and sum(1 for line in lines if _RECORD_LINE.match(line)) >= 0.8 * len(lines)
-        paragraphs.append(paragraph if record else auto_paragraph_grouper(paragraph))
+        paragraphs.append(paragraph if record else blank_line_grouper(paragraph))
     return "\n\n".join(paragraphs)
 
 

@@ -117,6 +117,9 @@ def test_sentence_shapes(sentence, expected):
     "Until now report-api ran on bk-02; it moved to bk-05.",
     "report-api could run on bk-02 if we had capacity.",
     "The Billing Crew runs on bk-02.",  # a team cannot run on a server: not a MANAGED_BY either
+    "could we run a second report-api on bk-02 for redundancy?",  # a question states nothing
+    "report-api moved off bk-02 in the spring.",
+    "Only if load grows: consider a standby report-api on bk-02.",  # an option put up for discussion
 ])
 def test_past_negated_hypothetical_and_domain_breaking_statements_yield_nothing_wrong(sentence):
     found = named_triples(text_facts(sentence))
@@ -401,3 +404,15 @@ def test_an_acronym_merges_into_the_one_name_it_abbreviates():
     assert entities[ids[("Team", "SRE")]]["name"] == "Site Reliability Engineering"
     assert entities[ids[("Team", "SRE")]]["merges"] == {"SRE": "acronym"}
     assert ids[("Team", "SE")] not in (ids[("Team", "Sales Enablement")], ids[("Team", "Security Engineering")])
+
+
+def test_wrapped_prose_in_plain_text_is_joined_and_a_record_is_not(tmp_path):
+    """Blank-line paragraphs: a question and its wrapped answer are one paragraph, joined as unstructured joins it;
+    a paragraph of key lines keeps its lines."""
+    text = ("Q: Ledger is slow. Who do I page?\nA: The Fraud Team owns ledger-svc. It runs on bk-07, and it reads "
+            "from\n   ledger-db, so check ledger-db first.\n\nservice: quota-svc\nowner: Fraud Crew\nhost: bk-08\n")
+    texts = [e.to_dict()["text"] for e in partition_document("faq.txt", ".txt", text.encode())]
+    assert any("it reads from ledger-db" in t for t in texts), texts
+    assert {"service: quota-svc", "owner: Fraud Crew", "host: bk-08"} <= set(texts)
+    triples = named_triples(facts_of(tmp_path, "faq.txt", text))
+    assert {("DEPENDS_ON", "ledger-svc", "ledger-db"), ("RUNS_ON", "quota-svc", "bk-08")} <= triples

@@ -31,7 +31,10 @@ UNTYPED_ATTRIBUTE_THRESHOLD = 0.6  # an untyped holder takes the property's doma
 MARGIN = 0.04
 OTHER_RELATION_MARGIN = 0.25  # the predicate names another relation clearly better than any that fits
 PAST_CUES = {"previously", "formerly", "until now", "until recently", "until last", "originally", "no longer", "anymore",
-             "any more", "used to", "decommissioned", "retired", "former", "was moved", "were moved", "in the past"}
+             "any more", "no more", "used to", "decommissioned", "retired", "former", "was moved", "were moved",
+             "in the past"}
+# verbs that put what follows up for discussion: 'consider a standby X on Y', 'we proposed running X on Y'
+PROPOSAL_VERBS = {"consider", "propose", "suggest", "discuss", "evaluate", "plan"}
 CHANGE_VERBS = {"move", "migrate", "transfer", "switch", "take", "hand", "relocate", "replace", "shift"}
 MODALS = {"would", "could", "might", "may", "should", "will", "shall", "wo", "ca"}
 _PRONOUNS = {"it", "they", "this", "them"}
@@ -109,6 +112,12 @@ def _clause_flags(tokens) -> tuple[bool, bool, bool]:
                 hypothetical = True
         if token.dep_ == "agent":
             passive = True
+    if tokens:
+        top = min(tokens, key=lambda t: len(list(t.ancestors)))
+        if any(t.lemma_.lower() in PROPOSAL_VERBS and t.pos_ == "VERB" for t in [*tokens, *top.ancestors]):
+            hypothetical = True  # 'consider a standby X on Y': an option, not a fact
+    if tokens and tokens[0].sent.text.rstrip().endswith("?"):
+        hypothetical = True  # 'could we run a second X on Y?' asks, states nothing
     return negated, hypothetical, passive
 
 
@@ -123,8 +132,8 @@ def _past(tokens) -> bool:
     if " until " in lowered and any(t.tag_ == "VBD" for t in tokens):
         return True  # 'Until this incident X ran on Y': a state that ended ('until step 2 is fixed' is no past)
     for token in tokens:
-        if token.lemma_.lower() in CHANGE_VERBS and any(c.lower_ == "from" for c in token.children):
-            return True
+        if token.lemma_.lower() in CHANGE_VERBS and any(c.lower_ in ("from", "off") for c in token.children):
+            return True  # 'moved from X', 'moved off X'
     return False
 
 
