@@ -49,8 +49,10 @@ def validate_content(doc_id: str, suffix: str, data: bytes) -> None:
         decode_text(doc_id, data)
 
 
-# a line of a record in plain text: 'owner: Emergency Logistics Squad', 'hosts:', '  - dsp-host-1', '# comment'
-_RECORD_LINE = re.compile(r"^\s*(?:[-*•]\s+\S|#|[^\W\d][\w .\-/&()]{0,39}:(?:\s|$))")
+# a line of a record in plain text: a key ('owner: Emergency Logistics Squad', 'hosts:'), an item ('  - dsp-host-1')
+# or a comment
+_KEY_LINE = r"^\s*[^\W\d][\w .\-/&()]{0,39}:(?:\s|$)"
+_RECORD_LINE = re.compile(rf"{_KEY_LINE}|^\s*(?:[-*•]\s+\S|#)")
 
 
 def keep_record_lines(text: str) -> str:
@@ -65,7 +67,7 @@ def keep_record_lines(text: str) -> str:
     paragraphs = []
     for paragraph in re.split(r"\n[ \t]*\n", text):
         lines = [line for line in paragraph.splitlines() if line.strip()]
-        keys = sum(1 for line in lines if re.match(r"^\s*[^\W\d][\w .\-/&()]{0,39}:(?:\s|$)", line))
+        keys = sum(1 for line in lines if re.match(_KEY_LINE, line))
         record = len(lines) >= 2 and keys >= 2 and sum(1 for line in lines if _RECORD_LINE.match(line)) >= 0.8 * len(lines)
         paragraphs.append(paragraph if record else blank_line_grouper(paragraph))
     return "\n\n".join(paragraphs)

@@ -168,7 +168,7 @@ def graph_facts(context: AssetExecutionContext, config: ExtractionSettings, docu
             "relation_types": MetadataValue.json(dict(types)),
             "relations_by_layer": MetadataValue.json(dict(layers)),
             "ms_per_chunk_by_layer": MetadataValue.json(ms_per_chunk_by_layer(
-                results.values(), sum(len(c) for c in batch_of(context, document_chunks).values()))),
+                results.values(), sum(len(c) for c in chunks_by_doc.values()))),
             "corpus_names": len(corpus),
             "rejected": len(rejected),
             "rejected_sample": MetadataValue.json(rejected[:30]),

@@ -39,7 +39,7 @@ from assets.knowledge_graph.mentions import (
 )
 from assets.knowledge_graph.corpus import CORPUS_EVIDENCE, CorpusNames
 from assets.knowledge_graph.embedding import embed
-from assets.knowledge_graph.resolve import Resolver, is_numbered_short_form
+from assets.knowledge_graph.resolve import Resolver, is_numbered_short_form, without_article
 from assets.knowledge_graph.scoring import scorer_for
 from assets.knowledge_graph.sentences import (attribute_texts, predicate_phrases, sentence_attributes, sentence_relations,
                                               weak_typed)
@@ -159,14 +159,19 @@ def _intrinsic_evidence(votes: TypeVotes, lexicon, surface: str) -> None:
         votes.add(key, cls, "inner")
 
 
-def _read_structure(ontology, lexicon, scorer, votes: TypeVotes, tables, chunk_for, texts: list[str]):
-    """The structure layer's output, its names' types voted into votes."""
+def _type_of(votes: TypeVotes, lexicon):
+    """surface -> its class so far, after voting the evidence the name carries by itself."""
     def type_of(surface: str) -> str | None:
         _intrinsic_evidence(votes, lexicon, surface)
         return votes.label(normalize_name(surface))
 
-    structure = StructureExtractor(ontology, lexicon, scorer, type_of).extract(tables, chunk_for,
-                                                                               prose="\n".join(texts))
+    return type_of
+
+
+def _read_structure(ontology, lexicon, scorer, votes: TypeVotes, tables, chunk_for, texts: list[str]):
+    """The structure layer's output, its names' types voted into votes."""
+    structure = StructureExtractor(ontology, lexicon, scorer, _type_of(votes, lexicon)).extract(
+        tables, chunk_for, prose="\n".join(texts))
     for surface, _ in structure.names:
         _intrinsic_evidence(votes, lexicon, surface)  # a cell's own evidence ('customs-db') outweighs its header
     for surface, cls, evidence, _ in structure.typed_names:
@@ -227,12 +232,7 @@ def extract_facts(chunks: list[dict], ontology: Ontology | None = None, elements
         with timer("korean"):
             _korean_typing(chunks, ontology, votes)
 
-    def intrinsic(surface: str) -> None:
-        _intrinsic_evidence(votes, lexicon, surface)
-
-    def type_of(surface: str) -> str | None:
-        intrinsic(surface)
-        return votes.label(normalize_name(surface))
+    type_of = _type_of(votes, lexicon)
 
     if tables:
         with timer("structure"):
@@ -466,7 +466,7 @@ def not_a_name(surface: str, lexicon) -> str | None:
     """Why a relation's end is no entity name, or None: a value ('06-09-2006', '35.1'), a predicate phrase a layer
     took for a name ('is preceded by the album'), function words ('on'), or a bare class word ('the record label',
     'year'): whatever layer proposed it."""
-    text = re.sub(r"^(the|a|an)\s+", "", surface.strip().lower())
+    text = without_article(surface.strip().lower())
     words = text.split()
     if not words or all(w in _FUNCTION_WORDS for w in words):
         return "function words"

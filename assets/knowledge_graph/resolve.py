@@ -35,9 +35,14 @@ def is_numbered_short_form(short_key: str, full_key: str) -> bool:
 _INITIALS_SKIP = {"of", "the", "and", "for", "de", "la", "&"}
 
 
+def without_article(text: str) -> str:
+    """'the U.S.' -> 'U.S.': a leading English article is no part of a name."""
+    return re.sub(r"^(the|a|an)\s+", "", text, flags=re.IGNORECASE)
+
+
 def acronym_letters(surface: str) -> str | None:
     """'U.S.' / 'US' / 'the NHS' -> 'us' / 'us' / 'nhs'; None for a name that is no acronym (2-6 capitals)."""
-    text = re.sub(r"^(the|a|an)\s+", "", surface.strip(), flags=re.IGNORECASE)
+    text = without_article(surface.strip())
     if re.fullmatch(r"(?:[A-Z]\.){2,6}|[A-Z]{2,6}", text):
         return text.replace(".", "").lower()
     return None
@@ -46,8 +51,7 @@ def acronym_letters(surface: str) -> str | None:
 def initials(surface: str) -> str | None:
     """'United States' -> 'us', 'National Health Service' -> 'nhs': the first letters of a capitalised multi-word
     name's words (small words skipped); None for one word."""
-    words = [w for w in re.split(r"[\s\-]+", re.sub(r"^(the|a|an)\s+", "", surface.strip(), flags=re.IGNORECASE))
-             if w and w.lower() not in _INITIALS_SKIP]
+    words = [w for w in re.split(r"[\s\-]+", without_article(surface.strip())) if w and w.lower() not in _INITIALS_SKIP]
     if len(words) < 2 or not all(w[0].isupper() for w in words):
         return None
     return "".join(w[0] for w in words).lower()

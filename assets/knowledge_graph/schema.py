@@ -121,15 +121,20 @@ def build_schema(ontology: Ontology) -> ExtractionSchema:
     return ExtractionSchema(ontology, classes, relations, attributes, known, class_named_relations(ontology))
 
 
+def squash_name(text: str | None) -> str:
+    """A name as letters and digits only, lower case: 'youthclub' for 'youth club', 'youthClub' and 'YOUTH_CLUB'."""
+    return re.sub(r"[^0-9a-z]", "", (text or "").lower())
+
+
 def class_named_relations(ontology: Ontology) -> dict[tuple[str, str], str]:
     """(source class, target class) -> the one relation named after the target's class (or a class above it) whose
     domain and range take them: 'country' (City -> Country), 'club' (Athlete -> Club). Such a relation means 'the
     source's <class>', so the clause that states a sibling relation between the two states it too."""
-    squash = lambda text: re.sub(r"[^0-9a-z]", "", (text or "").lower())  # noqa: E731
     named: dict[str, list[str]] = {}
     for rel_id, info in ontology.relations.items():
         for class_id in ontology.classes:
-            if squash(class_id) and squash(class_id) in (squash(info.label), squash(info.local_name or rel_id)):
+            if squash_name(class_id) and squash_name(class_id) in (squash_name(info.label),
+                                                                squash_name(info.local_name or rel_id)):
                 named.setdefault(class_id, []).append(rel_id)
     index = {}
     for target in ontology.classes:
@@ -159,4 +164,4 @@ def extraction_schema(ontology: Ontology) -> ExtractionSchema:
 
 
 __all__ = ["AttributeView", "ClassView", "ExtractionSchema", "KnownView", "RelationView", "build_schema",
-           "class_named_relations", "describe_relation", "extraction_schema", "split_local_name"]
+           "class_named_relations", "describe_relation", "extraction_schema", "split_local_name", "squash_name"]

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from assets.knowledge_graph.mentions import Mention, english_pipeline, lexicon_for, original_text
-from assets.knowledge_graph.schema import extraction_schema, split_local_name
+from assets.knowledge_graph.schema import extraction_schema, split_local_name, squash_name
 from assets.knowledge_graph.scoring import RelationScorer, is_passive_label
 from resources.ontology import Ontology
 
@@ -389,15 +389,11 @@ def _without_relation_nouns(doc, mentions: list[Mention], ontology: Ontology) ->
     kept = []
     for m in mentions:
         words = doc[m.start:m.end] if m.start >= 0 else []
-        if (len(words) and _squash(m.surface) in names and all(t.pos_ == "NOUN" for t in words)
+        if (len(words) and squash_name(m.surface) in names and all(t.pos_ == "NOUN" for t in words)
                 and _owned_by(_root(doc, m), [o for o in mentions if o is not m], owner)):
             continue
         kept.append(m)
     return kept
-
-
-def _squash(text: str) -> str:
-    return re.sub(r"[^0-9a-z]", "", (text or "").lower())
 
 
 _RELATION_NOUNS: dict[tuple[str, str], dict[str, str]] = {}
@@ -419,7 +415,7 @@ def relation_nouns(ontology: Ontology) -> dict[str, str]:
                 tagged = nlp(f"the {' '.join(words)} of it")
                 if all(t.pos_ in ("NOUN", "PROPN", "ADJ") for t in tagged[1:len(words)]) and \
                         tagged[len(words)].pos_ == "NOUN":
-                    found.setdefault(_squash(name), set()).add(rel_id)
+                    found.setdefault(squash_name(name), set()).add(rel_id)
         _RELATION_NOUNS[key] = {name: next(iter(ids)) for name, ids in found.items() if len(ids) == 1}
     return _RELATION_NOUNS[key]
 
@@ -438,7 +434,7 @@ def relation_noun(doc, path, ontology: Ontology, first: Mention, second: Mention
             continue
         compounds = [c for c in token.children if c.dep_ == "compound" and c.i < token.i and c.i not in owner]
         candidates = [" ".join([*(c.lower_ for c in compounds), token.lower_]), token.lower_, token.lemma_.lower()]
-        rel = next((names[_squash(c)] for c in candidates if _squash(c) in names), None)
+        rel = next((names[squash_name(c)] for c in candidates if squash_name(c) in names), None)
         if rel is None:
             continue
         possessor = None

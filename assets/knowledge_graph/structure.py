@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from html.parser import HTMLParser
 
 from assets.knowledge_graph.mentions import IDENT, ClassLexicon
+from assets.knowledge_graph.resolve import without_article
 from assets.knowledge_graph.scoring import RelationScorer
 from assets.knowledge_graph.sentences import normalize_value
 from resources.ontology import Ontology
@@ -295,7 +296,7 @@ def clean_cell_value(value: str) -> tuple[str, str]:
     match = re.match(r"^(.*?)\s*[(（]([^)）]*)[)）]\s*$", value)
     if match and match.group(1):
         value, note = match.group(1).strip(), match.group(2).strip()
-    value = re.sub(r"^(the|a|an)\s+", "", value, flags=re.IGNORECASE)
+    value = without_article(value)
     return value.strip(" .:-—"), note
 
 
