@@ -87,3 +87,29 @@ def junk_share(texts: list[str]) -> float:
     """Share of the characters of texts that sit in junk chunks."""
     total = sum(len(t) for t in texts)
     return sum(len(t) for t in texts if is_junk_chunk(t)) / total if total else 0.0
+
+
+_CODE_START = re.compile(r"^\s*(?:from\s+[\w.]+\s+import\s|import\s+[\w.]+\s*$|def\s+\w+\s*\(|class\s+\w+\s*[(:]|@[\w.]+\("
+                         r"|>>>\s|\.\.\.\s|\$\s|#include\b|return\b|except\b|try:|else:|elif\s"
+                         r"|(?:async\s+)?(?:with|for|while|if)\s[^()]*[A-Za-z0-9_]\(.*\)\s*(?:as\s+\w+)?:\s*$)")
+_CALL = re.compile(r"[A-Za-z0-9_]\(")  # a name called: 'patch_all()', 'boto3.client('
+_ASSIGNMENT = re.compile(r"^\s*(?:[+\-]\s)?[\w.\[\]'\", ]+(?::\s*[\w\[\], |.]+)?\s*[+\-*/|]?=\s*\S")
+_OPERATORS = {"=", "==", "!=", "=>", "->", "+=", "-=", "{", "}", "};", "});", ");", "[]", "{}", "()"}
+MIN_CODE_TOKEN_SHARE = 0.3  # prose that names a call ('created using recorder.begin()') has far fewer such tokens
+
+
+def _code_token(token: str) -> bool:
+    if "://" in token:
+        return False
+    return token in _OPERATORS or bool(_CALL.search(token)) or any(c in token.rstrip(".,:;!?") for c in "{};=<>")
+
+
+def is_code_line(line: str) -> bool:
+    """A line of program text ('from x import y', 'client = boto3.client("sqs")', 'patch_all()') rather than a
+    sentence: its statements name no fact, and parsing them costs the graph stage time and false names."""
+    tokens = line.split()
+    if not tokens:
+        return False
+    if _CODE_START.match(line) or _ASSIGNMENT.match(line):
+        return True
+    return sum(map(_code_token, tokens)) >= MIN_CODE_TOKEN_SHARE * len(tokens)

@@ -2,6 +2,11 @@
 
     python -m bench.kg [--set infra|aviation|infra_dev2|infra_heldout|devset|all] [--json]
                        [--layers structure sentence ...]
+    python -m bench.kg --outside DIR [--markdown FILE]
+
+--outside extracts a folder of text outside the ontology's domain (for instance `python -m bench.real_corpus DIR`:
+package READMEs against the infrastructure ontology): every relation it yields is false, so it prints their count
+per 100 chunks, by layer, with the first few.
 
 Each document goes through the same path as the pipeline (partition_document -> chunk_elements ->
 extract_facts), facts are compared with gold.json as (type, source name, target name) triples and
@@ -421,8 +426,19 @@ def main(argv: list[str] | None = None) -> int:
                         help="also write the figures as the block kg-SET of FILE (e.g. docs/benchmarks.md)")
     parser.add_argument("--layers", nargs="+", default=None,
                         help="only count facts from these extractor layers (structure, sentence, korean, llm)")
+    parser.add_argument("--outside", metavar="DIR", default=None,
+                        help="a folder of documents outside the default ontology's domain: count the facts it yields")
     args = parser.parse_args(argv)
     warnings.simplefilter("ignore")  # library deprecation/beta chatter would bury the figures
+    if args.outside:
+        report = outside_domain(Path(args.outside))
+        text = outside_report(report)
+        print(json.dumps(report, indent=1, ensure_ascii=False) if args.json else text)
+        if args.markdown:
+            from bench.report import command_line, write_block
+
+            write_block(args.markdown, "kg-outside", text, command=command_line())
+        return 0
     sets = available_sets()
     chosen = list(sets) if args.set == "all" else [args.set]
     results = []
@@ -443,6 +459,37 @@ def main(argv: list[str] | None = None) -> int:
         if args.set == "all" and not args.layers:
             write_block(args.markdown, "kg-heldout", heldout_report(results), command=command_line())
     return 0
+
+
+def outside_domain(folder: Path, listed: int = 8) -> dict:
+    """Facts the default ontology's extraction finds in documents outside its domain (all of them false)."""
+    from resources.ontology_loading import load_ontology
+
+    ontology = load_ontology()
+    paths = [p for p in sorted(folder.rglob("*")) if p.is_file()]
+    read, corpus_names = read_set(paths, ontology)
+    chunks, by_layer, examples = 0, {}, []
+    for path in paths:
+        document = extract_document(path, ontology, read[path], corpus_names)
+        chunks += len(document["chunks"])
+        facts = document["facts"] or {}
+        names = {e["id"]: e.get("name", e["id"]) for e in facts.get("entities", [])}
+        for relation in facts.get("relations", []):
+            by_layer[relation.get("layer", "unknown")] = by_layer.get(relation.get("layer", "unknown"), 0) + 1
+            if len(examples) < listed:
+                examples.append(f"{path.name}: {relation['type']}({names.get(relation['source'], relation['source'])}, "
+                                f"{names.get(relation['target'], relation['target'])})")
+    total = sum(by_layer.values())
+    return {"documents": len(paths), "chunks": chunks, "relations": total, "by_layer": by_layer,
+            "relations_per_100_chunks": round(100 * total / chunks, 2) if chunks else 0.0, "examples": examples}
+
+
+def outside_report(report: dict) -> str:
+    layers = ", ".join(f"{k} {v}" for k, v in sorted(report["by_layer"].items())) or "none"
+    lines = [f"{report['documents']} documents outside the ontology's domain, {report['chunks']} chunks: "
+             f"{report['relations']} relations ({report['relations_per_100_chunks']} per 100 chunks; {layers})"]
+    lines += [f"- {e}" for e in report["examples"]]
+    return "\n".join(lines)
 
 
 SET_ROLES = {"infra": "development", "infra_dev2": "development, written by someone who never read the extractor",

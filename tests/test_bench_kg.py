@@ -15,7 +15,7 @@ import pytest
 
 from bench.kg import (KG_DATA_DIR, EvalSet, NameCanonicalizer, available_sets, document_paths, evaluate_set,
                       expected_answers, gold_triples, main, markdown_report, normalize_value, prf, print_report,
-                      score_triples)
+                      outside_domain, score_triples)
 from resources.ontology_loading import load_ontology
 
 INFRA_DIR = KG_DATA_DIR / "infra"
@@ -234,3 +234,15 @@ def test_heldout_block_sets_development_beside_test_with_the_gap():
     text = heldout_report([result("infra_dev2", 0.8, [True]), result("infra_heldout", 0.5, [True, False])])
     assert "infra_dev2 (3 documents, 10 relations)" in text and "| 1/2 |" in text
     assert "Gap development (infra_dev2) - test: 0.300 F1" in text and "not reached" in text
+
+
+def test_outside_domain_counts_every_relation_as_false(tmp_path, capsys):
+    """--outside: a folder the ontology does not describe; one infrastructure statement in it is counted."""
+    (tmp_path / "readme.md").write_text("# Quorvex\n\nQuorvex is a small parser library for config files.\n\n"
+                                        "The payments-api service runs on srv-pay-01.\n")
+    report = outside_domain(tmp_path)
+    assert report["documents"] == 1 and report["chunks"] >= 1
+    assert report["relations"] == 1 and report["by_layer"] == {"sentence": 1}
+    assert "RUNS_ON(payments-api" in report["examples"][0] and "srv-pay-01)" in report["examples"][0]
+    assert main(["--outside", str(tmp_path)]) == 0
+    assert "1 relations" in capsys.readouterr().out

@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 
-from assets.junk import is_junk_chunk, junk_reason, junk_share
+from assets.junk import is_code_line, is_junk_chunk, junk_reason, junk_share
 from tests.conftest import SAMPLE
 
 _HEX_RNG = random.Random(3)
@@ -52,6 +52,33 @@ def test_text_with_words_is_not_junk(name):
 @pytest.mark.parametrize("name", sorted(JUNK))
 def test_chunks_without_words_are_junk(name):
     assert is_junk_chunk(JUNK[name]), name
+
+
+@pytest.mark.parametrize("line", [
+    "from quorvex.client import Session, retry",
+    "session = quorvex.Session(timeout=5)",
+    "    for item in session.list_items():",
+    "async with quorvex.open('items.db') as db:",
+    "def handler(event, context):",
+    "    limit: int | None = None",
+    ">>> session.ping()",
+    "})",
+])
+def test_program_lines_are_code(line):
+    assert is_code_line(line)
+
+
+@pytest.mark.parametrize("line", [
+    "Sessions can be opened with quorvex.Session() and closed with session.close() when the job ends.",
+    "max_connections on dock-db is 200; the nightly import alone held 196 of them.",
+    "If catalog-db (MySQL, on pg-node-2) is read-only, the indexer stops.",
+    "for the services listed below (see the table):",
+    "결제 서비스(payment-api)는 pg-01에서 실행된다.",
+    "hosts: srv-a, srv-b",
+    "See the guide (https://example.com/guide) for details.",
+])
+def test_sentences_that_name_code_are_not_code(line):
+    assert not is_code_line(line)
 
 
 def test_junk_share_counts_characters():

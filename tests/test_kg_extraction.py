@@ -416,3 +416,22 @@ def test_wrapped_prose_in_plain_text_is_joined_and_a_record_is_not(tmp_path):
     assert {"service: quota-svc", "owner: Fraud Crew", "host: bk-08"} <= set(texts)
     triples = named_triples(facts_of(tmp_path, "faq.txt", text))
     assert {("DEPENDS_ON", "ledger-svc", "ledger-db"), ("RUNS_ON", "quota-svc", "bk-08")} <= triples
+
+
+@pytest.mark.parametrize("sentence", [
+    "For Python 2.7 compatibility, use quorvex v1.x.",
+    "Please reject CVE-2019-0001 and use CVE-2019-0002 for OpenStack.",
+])
+def test_two_ends_whose_classes_are_only_guessed_need_the_relations_own_words(sentence):
+    """Neither end's class is read from the text (NER, or the relation itself in the first pass): a loose
+    predicate ('use', 'for') between them is how text outside the ontology's domain became facts."""
+    assert text_facts(sentence)["relations"] == []
+    assert named_triples(text_facts("Quorvex depends on Plimber.")) == {("DEPENDS_ON", "quorvex", "plimber")}
+
+
+def test_program_lines_are_not_parsed_for_facts():
+    from assets.knowledge_graph.mentions import prose
+
+    text = "Quorvex depends on Plimber.\nsession = quorvex.Session(plimber_url)\npatch_all()"
+    assert prose(text).split("\n")[0] == "Quorvex depends on Plimber."
+    assert "Session" not in prose(text) and "patch_all" not in prose(text)

@@ -49,9 +49,10 @@ from resources.ontology_loading import load_ontology
 
 LAYERS = ("structure", "sentences", "korean", "examples", "llm")
 # Bump when extraction logic changes what facts a document yields: graph_facts' code_version.
-# 8: plain-text records (a bare key takes the list items below it, a '#' comment is a note, a titled record is
+# 9: a sentence relation between ends whose classes are only guessed (NER, an earlier relation) needs a clearer
+# predicate; program lines are not parsed. 8: plain-text records (a bare key takes the list items below it, a '#' comment is a note, a titled record is
 # about the title's name, a property of a subclass fits a row of its superclass)
-EXTRACTOR_VERSION = "8"  # 7: a numbered short form types its full name; 6: a relation named after its range class is
+EXTRACTOR_VERSION = "9"  # 7: a numbered short form types its full name; 6: a relation named after its range class is
 # stated with its sibling; 5: values type their holder, dates read as one value (a number property takes none)
 # an examples-layer reading this clear types its ends by the property, over the document's NER votes
 EXAMPLES_OVERRIDE = 0.4
@@ -264,7 +265,7 @@ def extract_facts(chunks: list[dict], ontology: Ontology | None = None, elements
         mentions.extend(finder.mentions(doc, chunk["chunk_id"], mentions))
         mentions.sort(key=lambda m: m.start)
         for m in mentions:
-            m.label = votes.label(m.key)
+            m.label, m.guessed = votes.label(m.key), votes.guessed(m.key)
 
     if config.sentences:
         with timer("sentences"):
@@ -279,7 +280,7 @@ def extract_facts(chunks: list[dict], ontology: Ontology | None = None, elements
                     document.full_names = type_full_names_by_short_forms(document.mentions, votes)
                     for mentions in document.mentions:
                         for m in mentions:
-                            m.label = votes.label(m.key)
+                            m.label, m.guessed = votes.label(m.key), votes.guessed(m.key)
                     embed([t for doc, mentions in zip(document.docs, document.mentions)
                            for t in attribute_texts(doc, mentions, ontology)])
                 for doc, mentions, english, chunk in zip(document.docs, document.mentions, english_mentions, chunks):

@@ -20,6 +20,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from functools import lru_cache
 
+from assets.junk import is_code_line
 from assets.knowledge_graph.schema import extraction_schema
 from resources.ontology import Ontology, normalize_name
 from resources.ontology_loading import load_ontology
@@ -33,6 +34,7 @@ _FILLER = {"the", "a", "an", "its", "their", "our", "this", "that", "these", "th
 EVIDENCE_WEIGHT = {"known": 10.0, "pattern": 6.0, "keyword": 4.0, "table": 4.0, "header": 3.0, "corpus": 3.0,
                    "inner": 2.0, "ner": 1.0, "relation": 1.5}
 INTRINSIC_EVIDENCE = {"known", "pattern", "inner"}
+GUESS_EVIDENCE = {"ner", "relation"}  # evidence that guesses a class; everything else reads it from the text
 # spaCy NER labels described in words, to map them onto any ontology's classes by similarity.
 NER_DESCRIPTIONS = {
     "ORG": "organization: a company, team, department, agency, airline or institution",
@@ -61,6 +63,7 @@ class Mention:
     label: str | None = None  # class id once typed
     evidence: list[tuple[str, str]] = field(default_factory=list)  # (class id, evidence kind)
     class_words: set[int] = field(default_factory=set)  # tokens of class words that introduce it ('the server')
+    guessed: bool = False  # its document-level class rests only on guesses (NER, a relation read earlier)
 
     @property
     def key(self) -> str:
@@ -148,8 +151,9 @@ def token_text(token) -> str:
 
 def prose(text: str) -> str:
     """Text as the English pipeline reads it: a wrapped line is joined to the line before; a line that starts a
-    new item (bullet, number, bracket, table row) or follows a line ending in . : ! ? stays on its own."""
-    lines = text.split("\n")
+    new item (bullet, number, bracket, table row) or follows a line ending in . : ! ? stays on its own. Lines of
+    program text (assets.junk.is_code_line) are left out: they state no fact of any ontology."""
+    lines = ["" if is_code_line(line) else line for line in text.split("\n")]
     out = [lines[0]]
     for line in lines[1:]:
         previous = out[-1].rstrip()
@@ -573,6 +577,7 @@ class TypeVotes:
         self.votes: dict[str, Counter] = defaultdict(Counter)
         self.roots = lexicon.abstract_roots()
         self._intrinsic: set[tuple[str, str, str]] = set()
+        self._kinds: dict[str, set[str]] = defaultdict(set)  # name key -> kinds of evidence it has
 
     def add(self, key: str, cls: str, kind: str, weight: float = 1.0) -> None:
         """One piece of evidence; what a name says by itself (known, pattern, a class word inside it) counts once
@@ -584,6 +589,13 @@ class TypeVotes:
                 return
             self._intrinsic.add((key, cls, kind))
         self.votes[key][cls] += EVIDENCE_WEIGHT[kind] * weight
+        self._kinds[key].add(kind)
+
+    def guessed(self, key: str) -> bool:
+        """Whether the name's class rests only on guesses: NER, or a relation read in an earlier pass. Two such
+        ends joined by a loose predicate are how text outside the ontology's domain ('SDK for Python') turns into
+        facts."""
+        return bool(self._kinds.get(key)) and self._kinds[key] <= GUESS_EVIDENCE
 
     def add_mention(self, mention: Mention) -> None:
         ner = [cls for cls, kind in mention.evidence if kind == "ner"]

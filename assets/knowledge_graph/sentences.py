@@ -29,6 +29,8 @@ RELATION_NOUN_SCORE = 0.9  # "A's club is B": the relation named by its own noun
 GUESS_OVERRIDE = 0.9  # a reading this clear overrides a class that was only guessed (NER)
 UNTYPED_ATTRIBUTE_THRESHOLD = 0.6  # an untyped holder takes the property's domain: the words must name it clearly
 MARGIN = 0.04
+GUESSED_END_THRESHOLD = 0.38  # one end's class is only guessed (NER, an earlier relation): the predicate must say more
+GUESSED_ENDS_THRESHOLD = 0.9  # neither end's class is read from the text: only the relation's own words will do
 OTHER_RELATION_MARGIN = 0.25  # the predicate names another relation clearly better than any that fits
 PAST_CUES = {"previously", "formerly", "until now", "until recently", "until last", "originally", "no longer", "anymore",
              "any more", "no more", "used to", "decommissioned", "retired", "former", "was moved", "were moved",
@@ -356,6 +358,8 @@ def _classify_pair(doc, scorer, ontology, first, second, a, b, owner):
         return [(named_noun[0], named_noun[1], named_noun[2], RELATION_NOUN_SCORE, phrase)]
     chosen = classify(scorer, ontology, phrase, passive, a.label, b.label, weak_typed(a), weak_typed(b))
     found = []
+    if chosen is not None and chosen[2] < guessed_threshold(a, b):
+        chosen = None
     if chosen is not None:
         rel, first_is_source, score = chosen
         source, target = (a, b) if first_is_source else (b, a)
@@ -365,6 +369,16 @@ def _classify_pair(doc, scorer, ontology, first, second, a, b, owner):
         if named and named != rel and _typed_by_itself(target):
             found.append((named, source, target, score, phrase))
     return found
+
+
+def guessed_threshold(a: Mention, b: Mention) -> float:
+    """The similarity a predicate needs when the classes of its ends are only guessed (calibrated on the development
+    sets and on package READMEs, text outside the infrastructure ontology: bench/kg.py prints the figures)."""
+    guessed = [m.label is not None and m.guessed for m in (a, b)]
+    unsure = [m.label is None or m.guessed for m in (a, b)]
+    if not any(guessed):
+        return 0.0
+    return GUESSED_ENDS_THRESHOLD if all(unsure) else GUESSED_END_THRESHOLD
 
 
 def _owned_by(noun, mentions, owner) -> bool:
