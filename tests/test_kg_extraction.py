@@ -435,3 +435,13 @@ def test_program_lines_are_not_parsed_for_facts():
     text = "Quorvex depends on Plimber.\nsession = quorvex.Session(plimber_url)\npatch_all()"
     assert prose(text).split("\n")[0] == "Quorvex depends on Plimber."
     assert "Session" not in prose(text) and "patch_all" not in prose(text)
+
+
+def test_a_name_after_a_comma_says_where_the_first_is_not_what_it_relates_to():
+    """'based in Corvany, Ostmere': Ostmere qualifies Corvany; the airline is based in Corvany only. 'is a regional
+    airline based in' reads as 'based in': the noun after the copula is the airline itself."""
+    facts = text_facts("Skylark Air is a regional airline based in Corvany, Ostmere. Ostmere is a country in the north.",
+                       load_ontology(str(AVIATION)))
+    triples = named_triples(facts)
+    assert ("BASED_IN", "skylark air", "corvany") in triples
+    assert not any("ostmere" in (source, target) for _, source, target in triples), triples

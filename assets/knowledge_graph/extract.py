@@ -41,7 +41,8 @@ from assets.knowledge_graph.corpus import CORPUS_EVIDENCE, CorpusNames
 from assets.knowledge_graph.embedding import embed
 from assets.knowledge_graph.resolve import Resolver, is_numbered_short_form, without_article
 from assets.knowledge_graph.scoring import scorer_for
-from assets.knowledge_graph.sentences import (attribute_texts, predicate_phrases, sentence_attributes, sentence_relations,
+from assets.knowledge_graph.sentences import (QUALIFIER, attribute_texts, predicate_phrases, sentence_attributes,
+                                              sentence_relations,
                                               weak_typed)
 from assets.knowledge_graph.structure import StructureExtractor, tables_and_blocks
 from resources.ontology import Ontology, OntologyError, normalize_name
@@ -288,6 +289,8 @@ def extract_facts(chunks: list[dict], ontology: Ontology | None = None, elements
                         if hangul_share(found.sentence) >= 0.3:
                             continue
                         if not final:
+                            if found.predicate == QUALIFIER:
+                                continue  # 'Aldermoor, Valdoria' is read once the two names' classes are known
                             for end, label in ((found.source, ontology.relations[found.type].domain),
                                                (found.target, ontology.relations[found.type].range)):
                                 if label and (end.label is None or weak_typed(end)):

@@ -163,7 +163,10 @@ def predicate_of(doc, a: Mention, b: Mention, owner: dict[int, Mention]):
     for token in interior:
         other = owner.get(token.i)
         if other is not None and other is not a and other is not b:
-            # passing through another mention: only coordination/apposition keeps the pair related
+            # passing through another mention: only coordination/apposition keeps the pair related ('X is based in
+            # Aldermoor, Valdoria' relates X to Aldermoor only: the second name qualifies the first)
+            if qualifies(doc, other, b) or qualifies(doc, other, a):
+                return None
             on_path = {t.i for t in path}
             if token.dep_ in ("conj", "appos") or any(c.dep_ in ("conj", "appos") and c.i in on_path
                                                       for c in token.children):
@@ -194,6 +197,7 @@ def predicate_of(doc, a: Mention, b: Mention, owner: dict[int, Mention]):
         if subjects and not any(owner.get(i) in (a, b) for i in subjects):
             return None
     words = [t for t in words if t.i not in heads or t.pos_ not in ("VERB", "AUX")]
+    words = _without_copula_and_class_noun(words)
     # particles and 'by' agents hang off the verbs
     extra = [c for t in words for c in t.children if c.dep_ in ("prt",) and c not in words]
     tokens = sorted(words + extra, key=lambda t: t.i)
@@ -205,6 +209,43 @@ def predicate_of(doc, a: Mention, b: Mention, owner: dict[int, Mention]):
     if not phrase.strip() or all(t.lemma_ == "be" for t in content):
         return None  # 'X is a Java service': a copula alone says what X is, not how it relates to Java
     return phrase, path
+
+
+def _without_copula_and_class_noun(words: list) -> list:
+    """'X is a low-cost airline based in Y' relates X and Y as 'based in': the noun after the copula is X itself
+    once a participle or relative clause on the path describes it ('is an airport located in', 'is a service that
+    depends on'); 'is a member of' keeps its noun."""
+    on_path = {t.i for t in words}
+    for token in words:
+        if token.lemma_ != "be":
+            continue
+        noun = next((c for c in token.children if c.dep_ == "attr" and c.i in on_path and c.pos_ in ("NOUN", "PROPN")),
+                    None)
+        if noun is not None and any(c.dep_ in ("acl", "relcl") and c.i in on_path for c in noun.children):
+            return [t for t in words if t.i not in (token.i, noun.i)]
+    return words
+
+
+QUALIFIER = ","  # the predicate of 'Aldermoor, Valdoria': the second name says where the first is
+QUALIFIER_READING = "is part of"  # how it reads: containment
+
+
+def qualifies(doc, first: Mention, second: Mention) -> bool:
+    """'Aldermoor, Valdoria', 'Tirstrup, Denmark': a bare proper name set after another by a comma alone, no
+    article, says where the first is; it does not rename it ('Storefront app, Storefront Web,' does, and so does
+    'the airline, a SkyCircle member')."""
+    if first.start < 0 or second.start < 0 or second.start != first.end + 1 or doc[first.end].text != ",":
+        return False
+    root, head = _root(doc, second), _root(doc, first)
+    return (root.dep_ == "appos" and root.head.i == head.i and root.pos_ == "PROPN"
+            and all(t.pos_ == "PROPN" for t in doc[second.start:second.end])
+            and not any(c.dep_ == "det" for c in root.children))
+
+
+def _may_be(ontology: Ontology, label: str, allowed: tuple[str, ...], guessed: bool) -> bool:
+    """Whether a mention of class label may stand where allowed is expected; a guessed class (NER's Place for a
+    name that may be a city or a country) may also be narrowed to one of its subclasses."""
+    return ontology.fits(label, allowed) or (guessed and any(ontology.is_a(a, label) for a in allowed))
 
 
 def classify(scorer: RelationScorer, ontology: Ontology, phrase: str, passive: bool,
@@ -239,9 +280,10 @@ def _classify(scorer: RelationScorer, ontology: Ontology, phrase: str, passive: 
         preferred = False if inverse > forward + 0.05 else passive == is_passive_label(rel.label)
         for first_is_source in (True, False):
             src, tgt = (first_label, second_label) if first_is_source else (second_label, first_label)
-            if src is not None and not ontology.fits(src, rel.domains):
+            weak_src, weak_tgt = (weak_first, weak_second) if first_is_source else (weak_second, weak_first)
+            if src is not None and not _may_be(ontology, src, rel.domains, weak_src):
                 continue
-            if tgt is not None and not ontology.fits(tgt, rel.ranges):
+            if tgt is not None and not _may_be(ontology, tgt, rel.ranges, weak_tgt):
                 continue
             scored.append((similarity, first_is_source == preferred, name, first_is_source))
     if not scored:
@@ -342,6 +384,11 @@ def _antecedents(doc, sent, mentions: list[Mention], ontology: Ontology | None =
 def _classify_pair(doc, scorer, ontology, first, second, a, b, owner):
     """[(relation, source, target, score, phrase)] for one pair of mentions (a, b stand for first, second): the
     relation the predicate names and the relation named after one end's class, where the ontology has one."""
+    if qualifies(doc, first, second):
+        chosen = classify(scorer, ontology, QUALIFIER_READING, False, a.label, b.label, weak_typed(a), weak_typed(b))
+        if chosen is None or not chosen[1] or a.label is None or b.label is None:
+            return []  # where a name is, is said by the comma: no predicate to doubt, but both classes must be known
+        return [(chosen[0], a, b, chosen[2], QUALIFIER)]
     result = predicate_of(doc, first, second, owner)
     if result is None:
         return []
