@@ -445,3 +445,15 @@ def test_a_name_after_a_comma_says_where_the_first_is_not_what_it_relates_to():
     triples = named_triples(facts)
     assert ("BASED_IN", "skylark air", "corvany") in triples
     assert not any("ostmere" in (source, target) for _, source, target in triples), triples
+
+
+def test_a_record_key_names_its_relation_over_cells_typed_only_by_ner(tmp_path):
+    """'Fleet: Marlow M-310, Marlow M-420': NER reads one model as an organization; that guess gives the column no
+    class that the header 'Fleet' (operates aircraft) cannot override."""
+    ontology = load_ontology(str(Path(__file__).parent.parent / "bench" / "kg_data" / "aviation" / "ontology"))
+    text = ("Skylark Air - company profile\n\nFounded: 1999\nHub: Corvany Airport\nFleet: Marlow M-310, Marlow M-420\n\n"
+            "Skylark Air is the second airline of Ostmere. Its routes to Asia are flown with the Marlow M-420, while "
+            "the Marlow M-310 covers short routes.\n")
+    triples = named_triples(facts_of(tmp_path, "skylark.txt", text, ontology), layer="structure")
+    assert {("OPERATES_AIRCRAFT", "skylark air", "marlow m-310"),
+            ("OPERATES_AIRCRAFT", "skylark air", "marlow m-420")} <= triples

@@ -167,6 +167,7 @@ def _type_of(votes: TypeVotes, lexicon):
         _intrinsic_evidence(votes, lexicon, surface)
         return votes.label(normalize_name(surface))
 
+    type_of.guessed = lambda surface: votes.guessed(normalize_name(surface))  # its class rests only on guesses
     return type_of
 
 

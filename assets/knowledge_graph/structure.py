@@ -506,8 +506,13 @@ class StructureExtractor:
                 return None, None
             cell_labels = ()
             if evidence == "relation":
-                cell_labels = tuple(l for l in (self.type_of(v) for row in class_cells[j] for v, _ in row
-                                                if _looks_like_name(v)) if l)
+                names = [v for row in class_cells[j] for v, _ in row if _looks_like_name(v)]
+                typed = [(name, label) for name, label in zip(names, map(self.type_of, names)) if label]
+                cell_labels = tuple(label for _, label in typed)
+                guessed = getattr(self.type_of, "guessed", None)
+                if typed and guessed is not None and all(guessed(name) for name, _ in typed):
+                    # the cells' classes are only guesses (NER's ORG for 'Havell H-340'): the header says more
+                    return None, self._column_relation(table.header[j], subject_class, None)
             return None, self._column_relation(table.header[j], subject_class, column_class, cell_labels)
 
         readings = {j: (None, None) if j in kind_columns else column_reading(j, key_class) for j in range(1, width)}
