@@ -457,3 +457,12 @@ def test_a_record_key_names_its_relation_over_cells_typed_only_by_ner(tmp_path):
     triples = named_triples(facts_of(tmp_path, "skylark.txt", text, ontology), layer="structure")
     assert {("OPERATES_AIRCRAFT", "skylark air", "marlow m-310"),
             ("OPERATES_AIRCRAFT", "skylark air", "marlow m-420")} <= triples
+
+
+def test_a_value_is_read_by_the_words_it_hangs_from():
+    """'an airline founded in 1999 with its head office in ...': the words around the year are noisy, the verb
+    it hangs from ('founded in') names the property."""
+    facts = text_facts("Skylark Air is a small regional airline founded in 1999 with its head office in Corvany.",
+                       load_ontology(str(AVIATION)))
+    assert ("Airline:skylark-air", "founded_year", "1999") in {(a["entity"], a["property"], a["value"])
+                                                              for a in facts["attributes"]}, facts["attributes"]

@@ -51,7 +51,7 @@ from resources.ontology_loading import load_ontology
 LAYERS = ("structure", "sentences", "korean", "examples", "llm")
 # Bump when extraction logic changes what facts a document yields: graph_facts' code_version.
 # 9: a sentence relation between ends whose classes are only guessed (NER, an earlier relation) needs a clearer
-# predicate; program lines are not parsed. 8: plain-text records (a bare key takes the list items below it, a '#' comment is a note, a titled record is
+# predicate; program lines are not parsed; a value is read by the words it hangs from too. 8: plain-text records (a bare key takes the list items below it, a '#' comment is a note, a titled record is
 # about the title's name, a property of a subclass fits a row of its superclass)
 EXTRACTOR_VERSION = "9"  # 7: a numbered short form types its full name; 6: a relation named after its range class is
 # stated with its sibling; 5: values type their holder, dates read as one value (a number property takes none)
@@ -303,6 +303,8 @@ def extract_facts(chunks: list[dict], ontology: Ontology | None = None, elements
                     if final:
                         for mention, attribute, value, sentence, label in sentence_attributes(doc, mentions, ontology,
                                                                                                scorer):
+                            if hangul_share(sentence) >= 0.3:
+                                continue  # the English parse of a Korean sentence: the Korean layer reads it
                             raw_attributes.append({"entity": mention.surface, "entity_label": label,
                                                    "property": attribute, "value": value, "chunk_id": chunk["chunk_id"],
                                                    "sentence": sentence, "layer": "sentence"})

@@ -662,7 +662,12 @@ def _attribute_candidates(doc, mentions: list[Mention], ontology: Ontology):
     for sent in doc.sents:
         in_sent = [m for m in mentions if m.start >= sent.start and m.end <= sent.end]
         if not in_sent:
-            continue
+            # 'The airline was founded in 1987', 'It was established in 2009': the subject's referent holds it
+            referents = [c[0] for i, c in _antecedents(doc, sent, mentions, ontology, lexicon_for(ontology)).items()
+                         if c and doc[i].dep_ in ("nsubj", "nsubjpass") and c[0].label]
+            if not referents:
+                continue
+            in_sent = referents[:1]
         for start, end, code in _value_spans(doc, sent, owner):
             context = [t for t in doc[max(sent.start, start - 4):start] if not t.is_punct and t.i not in owner]
             context += [t for t in doc[end:min(sent.end, end + 3)] if t.pos_ in ("NOUN", "ADJ") and t.i not in owner]
@@ -671,18 +676,31 @@ def _attribute_candidates(doc, mentions: list[Mention], ontology: Ontology):
                 continue
             holders = [m for m in in_sent if m.start < start and owner.get(start) is not m] or in_sent
             nearest = min(holders, key=lambda m: abs(m.start - start))
+            # the words the value hangs from ('founded in' 2015), beside the words around it
+            variants = [words, " ".join(t.lower_ for t in reversed(_governors(doc[start], sent)))]
             if nearest.label:
-                words = f"{ontology.classes[nearest.label].label.lower()} {words}"
+                variants = [f"{ontology.classes[nearest.label].label.lower()} {v}" for v in variants if v]
             elif not _untyped_holder(nearest):
                 continue
-            yield nearest, start, end, code, words, sent
+            yield nearest, start, end, code, tuple(dict.fromkeys(v for v in variants if v)), sent
+
+
+def _governors(token, sent) -> list:
+    """The value's preposition and the verb or noun it hangs from ('founded in', 'length of'), nearest first."""
+    out, head = [], token.head
+    while head.i != token.i and head.i >= sent.start and len(out) < 2:
+        out.append(head)
+        if head.pos_ in ("VERB", "NOUN"):
+            break
+        token, head = head, head.head
+    return out
 
 
 def attribute_texts(doc, mentions: list[Mention], ontology: Ontology) -> list[str]:
     """The words sentence_attributes will score, for one batched encode per document."""
     if not ontology.attributes:
         return []
-    return [words.lower() for _, _, _, _, words, _ in _attribute_candidates(doc, mentions, ontology)]
+    return [w.lower() for _, _, _, _, variants, _ in _attribute_candidates(doc, mentions, ontology) for w in variants]
 
 
 def sentence_attributes(doc, mentions: list[Mention], ontology: Ontology, scorer: RelationScorer) -> list[tuple]:
@@ -692,11 +710,13 @@ def sentence_attributes(doc, mentions: list[Mention], ontology: Ontology, scorer
     if not ontology.attributes:
         return []
     out = []
-    for nearest, start, end, code, words, sent in _attribute_candidates(doc, mentions, ontology):
+    for nearest, start, end, code, variants, sent in _attribute_candidates(doc, mentions, ontology):
         if nearest.label:
-            attr, score = scorer.best_attribute(words, nearest.label, threshold=0.5)
+            attr, score = max((scorer.best_attribute(w, nearest.label, threshold=0.5) for w in variants),
+                              key=lambda found: (found[0] is not None, found[1]))
         else:
-            attr, score = scorer.best_attribute(words, None, threshold=UNTYPED_ATTRIBUTE_THRESHOLD)
+            attr, score = max((scorer.best_attribute(w, None, threshold=UNTYPED_ATTRIBUTE_THRESHOLD) for w in variants),
+                              key=lambda found: (found[0] is not None, found[1]))
             if attr is not None and ontology.attributes[attr].value_kind == "text":
                 attr = None  # numbers, years and dates show by their shape that they are its values; text does not
         if attr is None or (code and ontology.attributes[attr].numeric):
