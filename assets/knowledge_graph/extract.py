@@ -51,7 +51,8 @@ from resources.ontology_loading import load_ontology
 LAYERS = ("structure", "sentences", "korean", "examples", "llm")
 # Bump when extraction logic changes what facts a document yields: graph_facts' code_version.
 # 9: a sentence relation between ends whose classes are only guessed (NER, an earlier relation) needs a clearer
-# predicate; program lines are not parsed; a value is read by the words it hangs from too. 8: plain-text records (a bare key takes the list items below it, a '#' comment is a note, a titled record is
+# predicate; program lines are not parsed; a value is read by the words it hangs from too.
+# 8: plain-text records (a bare key takes the list items below it, a '#' comment is a note, a titled record is
 # about the title's name, a property of a subclass fits a row of its superclass)
 EXTRACTOR_VERSION = "9"  # 7: a numbered short form types its full name; 6: a relation named after its range class is
 # stated with its sibling; 5: values type their holder, dates read as one value (a number property takes none)
