@@ -42,8 +42,7 @@ from assets.knowledge_graph.embedding import embed
 from assets.knowledge_graph.resolve import Resolver, is_numbered_short_form, without_article
 from assets.knowledge_graph.scoring import scorer_for
 from assets.knowledge_graph.sentences import (QUALIFIER, attribute_texts, predicate_phrases, sentence_attributes,
-                                              sentence_relations,
-                                              weak_typed)
+                                              sentence_relations, weak_typed)
 from assets.knowledge_graph.structure import StructureExtractor, tables_and_blocks
 from resources.ontology import Ontology, OntologyError, normalize_name
 from resources.ontology_loading import load_ontology

@@ -711,14 +711,11 @@ def sentence_attributes(doc, mentions: list[Mention], ontology: Ontology, scorer
         return []
     out = []
     for nearest, start, end, code, variants, sent in _attribute_candidates(doc, mentions, ontology):
-        if nearest.label:
-            attr, score = max((scorer.best_attribute(w, nearest.label, threshold=0.5) for w in variants),
-                              key=lambda found: (found[0] is not None, found[1]))
-        else:
-            attr, score = max((scorer.best_attribute(w, None, threshold=UNTYPED_ATTRIBUTE_THRESHOLD) for w in variants),
-                              key=lambda found: (found[0] is not None, found[1]))
-            if attr is not None and ontology.attributes[attr].value_kind == "text":
-                attr = None  # numbers, years and dates show by their shape that they are its values; text does not
+        threshold = 0.5 if nearest.label else UNTYPED_ATTRIBUTE_THRESHOLD
+        attr, score = max((scorer.best_attribute(w, nearest.label, threshold=threshold) for w in variants),
+                          key=lambda found: (found[0] is not None, found[1]))
+        if not nearest.label and attr is not None and ontology.attributes[attr].value_kind == "text":
+            attr = None  # numbers, years and dates show by their shape that they are its values; text does not
         if attr is None or (code and ontology.attributes[attr].numeric):
             continue
         info = ontology.attributes[attr]
