@@ -466,3 +466,13 @@ def test_a_value_is_read_by_the_words_it_hangs_from():
                        load_ontology(str(AVIATION)))
     assert ("Airline:skylark-air", "founded_year", "1999") in {(a["entity"], a["property"], a["value"])
                                                               for a in facts["attributes"]}, facts["attributes"]
+
+
+def test_a_value_belongs_to_the_subject_of_its_clause():
+    """'It was established in 2009 by two former Pelican Air pilots': the year is the pronoun's referent's (the
+    airline the previous sentence is about), not the nearest name's."""
+    facts = text_facts("Skylark Air is a low-cost airline based in Corvany.\n"
+                       "It was established in 2011 by two former Pelican Air pilots.", load_ontology(str(AVIATION)))
+    held = {(a["entity"], a["property"], a["value"]) for a in facts["attributes"]}
+    assert ("Airline:skylark-air", "founded_year", "2011") in held, held
+    assert not any(entity.endswith("pelican-air") for entity, _, _ in held), held

@@ -674,15 +674,40 @@ def _attribute_candidates(doc, mentions: list[Mention], ontology: Ontology):
             words = " ".join(t.lower_ for t in context if not t.like_num)
             if not words:
                 continue
-            holders = [m for m in in_sent if m.start < start and owner.get(start) is not m] or in_sent
-            nearest = min(holders, key=lambda m: abs(m.start - start))
+            nearest = _clause_subject(doc, start, sent, mentions, owner, ontology)
+            if nearest is None or owner.get(start) is nearest:
+                holders = [m for m in in_sent if m.start < start and owner.get(start) is not m] or in_sent
+                nearest = min(holders, key=lambda m: abs(m.start - start))
             # the words the value hangs from ('founded in' 2015), beside the words around it
             variants = [words, " ".join(t.lower_ for t in reversed(_governors(doc[start], sent)))]
             if nearest.label:
-                variants = [f"{ontology.classes[nearest.label].label.lower()} {v}" for v in variants if v]
+                # the governing words alone too: 'established in' names founded_year better than 'airline
+                # established in' does; the holder's class still filters the properties
+                variants = [f"{ontology.classes[nearest.label].label.lower()} {v}" for v in variants if v] + variants[1:]
             elif not _untyped_holder(nearest):
                 continue
             yield nearest, start, end, code, tuple(dict.fromkeys(v for v in variants if v)), sent
+
+
+def _clause_subject(doc, start: int, sent, mentions: list[Mention], owner: dict[int, Mention],
+                    ontology: Ontology) -> Mention | None:
+    """The name the value's clause is about: the subject of the verb it hangs from, a pronoun's or definite class
+    word's referent ('It was established in 2009 by two former Pelican Air pilots': Bluefinch, not Pelican Air),
+    or the noun a participle or relative clause qualifies ('Pelican Air, founded in 1987')."""
+    verb = next((t for t in doc[start].ancestors if t.pos_ in ("VERB", "AUX")), None)
+    if verb is None or verb.i < sent.start or verb.i >= sent.end:
+        return None
+    subject = next((c for c in verb.children if c.dep_ in ("nsubj", "nsubjpass")), None)
+    if subject is None and verb.dep_ in ("acl", "relcl"):
+        subject = verb.head
+    elif subject is not None and subject.dep_ == "nsubj" and subject.tag_ == "WDT" and verb.dep_ == "relcl":
+        subject = verb.head  # 'the airline, which was founded in 1987'
+    if subject is None:
+        return None
+    if subject.i in owner:
+        return owner[subject.i]
+    referents = _antecedents(doc, sent, mentions, ontology, lexicon_for(ontology)).get(subject.i)
+    return referents[0] if referents and referents[0].label else None
 
 
 def _governors(token, sent) -> list:
