@@ -476,3 +476,23 @@ def test_a_value_belongs_to_the_subject_of_its_clause():
     held = {(a["entity"], a["property"], a["value"]) for a in facts["attributes"]}
     assert ("Airline:skylark-air", "founded_year", "2011") in held, held
     assert not any(entity.endswith("pelican-air") for entity, _, _ in held), held
+
+
+def test_a_delimited_export_pasted_as_text_is_a_table(tmp_path):
+    """A CMDB export in a .txt file (one parser element per line, '|' between cells, no markdown rules): its rows
+    relate their cells; a status cell that says the row held once or is not there yet keeps its relations out; a
+    column that repeats a few values in every row (the site) is a category, not a relation."""
+    rows = [("bx-app-01", "NORTH", "LIVE", "Fleet Ops", "quote-api"),
+            ("bx-app-02", "NORTH", "LIVE", "Fleet Ops", "quote-api; ledger-ui"),
+            ("bx-app-03", "SOUTH", "LIVE", "Fleet Ops", "invoice-store"),
+            ("bx-app-04", "SOUTH", "DECOMMISSIONED 2024-02-01", "-", "(historic) ledger-ui"),
+            ("bx-app-05", "NORTH", "LIVE", "Billing Crew", "pay-relay"),
+            ("bx-app-06", "SOUTH", "LIVE", "Billing Crew", "pay-relay")]
+    text = ("cmdb export, columns: host | site | status | support_group (team accountable for the host) | installed_sw\n\n"
+            "host|site|status|support_group|installed_sw\n") + "\n".join("|".join(row) for row in rows) + "\n"
+    triples = named_triples(facts_of(tmp_path, "cmdb-export.txt", text))
+    assert {("RUNS_ON", "quote-api", "bx-app-01"), ("RUNS_ON", "ledger-ui", "bx-app-02"),
+            ("RUNS_ON", "pay-relay", "bx-app-06"), ("MANAGED_BY", "bx-app-05", "billing crew")} <= triples, triples
+    assert ("RUNS_ON", "ledger-ui", "bx-app-04") not in triples
+    assert not any("north" in (source, target) or "south" in (source, target) for _, source, target in triples)
+    assert not any("|" in source + target for _, source, target in triples)

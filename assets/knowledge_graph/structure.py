@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import html
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
 
@@ -96,10 +97,26 @@ def parse_html_table(markup: str) -> tuple[list[str], list[list[str]]]:
     return rows[0], rows[1:]
 
 
-def parse_pipe_table(lines: list[str]) -> tuple[list[str], list[list[str]]]:
+_DELIMITERS = ("|", "\t", ";")  # cell separators of text exports, most specific first (';' also splits a cell's names)
+
+
+def row_delimiter(lines: list[str]) -> str | None:
+    """The separator that splits every line into the same number (3 or more) of cells: an export pasted as text
+    ('ci_name|form|site|support_group', tab- or semicolon-separated) is a table whatever its header says."""
+    if len(lines) < 3:
+        return None
+    for delimiter in _DELIMITERS:
+        counts = {line.strip().strip("|").count(delimiter) if delimiter == "|" else line.count(delimiter)
+                  for line in lines}
+        if len(counts) == 1 and counts.pop() >= 2:
+            return delimiter
+    return None
+
+
+def parse_pipe_table(lines: list[str], delimiter: str = "|") -> tuple[list[str], list[list[str]]]:
     rows = []
     for line in lines:
-        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        cells = [c.strip() for c in line.strip().strip("|").split(delimiter)]
         if all(re.fullmatch(r":?-{2,}:?", c) for c in cells if c):
             continue
         rows.append(cells)
@@ -119,6 +136,7 @@ def tables_and_blocks(elements: list[dict] | None, chunks: list[dict]) -> list[T
             kind = element.get("type", "")
             kind = "Table" if kind == "Table" and markup else kind
             items.append(("ChunkedTable" if kind == "Table" and chunk_tables else kind, text, markup))
+        items = _delimited_tables(items)
     else:
         for chunk in chunks:
             items.extend([("ChunkedTable", chunk["text"], None)] if chunk.get("table_html") else _pseudo_elements(chunk["text"]))
@@ -166,11 +184,14 @@ def tables_and_blocks(elements: list[dict] | None, chunks: list[dict]) -> list[T
         if kind == "ChunkedTable":
             close_block()
             continue
-        if kind in ("Table", "PipeTable"):
+        if kind in ("Table", "PipeTable", "DelimitedTable"):
             close_block()
-            header, rows = parse_html_table(markup) if kind == "Table" else parse_pipe_table(text.splitlines())
+            lines = text.splitlines()
+            header, rows = (parse_html_table(markup) if kind == "Table" else
+                            parse_pipe_table(lines, row_delimiter(lines) or "|") if kind == "DelimitedTable" else
+                            parse_pipe_table(lines))
             if header and rows:
-                tables.append(Table(header, rows, text, parts=[text]))
+                tables.append(Table(header, rows, text, parts=lines if kind == "DelimitedTable" else [text]))
             continue
         lines = [line for line in text.splitlines() if line.strip()]
         bare = _BARE_KEY.match(text) if len(lines) == 1 else None
@@ -267,6 +288,37 @@ def _is_kv(key: str, value: str) -> bool:
             and len(value.split()) <= 12)
 
 
+def _delimited_tables(items: list[tuple[str, str, str | None]]) -> list[tuple[str, str, str | None]]:
+    """Runs of one-line pieces that one separator splits alike (a CMDB export pasted as text, which parsers cut
+    into titles and paragraphs line by line) joined into one delimited table."""
+    def one_line(item) -> bool:
+        kind, text, _ = item
+        return kind not in ("Table", "ChunkedTable", "PipeTable") and bool(text.strip()) and "\n" not in text.strip()
+
+    out: list[tuple[str, str, str | None]] = []
+    i = 0
+    while i < len(items):
+        lines = [text for _, text, _ in items[i:i + 3]] if all(one_line(x) for x in items[i:i + 3]) else []
+        delimiter = row_delimiter(lines)
+        if delimiter is None:
+            out.append(items[i])
+            i += 1
+            continue
+        j = i + 3
+        while j < len(items) and one_line(items[j]) and row_delimiter(lines + [items[j][1]]) == delimiter:
+            lines.append(items[j][1])
+            j += 1
+        # a header names columns in a few words each: a longer first line ('columns: host | support_group (team
+        # accountable for it) | ...') describes the table and stays prose
+        if any(len(cell.split()) > 4 for cell in lines[0].split(delimiter)) and len(lines) > 3:
+            out.append(items[i])
+            i += 1
+            continue
+        out.append(("DelimitedTable", "\n".join(lines), None))
+        i = j
+    return out
+
+
 def _pseudo_elements(text: str) -> list[tuple[str, str, None]]:
     """Element-like pieces of plain chunk text: '#' headings, pipe tables, key-value lines, paragraphs."""
     out, lines = [], text.splitlines()
@@ -300,6 +352,18 @@ def clean_cell_value(value: str) -> tuple[str, str]:
     return value.strip(" .:-—"), note
 
 
+# a cell that says its row held once or does not hold yet ('DECOMMISSIONED 2024-03-18', '(historic) yard
+# planner', 'ORDERED', 'planned'): the row's relations are not facts of today
+NOT_NOW_STATES = ("decommissioned", "retired", "historic", "former", "removed", "deprecated", "ordered", "planned",
+                  "proposed", "requested", "pending", "not approved", "cancelled", "canceled", "폐기", "철거", "예정",
+                  "중단", "이전 완료")
+
+
+def not_now_cell(cell: str) -> bool:
+    words = cell.strip().lower().lstrip("([~*_ ").replace("~~", "")
+    return any(words.startswith(state) for state in NOT_NOW_STATES)
+
+
 def split_values(cell: str) -> list[str]:
     """Several names in one cell: commas, semicolons, slashes, 'and', line breaks (not inside parentheses); a
     crossed-out value ('~~jvh-app-03~~ (moved off)') is dropped with its note."""
@@ -323,6 +387,12 @@ def header_definitions(headers: set[str], prose: str) -> dict[str, str]:
                           prose, flags=re.IGNORECASE)
         if match:
             out[header] = match.group(1).strip(" *_`\"'”’")
+            continue
+        # 'columns: ci_name | support_group (team accountable for the CI) | ...': a gloss in parentheses
+        match = re.search(rf"(?<![\w]){quoted}{re.escape(header.strip())}{quoted}\s*[(（]([^)）\n]{{3,160}})[)）]",
+                          prose, flags=re.IGNORECASE)
+        if match:
+            out[header] = match.group(1).strip()
     return out
 
 
@@ -356,6 +426,7 @@ class StructureExtractor:
         self.scorer = scorer
         self.type_of = type_of  # surface -> class id or None (evidence found elsewhere in the document)
         self.glossary: dict[str, str] = {}  # header -> what the document's prose says the column holds
+        self.record_values: dict[str, list[str]] = {}
 
     def header_class(self, header: str) -> str | None:
         found = self._phrase_class(header)
@@ -447,6 +518,12 @@ class StructureExtractor:
         for table in tables:
             if table.subject is None:
                 rows_by_header.setdefault(tuple(table.header), []).extend(table.rows)
+        # a record key's values over all the document's records ('site: yeongdo' in each host's record)
+        self.record_values: dict[str, list[str]] = {}
+        for table in tables:
+            if table.subject is not None and table.rows:
+                for key, value in zip(table.header, table.rows[0]):
+                    self.record_values.setdefault(key.strip().lower(), []).append(value)
         for table in tables:
             chunk_id = table.chunk_id or chunk_for(table.text)
             out.consumed_texts.append(table.text)
@@ -515,6 +592,15 @@ class StructureExtractor:
                     return None, self._column_relation(table.header[j], subject_class, None)
             return None, self._column_relation(table.header[j], subject_class, column_class, cell_labels)
 
+        def category_column(j: int) -> bool:
+            """A column that repeats one of a few values in most rows (site, environment, status): a category
+            of the rows, never the source of one relation to many of them."""
+            values = [v for row in class_cells[j] for v, _ in row]
+            if len(rows) == 1:  # one record: its key's values in the document's other records
+                values = [v for cell in self.record_values.get(table.header[j].strip().lower(), []) for v in split_values(cell)]
+            counts = Counter(v.lower() for v in values)
+            return len(values) >= 6 and len(counts) <= len(values) / 3 and classes[j][1] != "header"
+
         readings = {j: (None, None) if j in kind_columns else column_reading(j, key_class) for j in range(1, width)}
         if key_class is None:
             # rows of unknown class: the columns read with confidence say what they are ('Needs at runtime' and
@@ -527,6 +613,10 @@ class StructureExtractor:
                 key_class = specific
                 readings.update({j: column_reading(j, key_class) for j, (a, c) in readings.items()
                                  if a is None and (c is None or c[2] < HEADER_RELATION_THRESHOLD)})
+        for j, (attribute, choice) in list(readings.items()):
+            if choice is not None and not choice[1] and choice[2] < HEADER_RELATION_THRESHOLD and category_column(j):
+                readings[j] = (None, None)
+        rows_not_now = {i for i, row in enumerate(rows) if any(not_now_cell(cell) for cell in row[1:])}
         for j in range(1, width):
             header = table.header[j]
             column_class, evidence = classes[j]
@@ -556,6 +646,8 @@ class StructureExtractor:
             for row_index, row in enumerate(rows):
                 subjects = [(v, n) for v, n in cells[0][row_index] if _cell_name(v)]
                 objects = [(v, n) for v, n in cells[j][row_index] if _cell_name(v)]
+                if row_index in rows_not_now:
+                    objects = []  # the row's names are still typed; its relations held once, not now
                 for subject, note in subjects:
                     self._typed(out, subject, key_cls, classes[0][1] if key_class else "relation", note, chunk_id)
                     for obj, obj_note in objects:
