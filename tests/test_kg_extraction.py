@@ -496,3 +496,14 @@ def test_a_delimited_export_pasted_as_text_is_a_table(tmp_path):
     assert ("RUNS_ON", "ledger-ui", "bx-app-04") not in triples
     assert not any("north" in (source, target) or "south" in (source, target) for _, source, target in triples)
     assert not any("|" in source + target for _, source, target in triples)
+
+
+def test_a_definite_short_form_stands_for_the_full_name():
+    """'the runner' after 'Fare Runner', 'the latter' after a name: the next sentence's relation is the full
+    name's."""
+    triples = named_triples(text_facts(
+        "Nightly fares are the job of the Fare Runner application, deployed to bx-batch-02. "
+        "The runner depends on fares-db for the rate tables. The rate tables are copied to bx-db-07. "
+        "The latter is managed by Storage Crew."))
+    assert ("DEPENDS_ON", "fare runner", "fares-db") in triples, triples
+    assert ("MANAGED_BY", "bx-db-07", "storage crew") in triples, triples

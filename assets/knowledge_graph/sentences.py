@@ -337,14 +337,22 @@ def _role(doc, mention: Mention) -> str:
 def _definite_reference(doc, token, earlier: list[Mention], ontology: Ontology, lexicon) -> Mention | None:
     """'The airline was founded in 1987': a definite, unmodified class word stands for the last name of a
     compatible class."""
-    if lexicon is None or token.tag_ != "NN" or token.dep_ not in ("nsubj", "nsubjpass", "dobj", "pobj"):
+    if lexicon is None or token.tag_ not in ("NN", "JJ") or token.dep_ not in ("nsubj", "nsubjpass", "dobj", "pobj"):
         return None
     if not any(c.dep_ == "det" and c.lower_ in ("the", "this", "that") for c in token.children) or any(
             c.dep_ in ("compound", "amod", "appos") for c in token.children):
         return None
+    if token.lower_ == "latter":
+        return next((m for m in reversed(earlier) if m.label), None)  # 'the latter': the last name before it
     classes = lexicon.classes_for_word(token.lemma_.lower()) | lexicon.classes_for_word(token.lower_)
     for m in reversed(earlier):
         if m.label and any(ontology.is_a(m.label, c) or ontology.is_a(c, m.label) for c in classes):
+            return m
+    # a short form: 'the runner' after 'the invoice runner', 'the backend' after 'Driver App Backend' (the
+    # name's last word, said with a definite article)
+    for m in reversed(earlier):
+        words = m.surface.split()
+        if m.label and len(words) > 1 and words[-1].lower() == token.lower_:
             return m
     return None
 
