@@ -507,3 +507,11 @@ def test_a_definite_short_form_stands_for_the_full_name():
         "The latter is managed by Storage Crew."))
     assert ("DEPENDS_ON", "fare runner", "fares-db") in triples, triples
     assert ("MANAGED_BY", "bx-db-07", "storage crew") in triples, triples
+
+
+def test_two_clauses_with_subjects_of_their_own_relate_nothing_across():
+    """'X is owned by T1; T2 has offered to take it over': T2 is the subject of another clause, not X's team."""
+    triples = named_triples(text_facts(
+        "For now the Harbor Portal application is owned by Cargo Team; Mobile Squad has offered to take it over."))
+    assert ("MANAGED_BY", "harbor portal", "cargo team") in triples, triples
+    assert ("MANAGED_BY", "harbor portal", "mobile squad") not in triples, triples

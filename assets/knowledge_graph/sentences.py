@@ -196,6 +196,12 @@ def predicate_of(doc, a: Mention, b: Mention, owner: dict[int, Mention]):
         subjects |= {g.i for i in subjects for g in doc[i].children if g.dep_ == "appos"}
         if subjects and not any(owner.get(i) in (a, b) for i in subjects):
             return None
+    # two clauses, each with a subject of its own ('X is owned by T1; T2 has offered to take it over'): the names
+    # of one are not related to the other's
+    for token in words:
+        if token.dep_ in ("conj", "parataxis", "ccomp", "advcl") and token.pos_ in ("VERB", "AUX") and token.head.i in on_words \
+                and _own_subject(token) and _own_subject(token.head):
+            return None
     words = [t for t in words if t.i not in heads or t.pos_ not in ("VERB", "AUX")]
     words = _without_copula_and_class_noun(words)
     # particles and 'by' agents hang off the verbs
@@ -209,6 +215,11 @@ def predicate_of(doc, a: Mention, b: Mention, owner: dict[int, Mention]):
     if not phrase.strip() or all(t.lemma_ == "be" for t in content):
         return None  # 'X is a Java service': a copula alone says what X is, not how it relates to Java
     return phrase, path
+
+
+def _own_subject(verb) -> bool:
+    """Whether a verb has a subject of its own that is not a pronoun (which may stand for the other clause's)."""
+    return any(c.dep_ in ("nsubj", "nsubjpass") and c.pos_ != "PRON" for c in verb.children)
 
 
 def _without_copula_and_class_noun(words: list) -> list:
