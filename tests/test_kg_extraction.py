@@ -515,3 +515,10 @@ def test_two_clauses_with_subjects_of_their_own_relate_nothing_across():
         "For now the Harbor Portal application is owned by Cargo Team; Mobile Squad has offered to take it over."))
     assert ("MANAGED_BY", "harbor portal", "cargo team") in triples, triples
     assert ("MANAGED_BY", "harbor portal", "mobile squad") not in triples, triples
+
+
+def test_separators_inside_a_cells_parentheses_belong_to_its_note():
+    from assets.knowledge_graph.structure import split_values
+    assert split_values("srv-yard-01, srv-yard-02 (active/active)") == ["srv-yard-01", "srv-yard-02 (active/active)"]
+    assert split_values("ledger-db (MySQL 8; replica), tariff-db / fx-db") == [
+        "ledger-db (MySQL 8; replica)", "tariff-db", "fx-db"]

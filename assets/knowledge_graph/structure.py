@@ -368,8 +368,11 @@ def split_values(cell: str) -> list[str]:
     """Several names in one cell: commas, semicolons, slashes, 'and', line breaks (not inside parentheses); a
     crossed-out value ('~~jvh-app-03~~ (moved off)') is dropped with its note."""
     cell = re.sub(r"~~.+?~~(\s*[(（][^)）]*[)）])?", "", cell)
-    protected = re.sub(r"\(([^)]*)\)", lambda m: "(" + m.group(1).replace(",", "\0") + ")", cell)
-    parts = [p.replace("\0", ",") for p in _SPLIT.split(protected)]
+    # separators inside parentheses belong to the note ('srv-yard-02 (active/active)', '(MySQL 8, replica)')
+    marks = {",": "\0", ";": "\1", "/": "\2", "、": "\3", "·": "\4"}
+    protected = re.sub(r"\(([^)]*)\)", lambda m: "(" + "".join(marks.get(c, c) for c in m.group(1)) + ")", cell)
+    back = {v: k for k, v in marks.items()}
+    parts = ["".join(back.get(c, c) for c in p) for p in _SPLIT.split(protected)]
     return [p for p in (x.strip() for x in parts) if p and p.lower() not in _EMPTY_CELL
             and not re.match(r"(none|not yet|n/a)\b", p.lower())]
 
