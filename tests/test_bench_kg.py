@@ -233,7 +233,7 @@ def test_heldout_block_sets_development_beside_test_with_the_gap():
 
     text = heldout_report([result("infra_dev2", 0.8, [True]), result("infra_heldout", 0.5, [True, False])])
     assert "infra_dev2 (3 documents, 10 relations)" in text and "| 1/2 |" in text
-    assert "Gap development (infra_dev2) - test: 0.300 F1" in text and "not reached" in text
+    assert "Gap development - test, F1: infra_dev2 0.300." in text and "not reached" in text
 
 
 def test_outside_domain_counts_every_relation_as_false(tmp_path, capsys):

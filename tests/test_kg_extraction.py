@@ -522,3 +522,10 @@ def test_separators_inside_a_cells_parentheses_belong_to_its_note():
     assert split_values("srv-yard-01, srv-yard-02 (active/active)") == ["srv-yard-01", "srv-yard-02 (active/active)"]
     assert split_values("ledger-db (MySQL 8; replica), tariff-db / fx-db") == [
         "ledger-db (MySQL 8; replica)", "tariff-db", "fx-db"]
+
+
+def test_a_capitalised_word_with_digits_is_a_name_even_when_ner_calls_it_a_date():
+    """'App03093280' (NER: DATE) after 'the application' names the application; the Neo4j test's random names
+    failed on such tags."""
+    triples = named_triples(text_facts("The application App03093280 runs on srv-03093280-01."))
+    assert ("RUNS_ON", "app03093280", "srv-03093280-01") in triples, triples

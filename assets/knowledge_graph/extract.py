@@ -53,7 +53,7 @@ LAYERS = ("structure", "sentences", "korean", "examples", "llm")
 # predicate; program lines are not parsed; a value is read by the words it hangs from too.
 # 8: plain-text records (a bare key takes the list items below it, a '#' comment is a note, a titled record is
 # about the title's name, a property of a subclass fits a row of its superclass)
-EXTRACTOR_VERSION = "14"  # 14: separators inside a cell's parentheses; 13: clauses with subjects of their own; 12: definite short forms; 11: delimited text tables, rows not of today, category columns; 10: a value belongs to its clause's subject; 7: a numbered short form types its full name; 6: a relation named after its range class is
+EXTRACTOR_VERSION = "15"  # 15: glosses only in column lists, capitalised words with digits; 14: separators inside a cell's parentheses; 13: clauses with subjects of their own; 12: definite short forms; 11: delimited text tables, rows not of today, category columns; 10: a value belongs to its clause's subject; 7: a numbered short form types its full name; 6: a relation named after its range class is
 # stated with its sibling; 5: values type their holder, dates read as one value (a number property takes none)
 # an examples-layer reading this clear types its ends by the property, over the document's NER votes
 EXAMPLES_OVERRIDE = 0.4

@@ -317,8 +317,8 @@ def _is_name_token(token) -> bool:
         return False  # Korean text is read by the Korean layer
     if text != token.text and re.search(r"\d|_|[A-Z]", text):
         return True  # a masked identifier shaped like a name (srv-db-01, Envoy_Proxy)
-    if token.ent_type_ in _VALUE_ENTS:
-        return False
+    if token.ent_type_ in _VALUE_ENTS and not re.fullmatch(r"[A-Z][a-z]{2,}\w*\d\w*", text):
+        return False  # a value ('2024', 'Q3'), not a capitalised word with digits ('App0309', which NER calls a DATE)
     if text[:1].islower() and not IDENT.fullmatch(text) and not re.search(r"\d|[A-Z]", text):
         return False  # 'fyi', 'mina': a lower-case word names something only when shaped like an identifier
     if IDENT.fullmatch(text):

@@ -392,10 +392,14 @@ def header_definitions(headers: set[str], prose: str) -> dict[str, str]:
             out[header] = match.group(1).strip(" *_`\"'”’")
             continue
         # 'columns: ci_name | support_group (team accountable for the CI) | ...': a gloss in parentheses
-        match = re.search(rf"(?<![\w]){quoted}{re.escape(header.strip())}{quoted}\s*[(（]([^)）\n]{{3,160}})[)）]",
-                          prose, flags=re.IGNORECASE)
-        if match:
-            out[header] = match.group(1).strip()
+        # only where the line lists the table's other columns too: "본원 시스템(results notifier, ...)" in a remark
+        # gives examples of a word, not the column's meaning
+        for match in re.finditer(rf"(?<![\w]){quoted}{re.escape(header.strip())}{quoted}\s*[(（]([^)）\n]{{3,160}})[)）]",
+                                 prose, flags=re.IGNORECASE):
+            line = prose[max(prose.rfind("\n", 0, match.start()), prose.rfind(". ", 0, match.start())) + 1:match.start()]
+            if any(other.strip() and other != header and other.strip().lower() in line.lower() for other in headers):
+                out[header] = match.group(1).strip()
+                break
     return out
 
 
