@@ -678,11 +678,20 @@ def _attribute_candidates(doc, mentions: list[Mention], ontology: Ontology):
     """(holder, value start, value end, is_code, the words scored against the properties, sentence) for every
     value of the Doc; the words lead with the holder's class when it has one."""
     owner = _token_span_map(mentions, doc)
+    lexicon = lexicon_for(ontology)
+    resolved: dict[int, dict[int, list[Mention]]] = {}
+
+    def referents_in(sent) -> dict[int, list[Mention]]:
+        """The sentence's pronoun and definite-reference referents, resolved once per sentence."""
+        if sent.start not in resolved:
+            resolved[sent.start] = _antecedents(doc, sent, mentions, ontology, lexicon)
+        return resolved[sent.start]
+
     for sent in doc.sents:
         in_sent = [m for m in mentions if m.start >= sent.start and m.end <= sent.end]
         if not in_sent:
             # 'The airline was founded in 1987', 'It was established in 2009': the subject's referent holds it
-            referents = [c[0] for i, c in _antecedents(doc, sent, mentions, ontology, lexicon_for(ontology)).items()
+            referents = [c[0] for i, c in referents_in(sent).items()
                          if c and doc[i].dep_ in ("nsubj", "nsubjpass") and c[0].label]
             if not referents:
                 continue
@@ -693,7 +702,7 @@ def _attribute_candidates(doc, mentions: list[Mention], ontology: Ontology):
             words = " ".join(t.lower_ for t in context if not t.like_num)
             if not words:
                 continue
-            nearest = _clause_subject(doc, start, sent, mentions, owner, ontology)
+            nearest = _clause_subject(doc, start, sent, owner, referents_in)
             if nearest is None or owner.get(start) is nearest:
                 holders = [m for m in in_sent if m.start < start and owner.get(start) is not m] or in_sent
                 nearest = min(holders, key=lambda m: abs(m.start - start))
@@ -708,8 +717,7 @@ def _attribute_candidates(doc, mentions: list[Mention], ontology: Ontology):
             yield nearest, start, end, code, tuple(dict.fromkeys(v for v in variants if v)), sent
 
 
-def _clause_subject(doc, start: int, sent, mentions: list[Mention], owner: dict[int, Mention],
-                    ontology: Ontology) -> Mention | None:
+def _clause_subject(doc, start: int, sent, owner: dict[int, Mention], referents_in) -> Mention | None:
     """The name the value's clause is about: the subject of the verb it hangs from, a pronoun's or definite class
     word's referent ('It was established in 2009 by two former Pelican Air pilots': Bluefinch, not Pelican Air),
     or the noun a participle or relative clause qualifies ('Pelican Air, founded in 1987')."""
@@ -725,7 +733,7 @@ def _clause_subject(doc, start: int, sent, mentions: list[Mention], owner: dict[
         return None
     if subject.i in owner:
         return owner[subject.i]
-    referents = _antecedents(doc, sent, mentions, ontology, lexicon_for(ontology)).get(subject.i)
+    referents = referents_in(sent).get(subject.i)
     return referents[0] if referents and referents[0].label else None
 
 

@@ -364,6 +364,11 @@ def not_now_cell(cell: str) -> bool:
     return any(words.startswith(state) for state in NOT_NOW_STATES)
 
 
+def repeats_few_values(values: list[str]) -> bool:
+    """Six or more values, each distinct one repeated three times on average: a category (site, env, status)."""
+    return len(values) >= 6 and len(Counter(v.lower() for v in values)) <= len(values) / 3
+
+
 def split_values(cell: str) -> list[str]:
     """Several names in one cell: commas, semicolons, slashes, 'and', line breaks (not inside parentheses); a
     crossed-out value ('~~jvh-app-03~~ (moved off)') is dropped with its note."""
@@ -433,7 +438,7 @@ class StructureExtractor:
         self.scorer = scorer
         self.type_of = type_of  # surface -> class id or None (evidence found elsewhere in the document)
         self.glossary: dict[str, str] = {}  # header -> what the document's prose says the column holds
-        self.record_values: dict[str, list[str]] = {}
+        self.category_keys: set[str] = set()  # record keys that name a category of the records (extract)
 
     def header_class(self, header: str) -> str | None:
         found = self._phrase_class(header)
@@ -525,12 +530,13 @@ class StructureExtractor:
         for table in tables:
             if table.subject is None:
                 rows_by_header.setdefault(tuple(table.header), []).extend(table.rows)
-        # a record key's values over all the document's records ('site: yeongdo' in each host's record)
-        self.record_values: dict[str, list[str]] = {}
+        # record keys whose values over all the document's records repeat a few ('site: yeongdo' in each host's)
+        record_values: dict[str, list[str]] = {}
         for table in tables:
             if table.subject is not None and table.rows:
                 for key, value in zip(table.header, table.rows[0]):
-                    self.record_values.setdefault(key.strip().lower(), []).append(value)
+                    record_values.setdefault(key.strip().lower(), []).extend(split_values(value))
+        self.category_keys = {key for key, values in record_values.items() if repeats_few_values(values)}
         for table in tables:
             chunk_id = table.chunk_id or chunk_for(table.text)
             out.consumed_texts.append(table.text)
@@ -602,11 +608,11 @@ class StructureExtractor:
         def category_column(j: int) -> bool:
             """A column that repeats one of a few values in most rows (site, environment, status): a category
             of the rows, never the source of one relation to many of them."""
-            values = [v for row in class_cells[j] for v, _ in row]
             if len(rows) == 1:  # one record: its key's values in the document's other records
-                values = [v for cell in self.record_values.get(table.header[j].strip().lower(), []) for v in split_values(cell)]
-            counts = Counter(v.lower() for v in values)
-            return len(values) >= 6 and len(counts) <= len(values) / 3 and classes[j][1] != "header"
+                repeated = table.header[j].strip().lower() in self.category_keys
+            else:
+                repeated = repeats_few_values([v for row in class_cells[j] for v, _ in row])
+            return repeated and classes[j][1] != "header"
 
         readings = {j: (None, None) if j in kind_columns else column_reading(j, key_class) for j in range(1, width)}
         if key_class is None:
